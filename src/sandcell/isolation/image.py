@@ -1,0 +1,163 @@
+"""The runtime image: what a sandbox sees besides the host's read-only /usr.
+
+A sandbox cannot see the host's Python (a pyenv or venv under /root is
+neither visible nor wanted inside), so sandcell keeps its own image in
+``SANDCELL_HOME`` (``/opt/sandcell`` for root):
+
+- ``runtime/``: a venv of the system ``python3`` with IPython, numpy, pandas
+  and matplotlib (``runtime/requirements.txt``);
+- ``node/node_modules``: acorn, which the JavaScript context parses cells with;
+- ``etc/``: the sandbox's passwd, group, hosts... (no host secrets);
+- ``mpl/``: matplotlib's font cache, built once so plots don't rebuild it;
+- ``stage/<hash>/sandcell``: a copy of the in-sandbox code (``runtime`` and
+  ``protocol``), content-addressed so concurrent hosts never mix versions.
+
+``sandcell setup`` builds it (``build``); ``Image.check`` says what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+RUNTIME_SOURCES = ("runtime", "protocol")
+SANDBOX_USER = "user"
+SANDBOX_UID = 1000
+
+ETC_FILES = {
+    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:/home/user:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "hostname": "sandbox\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+    "resolv.conf": "",
+}
+
+
+class ImageMissing(RuntimeError):
+    """The runtime image or a system tool a sandbox needs is not installed."""
+
+
+def default_home() -> Path:
+    if os.environ.get("SANDCELL_HOME"):
+        return Path(os.environ["SANDCELL_HOME"])
+    if os.geteuid() == 0:
+        return Path("/opt/sandcell")
+    return Path.home() / ".local" / "share" / "sandcell"
+
+
+class Image:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or default_home()
+
+    @property
+    def python(self) -> Path:
+        return self.home / "runtime" / "bin" / "python"
+
+    @property
+    def acorn(self) -> Path:
+        return self.home / "node" / "node_modules" / "acorn"
+
+    @property
+    def etc(self) -> Path:
+        return self.home / "etc"
+
+    @property
+    def mpl_cache(self) -> Path:
+        return self.home / "mpl"
+
+    def check(self) -> None:
+        missing = []
+        if not shutil.which("bwrap"):
+            missing.append("bubblewrap (apt-get install bubblewrap)")
+        if not shutil.which("node"):
+            missing.append("Node.js (apt-get install nodejs)")
+        if not self.python.exists():
+            missing.append(f"the sandbox Python at {self.python}")
+        if not self.acorn.exists():
+            missing.append(f"acorn at {self.acorn}")
+        if not (self.etc / "passwd").exists():
+            missing.append(f"the sandbox's /etc files in {self.etc}")
+        if missing:
+            raise ImageMissing("sandcell is not set up: missing " + "; ".join(missing) + ". Run `sandcell setup` (as root on Debian/Ubuntu it installs the system packages too).")
+
+    @cached_property
+    def stage(self) -> Path:
+        """The in-sandbox code, copied where the sandbox's uid can read it."""
+        digest = hashlib.sha256()
+        sources = sorted(
+            path for name in RUNTIME_SOURCES for path in (PACKAGE_DIR / name).rglob("*") if path.is_file() and "__pycache__" not in path.parts
+        )
+        for path in sources:
+            digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+        target = self.home / "stage" / digest.hexdigest()[:16]
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(dir=target.parent))
+            package = scratch / "sandcell"
+            package.mkdir()
+            (package / "__init__.py").write_text('"""In-sandbox copy of sandcell\'s runtime and protocol."""\n')
+            for path in sources:
+                destination = package / path.relative_to(PACKAGE_DIR)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, destination)
+            for path in [scratch, *scratch.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            try:
+                scratch.rename(target)
+            except OSError:  # another process staged the same content first
+                shutil.rmtree(scratch, ignore_errors=True)
+        return target
+
+
+def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> None:
+    say("$ " + " ".join(command))
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def build(image: Image | None = None, say: Callable[[str], None] = print) -> Image:
+    """Install what sandboxes need; safe to run again (it skips what exists)."""
+    image = image or Image()
+    apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
+    if apt and "python3-venv" in apt and _has_venv():
+        apt.remove("python3-venv")
+    if apt:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise ImageMissing(f"install these system packages first: {', '.join(apt)}")
+        _run(["apt-get", "install", "-y", "-q", *apt], say, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    image.home.mkdir(parents=True, exist_ok=True)
+    image.home.chmod(0o755)
+    system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
+    if not image.python.exists():
+        _run([system_python, "-m", "venv", str(image.home / "runtime")], say)
+    requirements = PACKAGE_DIR / "runtime" / "requirements.txt"
+    _run([str(image.python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(requirements)], say)
+    node_dir = image.home / "node"
+    node_dir.mkdir(exist_ok=True)
+    shutil.copyfile(PACKAGE_DIR / "runtime" / "package.json", node_dir / "package.json")
+    if not image.acorn.exists():
+        _run(["npm", "install", "--no-audit", "--no-fund", "--silent"], say, cwd=node_dir)
+    image.etc.mkdir(exist_ok=True)
+    for name, text in ETC_FILES.items():
+        (image.etc / name).write_text(text)
+    image.mpl_cache.mkdir(exist_ok=True)
+    _run([str(image.python), "-c", "import matplotlib.font_manager"], say, env={"MPLCONFIGDIR": str(image.mpl_cache), "PATH": "/usr/bin:/bin"})
+    for path in [image.home, *image.home.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o444))
+    image.stage  # noqa: B018 - stage the current runtime code now
+    say(f"sandcell runtime image ready in {image.home}")
+    return image
+
+
+def _has_venv() -> bool:
+    probe = subprocess.run(["python3", "-c", "import ensurepip, venv"], capture_output=True, cwd="/")
+    return probe.returncode == 0 and sys.platform == "linux"

@@ -1,0 +1,1 @@
+"""Code that runs inside a sandbox. It never imports host-side sandcell code."""

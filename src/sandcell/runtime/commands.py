@@ -1,0 +1,140 @@
+"""Shell commands inside the sandbox: started, streamed, fed stdin, killed.
+
+A command is ``/bin/bash -l -c CMD`` (what E2B's envd runs) leading its own
+process group, so killing it kills what it started too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any, Awaitable, Callable
+
+from .contexts import ENV_NAME, OutputCap
+
+Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
+
+
+class Command:
+    def __init__(self, cmd: str, cwd: str, env: dict[str, str], tag: str | None) -> None:
+        self.cmd = cmd
+        self.cwd = cwd
+        self.env = env
+        self.tag = tag
+        self.process: asyncio.subprocess.Process | None = None
+        self.started_at = time.time()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid, "cmd": self.cmd, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
+
+    def signal(self, signum: int) -> bool:
+        if self.process is None or self.process.returncode is not None:
+            return False
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+class Commands:
+    def __init__(self, base_env: dict[str, str], output_limit: int) -> None:
+        self.base_env = base_env
+        self.output_limit = output_limit
+        self.running: dict[int, Command] = {}
+
+    async def run(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        env = {**self.base_env, **(request.get("env") or {})}
+        for name in env:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+        cwd = request.get("cwd") or env.get("HOME", "/")
+        command = Command(request["cmd"], cwd, env, request.get("tag"))
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(f"working directory {cwd} does not exist")
+        command.process = await asyncio.create_subprocess_exec(
+            "/bin/bash",
+            "-l",
+            "-c",
+            command.cmd,
+            stdin=asyncio.subprocess.PIPE if request.get("stdin") else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        self.running[command.pid] = command
+        await emit({"type": "started", "pid": command.pid}, b"")
+        cap = OutputCap(self.output_limit)
+        try:
+            pumps = [
+                asyncio.ensure_future(self._pump(command.process.stdout, "stdout", cap, emit)),
+                asyncio.ensure_future(self._pump(command.process.stderr, "stderr", cap, emit)),
+            ]
+            timeout = request.get("timeout")
+            try:
+                exit_code = await asyncio.wait_for(command.process.wait(), timeout or None)
+                timed_out = False
+            except asyncio.TimeoutError:
+                command.signal(signal.SIGKILL)
+                exit_code = await command.process.wait()
+                timed_out = True
+            await asyncio.gather(*pumps)
+        except asyncio.CancelledError:
+            command.signal(signal.SIGKILL)
+            raise
+        finally:
+            self.running.pop(command.pid, None)
+        result: dict[str, Any] = {"exit_code": exit_code, "timed_out": timed_out}
+        if exit_code < 0:
+            result["exit_code"] = 128 - exit_code
+            result["error"] = f"killed by {signal.Signals(-exit_code).name}" if -exit_code in signal.valid_signals() else "killed"
+        return result
+
+    async def _pump(self, stream: asyncio.StreamReader | None, kind: str, cap: OutputCap, emit: Emit) -> None:
+        assert stream is not None
+        while True:
+            data = await stream.read(65536)
+            if not data:
+                return
+            data, marker = cap.admit(data)
+            if data:
+                await emit({"type": kind}, data)
+            if marker:
+                await emit({"type": "stderr"}, marker)
+
+    def find(self, pid: int) -> Command:
+        try:
+            return self.running[pid]
+        except KeyError:
+            raise ProcessLookupError(f"no running command with pid {pid}") from None
+
+    async def send_stdin(self, pid: int, data: bytes, close: bool) -> None:
+        process = self.find(pid).process
+        assert process is not None
+        if process.stdin is None:
+            raise ValueError(f"command {pid} was started without stdin")
+        if data:
+            process.stdin.write(data)
+            await process.stdin.drain()
+        if close:
+            process.stdin.close()
+
+    def kill(self, pid: int, signum: int = signal.SIGKILL) -> bool:
+        command = self.running.get(pid)
+        return bool(command and command.signal(signum))
+
+    def list(self) -> list[dict[str, Any]]:
+        return [command.describe() for command in self.running.values()]
+
+    async def stop_all(self) -> None:
+        for command in list(self.running.values()):
+            command.signal(signal.SIGKILL)

@@ -1,0 +1,429 @@
+"""Code contexts: one interpreter process per context, kept alive across runs.
+
+Python and JavaScript contexts speak JSON lines (requests on the process's
+fd 3, events on its fd 4); a bash context is a plain bash reading cell file
+names on fd 3 and writing exit statuses on fd 4. All three keep the code's
+stdout and stderr on pipes of their own, read here, so output written by C
+code or child processes is captured like ``print`` output.
+
+Each context process leads its own process group: an interrupt (timeout or
+cancel) is a SIGINT to the whole group, which stops a ``sleep`` started by
+the cell as well as the interpreter's own loop, and leaves state intact.
+Only when the interpreter ignores the interrupt for ``kill_grace`` seconds is
+the group killed; the context then restarts empty on its next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import signal
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
+
+LANGUAGES = ("python", "javascript", "bash")
+LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def normalize_language(language: str | None) -> str:
+    name = (language or "python").strip().lower()
+    name = LANGUAGE_ALIASES.get(name, name)
+    if name not in LANGUAGES:
+        raise ValueError(f"unknown language {language!r}; sandcell runs {', '.join(LANGUAGES)}")
+    return name
+
+
+@dataclass
+class Runtime:
+    """Where the interpreters live inside the sandbox and how to start them."""
+
+    python: str
+    stage: str
+    acorn: str
+    work_dir: str
+    base_env: dict[str, str]
+    output_limit: int
+    kill_grace: float
+
+
+BASH_DRIVER = r"""
+__sandcell_run() { trap 'trap : INT; return 130' INT; source "$1"; }
+trap : INT
+while IFS= read -r -u 3 __sandcell_line; do
+  eval "$__sandcell_line"
+  printf '%s\n' "$?" >&4
+  trap : INT
+done
+"""
+
+
+class OutputCap:
+    """Counts the bytes of one run and cuts them off, once, with a marker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent = 0
+        self.truncated = False
+
+    def admit(self, data: bytes) -> tuple[bytes, bytes]:
+        """Returns (bytes to forward, marker to send after them)."""
+        if self.truncated:
+            return b"", b""
+        room = self.limit - self.sent
+        if len(data) <= room:
+            self.sent += len(data)
+            return data, b""
+        self.truncated = True
+        self.sent = self.limit
+        marker = f"\n[sandcell: output truncated after {self.limit} bytes; the rest was discarded]\n".encode()
+        return data[:room], marker
+
+
+class Run:
+    """One execution in a context: where its events go and how it ended."""
+
+    def __init__(self, emit: Emit, output_limit: int) -> None:
+        self.emit = emit
+        self.cap = OutputCap(output_limit)
+        self.finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.interrupt_reason: str | None = None
+
+    async def output(self, stream: str, data: bytes) -> None:
+        data, marker = self.cap.admit(data)
+        if data:
+            await self.emit({"type": stream}, data)
+        if marker:
+            await self.emit({"type": "stderr"}, marker)
+
+
+class Context:
+    """A running interpreter; subclasses say how to start it and talk to it."""
+
+    language = ""
+
+    def __init__(self, runtime: Runtime, cwd: str, env: dict[str, str], context_id: str | None = None) -> None:
+        self.id = context_id or uuid.uuid4().hex[:16]
+        self.runtime = runtime
+        self.cwd = cwd
+        self.env = env
+        self.process: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+        self.io_lock = asyncio.Lock()
+        self.run: Run | None = None
+        self.execution_count = 0
+        self._ready: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._request_fd = -1
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+    # -- subclass hooks -------------------------------------------------
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def process_env(self) -> dict[str, str]:
+        return {**self.runtime.base_env, **self.env}
+
+    def encode_request(self, code: str, env: dict[str, str]) -> bytes:
+        return (json.dumps({"code": code, "env": env}) + "\n").encode()
+
+    def decode_event(self, line: bytes) -> dict[str, Any]:
+        return json.loads(line)
+
+    # -- lifecycle ------------------------------------------------------
+    async def start(self) -> None:
+        os.makedirs(self.cwd, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        request_r, request_w = os.pipe()
+        event_r, event_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+
+        def wire_fds() -> None:
+            os.dup2(request_r, 3)
+            os.dup2(event_w, 4)
+
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=self.cwd,
+            env=self.process_env(),
+            pass_fds=(3, 4),
+            preexec_fn=wire_fds,
+            start_new_session=True,
+        )
+        for fd in (request_r, event_w, out_w, err_w):
+            os.close(fd)
+        self._request_fd = request_w
+        for fd in (out_r, err_r, event_r):
+            os.set_blocking(fd, False)
+        self._ready = loop.create_future()
+        self._tasks = [
+            asyncio.ensure_future(self._pump(out_r, "stdout")),
+            asyncio.ensure_future(self._pump(err_r, "stderr")),
+            asyncio.ensure_future(self._events(event_r, (out_r, err_r))),
+        ]
+        await self._await_ready()
+
+    async def _await_ready(self) -> None:
+        assert self._ready is not None
+        await self._ready
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await self.process.wait()
+        for task in self._tasks:
+            task.cancel()
+        if self._request_fd >= 0:
+            os.close(self._request_fd)
+            self._request_fd = -1
+
+    async def restart(self) -> None:
+        await self.stop()
+        self.execution_count = 0
+        await self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None and self._request_fd >= 0
+
+    # -- reading the process's pipes --------------------------------------
+    async def _readable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        loop.add_reader(fd, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            loop.remove_reader(fd)
+
+    async def _forward(self, stream: str, data: bytes) -> None:
+        if self.run is not None:
+            await self.run.output(stream, data)
+        # Output between runs (a background thread printing) has no run to
+        # belong to and is dropped, like a notebook's stray output.
+
+    async def _pump(self, fd: int, stream: str) -> None:
+        try:
+            while True:
+                await self._readable(fd)
+                async with self.io_lock:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        return
+                    await self._forward(stream, data)
+        finally:
+            os.close(fd)
+
+    async def _drain(self, fds: tuple[int, int]) -> None:
+        for fd, stream in zip(fds, ("stdout", "stderr")):
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                await self._forward(stream, data)
+
+    async def _events(self, fd: int, output_fds: tuple[int, int]) -> None:
+        reader = asyncio.StreamReader(limit=256 * 1024 * 1024)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                event = self.decode_event(line)
+                async with self.io_lock:
+                    await self._drain(output_fds)
+                    await self._handle_event(event)
+            assert self.process is not None
+            status = await self.process.wait()
+            async with self.io_lock:
+                await self._drain(output_fds)
+                self._died(status)
+        finally:
+            transport.close()
+
+    async def _handle_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "ready":
+            if self._ready and not self._ready.done():
+                self._ready.set_result(None)
+            return
+        run = self.run
+        if run is None:
+            return
+        if kind == "result":
+            await run.emit({"type": "result", "data": event["data"], "main": bool(event.get("main"))}, b"")
+        elif kind == "error":
+            await run.emit(self._error(run, event), b"")
+        elif kind == "done":
+            self.execution_count = int(event.get("execution_count") or self.execution_count + 1)
+            if not run.finished.done():
+                run.finished.set_result({"execution_count": self.execution_count, "status": event.get("status")})
+
+    def _error(self, run: Run, event: dict[str, Any]) -> dict[str, Any]:
+        error = {"type": "error", "name": event.get("name", "Error"), "value": event.get("value", ""), "traceback": event.get("traceback", "")}
+        if run.interrupt_reason and error["name"] == "KeyboardInterrupt":
+            error["name"], error["value"] = "TimeoutError" if run.interrupt_reason.startswith("timed out") else "KeyboardInterrupt", run.interrupt_reason
+        return error
+
+    def _died(self, status: int) -> None:
+        self._close_request_fd()
+        if self._ready and not self._ready.done():
+            self._ready.set_exception(RuntimeError(f"the {self.language} interpreter failed to start ({describe_status(status)})"))
+        run = self.run
+        if run is not None and not run.finished.done():
+            run.finished.set_result({"died": status})
+
+    def _close_request_fd(self) -> None:
+        if self._request_fd >= 0:
+            os.close(self._request_fd)
+            self._request_fd = -1
+
+    # -- running code -------------------------------------------------------
+    async def execute(self, code: str, env: dict[str, str], timeout: float | None, emit: Emit) -> dict[str, Any]:
+        for name in env:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+        async with self.lock:
+            if not self.alive:
+                await self.restart()
+            run = self.run = Run(emit, self.runtime.output_limit)
+            try:
+                os.write(self._request_fd, self.encode_request(code, env))
+                outcome = await self._wait(run, timeout)
+            finally:
+                self.run = None
+            if "died" in outcome:
+                await emit(self._death_error(run, outcome["died"]), b"")
+                self.execution_count += 1
+                return {"execution_count": self.execution_count}
+            return outcome
+
+    async def _wait(self, run: Run, timeout: float | None) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.finished), timeout)
+        except asyncio.TimeoutError:
+            self.interrupt(f"timed out after {timeout:g} seconds; the {self.language} context was interrupted and keeps its state")
+        except asyncio.CancelledError:
+            self.interrupt("interrupted: the run was cancelled")
+            raise
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.finished), self.runtime.kill_grace)
+        except asyncio.TimeoutError:
+            await self.stop()
+            run.interrupt_reason = (run.interrupt_reason or "") + "; it ignored the interrupt and was restarted: its state is lost"
+            return {"died": -signal.SIGKILL, "killed": True}
+
+    def interrupt(self, reason: str) -> None:
+        run = self.run
+        if run is None or self.process is None:
+            return
+        run.interrupt_reason = reason
+        try:
+            os.killpg(self.process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def _death_error(self, run: Run, status: int) -> dict[str, Any]:
+        if run.interrupt_reason and "restarted" in run.interrupt_reason:
+            return {"type": "error", "name": "TimeoutError", "value": run.interrupt_reason, "traceback": ""}
+        return {
+            "type": "error",
+            "name": "InterpreterDied",
+            "value": f"the {self.language} interpreter {describe_status(status)}; its state is lost and it restarts on the next run",
+            "traceback": "",
+            "signal": -status if status < 0 else None,
+        }
+
+
+def describe_status(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"
+
+
+class PythonContext(Context):
+    language = "python"
+
+    def command(self) -> list[str]:
+        boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main()"
+        return [self.runtime.python, "-E", "-s", "-u", "-c", boot]
+
+    def process_env(self) -> dict[str, str]:
+        env = super().process_env()
+        env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        env.setdefault("IPYTHONDIR", os.path.join(self.runtime.work_dir, "ipython"))
+        return env
+
+
+class JavaScriptContext(Context):
+    language = "javascript"
+
+    def command(self) -> list[str]:
+        kernel = os.path.join(self.runtime.stage, "sandcell", "runtime", "node_kernel.js")
+        return ["node", "--max-old-space-size=4096", kernel]
+
+    def process_env(self) -> dict[str, str]:
+        return {**super().process_env(), "SANDCELL_ACORN": self.runtime.acorn}
+
+
+class BashContext(Context):
+    language = "bash"
+
+    def command(self) -> list[str]:
+        return ["/bin/bash", "--noprofile", "--norc", "-c", BASH_DRIVER]
+
+    async def _await_ready(self) -> None:
+        return  # bash reads fd 3 as soon as it starts; there is no handshake
+
+    def encode_request(self, code: str, env: dict[str, str]) -> bytes:
+        cell = os.path.join(self.runtime.work_dir, f"cell-{self.id}-{self.execution_count + 1}.sh")
+        with open(cell, "w", encoding="utf-8") as handle:
+            handle.write(code + "\n")
+        assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+        return f"{assignments} __sandcell_run {shlex.quote(cell)}\n".encode()
+
+    def decode_event(self, line: bytes) -> dict[str, Any]:
+        return {"type": "exit", "status": int(line.strip() or 0)}
+
+    async def _handle_event(self, event: dict[str, Any]) -> None:
+        run = self.run
+        if run is None:
+            return
+        status = event["status"]
+        if status == 130 and run.interrupt_reason:
+            await run.emit(self._error(run, {"name": "KeyboardInterrupt", "value": "", "traceback": ""}), b"")
+        elif status:
+            await run.emit({"type": "error", "name": "ExitStatusError", "value": f"exit status {status}", "traceback": ""}, b"")
+        self.execution_count += 1
+        if not run.finished.done():
+            run.finished.set_result({"execution_count": self.execution_count, "exit_code": status})
+
+
+CONTEXT_CLASSES: dict[str, type[Context]] = {"python": PythonContext, "javascript": JavaScriptContext, "bash": BashContext}

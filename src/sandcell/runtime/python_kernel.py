@@ -1,0 +1,154 @@
+"""A Python code context: an IPython shell driven over a JSON-lines channel.
+
+Runs inside the sandbox as its own process. Requests arrive on fd 3, events
+leave on fd 4; the code's own stdout and stderr stay on fds 1 and 2 so that
+output of C extensions and child processes is captured too. Every event is
+preceded by a flush of ``sys.stdout``/``sys.stderr``, and the supervisor
+drains those pipes before forwarding an event, so output and results keep
+their order.
+
+IPython supplies what users expect from a notebook: the last expression is
+the main result, ``display()`` works, and objects' rich representations
+(``_repr_png_``, ``_repr_html_``...) are formatted by IPython's display
+formatter. matplotlib uses the inline backend, whose post-execute hook turns
+open figures into ``image/png`` results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+REQUESTS_FD = 3
+EVENTS_FD = 4
+
+
+class Channel:
+    def __init__(self) -> None:
+        self._events = os.fdopen(EVENTS_FD, "w", buffering=1, encoding="utf-8")
+        self._requests = os.fdopen(REQUESTS_FD, "r", encoding="utf-8")
+
+    def send(self, event: dict[str, Any]) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # user code may have replaced or closed them
+                pass
+        self._events.write(json.dumps(event, default=repr) + "\n")
+        self._events.flush()
+
+    def receive(self) -> dict[str, Any] | None:
+        line = self._requests.readline()
+        return json.loads(line) if line else None
+
+
+def _jsonable(format_dict: dict[str, Any]) -> dict[str, Any]:
+    data = {}
+    for mime, value in format_dict.items():
+        if isinstance(value, bytes):  # IPython gives raw bytes for some image types
+            import base64
+
+            value = base64.b64encode(value).decode()
+        data[mime] = value
+    return data
+
+
+def build_shell(channel: Channel) -> Any:
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import Type
+
+    class ChannelDisplayHook(DisplayHook):
+        """Sends the value of the cell's last expression as the main result."""
+
+        def write_output_prompt(self) -> None:
+            pass
+
+        def write_format_data(self, format_dict: dict, md_dict: Any = None) -> None:
+            channel.send({"type": "result", "data": _jsonable(format_dict), "main": True})
+
+        def finish_displayhook(self) -> None:
+            pass
+
+    class ChannelDisplayPublisher(DisplayPublisher):
+        """Sends ``display()`` calls and inline figures as extra results."""
+
+        def publish(self, data: dict, metadata: Any = None, source: Any = None, *, transient: Any = None, update: bool = False, **kwargs: Any) -> None:
+            channel.send({"type": "result", "data": _jsonable(data), "main": False})
+
+        def clear_output(self, wait: bool = False) -> None:
+            pass
+
+    class SandboxShell(InteractiveShell):
+        displayhook_class = Type(ChannelDisplayHook)
+        display_pub_class = Type(ChannelDisplayPublisher)
+
+        def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+            channel.send(
+                {
+                    "type": "error",
+                    "name": getattr(etype, "__name__", str(etype)),
+                    "value": str(evalue),
+                    "traceback": "\n".join(stb),
+                }
+            )
+
+        def enable_gui(self, gui: Any = None) -> None:
+            pass
+
+    shell = SandboxShell.instance(colors="nocolor", history_length=0)
+    shell.history_manager.enabled = False
+    return shell
+
+
+class Interrupts:
+    """SIGINT interrupts the running cell only; between cells it is ignored."""
+
+    def __init__(self) -> None:
+        self.running = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.running:
+            raise KeyboardInterrupt
+
+
+def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict[str, Any]) -> None:
+    saved_env = dict(os.environ)
+    os.environ.update(request.get("env") or {})
+    status = "ok"
+    try:
+        interrupts.running = True
+        try:
+            outcome = shell.run_cell(request["code"], store_history=True)
+        finally:
+            interrupts.running = False
+        if not outcome.success:
+            status = "error"
+    except KeyboardInterrupt:  # arrived between IPython's own handlers
+        status = "error"
+        channel.send({"type": "error", "name": "KeyboardInterrupt", "value": "", "traceback": "KeyboardInterrupt"})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    channel.send({"type": "done", "status": status, "execution_count": shell.execution_count - 1})
+
+
+def main() -> None:
+    channel = Channel()
+    interrupts = Interrupts()
+    shell = build_shell(channel)
+    channel.send({"type": "ready"})
+    while True:
+        request = channel.receive()
+        if request is None:
+            return
+        run_cell(shell, channel, interrupts, request)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The supervisor: the one process inside a sandbox that the host talks to.
+
+It reads request frames on stdin and writes event frames on stdout (see
+``sandcell.protocol``), and owns everything in the sandbox: code contexts,
+commands and file operations. Requests run concurrently, each as a task;
+each ends with exactly one ``done`` or ``fail`` frame.
+
+When the host goes away (EOF on stdin) the supervisor exits, and with it the
+sandbox: it is the main process of the sandbox's pid namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+from typing import Any, Awaitable, Callable
+
+from sandcell import protocol
+
+from . import files
+from .commands import Commands
+from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language
+
+Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(op: str) -> Callable[[Handler], Handler]:
+    def register(function: Handler) -> Handler:
+        HANDLERS[op] = function
+        return function
+
+    return register
+
+
+def error_name(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "NotFound"
+    if isinstance(exc, FileExistsError):
+        return "AlreadyExists"
+    if isinstance(exc, PermissionError):
+        return "PermissionDenied"
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError, ValueError, KeyError, TypeError)):
+        return "InvalidArgument"
+    if isinstance(exc, (ProcessLookupError, LookupError)):
+        return "NotFound"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "DiskFull"
+    return type(exc).__name__
+
+
+class Supervisor:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.home = config.get("home", "/home/user")
+        self.runtime = Runtime(
+            python=config["python"],
+            stage=config["stage"],
+            acorn=config["acorn"],
+            work_dir=config.get("work_dir", "/tmp/.sandcell"),
+            base_env=config["env"],
+            output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),
+            kill_grace=float(config.get("kill_grace", 3.0)),
+        )
+        os.makedirs(self.runtime.work_dir, mode=0o700, exist_ok=True)
+        seed_matplotlib_cache(config.get("mpl_cache"), self.runtime.base_env.get("MPLCONFIGDIR"))
+        self.contexts: dict[str, Context] = {}
+        self.defaults: dict[str, Context] = {}
+        self.commands = Commands(self.runtime.base_env, self.runtime.output_limit)
+        self.tasks: dict[Any, asyncio.Task[Any]] = {}
+        self.writer: asyncio.StreamWriter | None = None
+        self.write_lock = asyncio.Lock()
+        self.prestart = config.get("prestart", ["python"])
+
+    async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        assert self.writer is not None
+        async with self.write_lock:
+            self.writer.write(protocol.encode(header, payload))
+            await self.writer.drain()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=protocol.MAX_PAYLOAD)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+        transport, proto = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", 0))
+        self.writer = asyncio.StreamWriter(transport, proto, None, loop)
+        for language in self.prestart:
+            self.tasks["prestart-" + language] = asyncio.ensure_future(self.default_context(language))
+        await self.send({"type": "hello", "pid": os.getpid()})
+        while True:
+            try:
+                prefix = await reader.readexactly(protocol.HEADER.size)
+            except asyncio.IncompleteReadError:
+                break
+            head_len, payload_len = protocol.parse_lengths(prefix)
+            header = protocol.parse_header(await reader.readexactly(head_len))
+            payload = await reader.readexactly(payload_len) if payload_len else b""
+            request_id = header.get("id")
+            self.tasks[request_id] = asyncio.ensure_future(self.dispatch(request_id, header, payload))
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        await self.commands.stop_all()
+        for context in self.contexts.values():
+            await context.stop()
+
+    async def dispatch(self, request_id: Any, header: dict[str, Any], payload: bytes) -> None:
+        async def emit(event: dict[str, Any], data: bytes = b"") -> None:
+            await self.send({**event, "id": request_id}, data)
+
+        try:
+            op = header.get("op")
+            function = HANDLERS.get(op or "")
+            if function is None:
+                raise ValueError(f"unknown operation {op!r}")
+            result = await function(self, header, payload, emit)
+            await emit({"type": protocol.DONE, **(result or {})})
+        except asyncio.CancelledError:
+            await emit({"type": protocol.FAIL, "error": {"name": "Cancelled", "message": "the request was cancelled"}})
+        except Exception as exc:
+            await emit({"type": protocol.FAIL, "error": {"name": error_name(exc), "message": str(exc) or type(exc).__name__}})
+        finally:
+            self.tasks.pop(request_id, None)
+
+    # -- contexts -----------------------------------------------------------
+    async def default_context(self, language: str) -> Context:
+        context = self.defaults.get(language)
+        if context is None:
+            context = CONTEXT_CLASSES[language](self.runtime, self.home, {})
+            self.defaults[language] = self.contexts[context.id] = context
+            async with context.lock:
+                await context.start()
+        return context
+
+    def context(self, context_id: str) -> Context:
+        try:
+            return self.contexts[context_id]
+        except KeyError:
+            raise LookupError(f"no code context {context_id!r}") from None
+
+
+@handler("run_code")
+async def run_code(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    if request.get("context"):
+        context = sup.context(request["context"])
+        if request.get("language") and normalize_language(request["language"]) != context.language:
+            raise ValueError(f"context {context.id} runs {context.language}, not {request['language']}")
+    else:
+        context = await sup.default_context(normalize_language(request.get("language")))
+    timeout = request.get("timeout")
+    return await context.execute(request["code"], request.get("env") or {}, float(timeout) if timeout else None, emit)
+
+
+@handler("cancel")
+async def cancel(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    task = sup.tasks.get(request["target"])
+    if task is not None:
+        task.cancel()
+    return {"cancelled": task is not None}
+
+
+@handler("create_context")
+async def create_context(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    language = normalize_language(request.get("language"))
+    cwd = files.resolve(request.get("cwd") or sup.home, sup.home)
+    context = CONTEXT_CLASSES[language](sup.runtime, cwd, request.get("env") or {})
+    sup.contexts[context.id] = context
+    try:
+        async with context.lock:
+            await context.start()
+    except BaseException:
+        sup.contexts.pop(context.id, None)
+        await context.stop()
+        raise
+    return {"context": context.describe()}
+
+
+@handler("list_contexts")
+async def list_contexts(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"contexts": [context.describe() for context in sup.contexts.values()]}
+
+
+@handler("restart_context")
+async def restart_context(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    context = sup.context(request["context"])
+    context.interrupt("interrupted: the context is restarting")
+    async with context.lock:
+        await context.restart()
+    return {"context": context.describe()}
+
+
+@handler("remove_context")
+async def remove_context(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    context = sup.context(request["context"])
+    sup.contexts.pop(context.id)
+    for language, default in list(sup.defaults.items()):
+        if default is context:
+            del sup.defaults[language]
+    await context.stop()
+    return {}
+
+
+# -- files --------------------------------------------------------------------
+@handler("files.read")
+async def files_read(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    path = files.resolve(request["path"], sup.home)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory")
+    chunks = await asyncio.to_thread(lambda: files.read_chunks(path))
+    size = 0
+    while True:
+        chunk = await asyncio.to_thread(next, chunks, b"")
+        if not chunk:
+            break
+        size += len(chunk)
+        await emit({"type": "data"}, chunk)
+    return {"size": size}
+
+
+@handler("files.write")
+async def files_write(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    path = files.resolve(request["path"], sup.home)
+    return {"entry": await asyncio.to_thread(files.write, path, payload, bool(request.get("append")))}
+
+
+@handler("files.list")
+async def files_list(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    path = files.resolve(request["path"], sup.home)
+    return {"entries": await asyncio.to_thread(files.list_dir, path, int(request.get("depth") or 1))}
+
+
+@handler("files.stat")
+async def files_stat(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"entry": files.entry(files.resolve(request["path"], sup.home))}
+
+
+@handler("files.exists")
+async def files_exists(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"exists": os.path.lexists(files.resolve(request["path"], sup.home))}
+
+
+@handler("files.remove")
+async def files_remove(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    await asyncio.to_thread(files.remove, files.resolve(request["path"], sup.home))
+    return {}
+
+
+@handler("files.make_dir")
+async def files_make_dir(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"created": files.make_dir(files.resolve(request["path"], sup.home))}
+
+
+@handler("files.rename")
+async def files_rename(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    source = files.resolve(request["path"], sup.home)
+    destination = files.resolve(request["destination"], sup.home)
+    return {"entry": files.rename(source, destination)}
+
+
+# -- commands -------------------------------------------------------------------
+@handler("command.run")
+async def command_run(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    if request.get("cwd"):
+        request["cwd"] = files.resolve(request["cwd"], sup.home)
+    return await sup.commands.run(request, emit)
+
+
+@handler("command.stdin")
+async def command_stdin(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    await sup.commands.send_stdin(int(request["pid"]), payload, bool(request.get("close")))
+    return {}
+
+
+@handler("command.kill")
+async def command_kill(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"killed": sup.commands.kill(int(request["pid"]), int(request.get("signal") or signal.SIGKILL))}
+
+
+@handler("command.list")
+async def command_list(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {"commands": sup.commands.list()}
+
+
+@handler("ping")
+async def ping(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    return {}
+
+
+def seed_matplotlib_cache(source: str | None, target: str | None) -> None:
+    """Copy the image's font cache so the first plot doesn't rebuild it (~1 s)."""
+    if not source or not target or not os.path.isdir(source):
+        return
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(source):
+        if name.endswith(".json"):
+            shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+
+
+def apply_rlimits(limits: dict[str, int]) -> None:
+    for name, value in limits.items():
+        which = getattr(resource, "RLIMIT_" + name.upper())
+        resource.setrlimit(which, (value, value))
+
+
+def main() -> None:
+    config = json.loads(os.environ.pop("SANDCELL_CONFIG"))
+    apply_rlimits(config.get("rlimits", {}))
+    # Our own stderr goes to the host's diagnostics; contexts get pipes of their own.
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    asyncio.run(Supervisor(config).serve())

@@ -1,0 +1,48 @@
+"""The host-side ``Sandbox`` users hold, and the models it returns."""
+
+from .models import (
+    CommandExitException,
+    CommandResult,
+    Context,
+    EntryInfo,
+    Execution,
+    ExecutionError,
+    FileType,
+    InvalidArgumentException,
+    Logs,
+    NotEnoughSpaceException,
+    NotFoundException,
+    OutputMessage,
+    ProcessInfo,
+    Result,
+    SandboxDiedException,
+    SandboxException,
+    SandboxInfo,
+    TimeoutException,
+    WriteInfo,
+)
+from .sync import CommandHandle, Sandbox
+
+__all__ = [
+    "CommandExitException",
+    "CommandHandle",
+    "CommandResult",
+    "Context",
+    "EntryInfo",
+    "Execution",
+    "ExecutionError",
+    "FileType",
+    "InvalidArgumentException",
+    "Logs",
+    "NotEnoughSpaceException",
+    "NotFoundException",
+    "OutputMessage",
+    "ProcessInfo",
+    "Result",
+    "Sandbox",
+    "SandboxDiedException",
+    "SandboxException",
+    "SandboxInfo",
+    "TimeoutException",
+    "WriteInfo",
+]

@@ -1,0 +1,119 @@
+"""The host's end of the pipe to a sandbox's supervisor.
+
+One reader thread reads every frame and hands it to the stream of the request
+it answers; the caller consumes its stream from its own thread (``SyncStream``)
+or event loop (``AsyncStream``). Callbacks therefore never run on the reader
+thread, and a slow consumer slows only itself.
+
+If the supervisor goes away, every open stream gets a ``fail`` frame naming
+the reason, so no caller waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from typing import Any, BinaryIO, Callable, Protocol
+
+from sandcell import protocol
+
+Frame = tuple[dict[str, Any], bytes]
+
+
+class Stream(Protocol):
+    def put(self, frame: Frame) -> None: ...
+
+
+class SyncStream:
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Frame] = queue.Queue()
+
+    def put(self, frame: Frame) -> None:
+        self._queue.put(frame)
+
+    def get(self, timeout: float | None) -> Frame:
+        return self._queue.get(timeout=timeout)
+
+
+class AsyncStream:
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue()
+
+    def put(self, frame: Frame) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, frame)
+
+    async def get(self, timeout: float | None) -> Frame:
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+
+def failure(name: str, message: str) -> Frame:
+    return {"type": protocol.FAIL, "error": {"name": name, "message": message}}, b""
+
+
+class Connection:
+    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[], str]) -> None:
+        self._requests = requests
+        self._events = events
+        self._death_reason = death_reason
+        self._streams: dict[int, Stream] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.hello = threading.Event()
+        self.closed_reason: str | None = None
+        self._reader = threading.Thread(target=self._read, name="sandcell-connection", daemon=True)
+        self._reader.start()
+
+    def open(self, header: dict[str, Any], payload: bytes, stream: Stream) -> int:
+        request_id = next(self._ids)
+        with self._lock:
+            if self.closed_reason is not None:
+                stream.put(failure("SandboxDied", self.closed_reason))
+                return request_id
+            self._streams[request_id] = stream
+        self.send({**header, "id": request_id}, payload)
+        return request_id
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        frame = protocol.encode(header, payload)
+        try:
+            with self._write_lock:
+                self._requests.write(frame)
+                self._requests.flush()
+        except (OSError, ValueError):
+            pass  # the reader sees the EOF and fails every open stream
+
+    def forget(self, request_id: int) -> None:
+        with self._lock:
+            self._streams.pop(request_id, None)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                frame = protocol.read_frame(self._events)
+                if frame is None:
+                    break
+                header, payload = frame
+                request_id = header.get("id")
+                if request_id is None:
+                    if header.get("type") == "hello":
+                        self.hello.set()
+                    continue
+                with self._lock:
+                    stream = self._streams.get(request_id)
+                    if header.get("type") in protocol.TERMINAL:
+                        self._streams.pop(request_id, None)
+                if stream is not None:
+                    stream.put((header, payload))
+        except (protocol.ProtocolError, OSError, ValueError):
+            pass
+        reason = self._death_reason()
+        with self._lock:
+            self.closed_reason = reason
+            streams, self._streams = list(self._streams.values()), {}
+        self.hello.set()
+        for stream in streams:
+            stream.put(failure("SandboxDied", reason))

@@ -1,0 +1,247 @@
+"""Requests to the supervisor and how their answers become results.
+
+Each operation is plain data plus two pure methods: ``feed`` turns an event
+into the callbacks to fire, ``finish`` turns the terminal frame into the
+return value (or raises). The sync and async sandboxes only differ in how
+they wait for frames and call callbacks, so neither re-implements this.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from typing import Any, Callable, Literal
+
+from sandcell import protocol
+
+from .models import (
+    CommandExitException,
+    CommandResult,
+    Context,
+    EntryInfo,
+    Execution,
+    ExecutionError,
+    FileType,
+    InvalidArgumentException,
+    NotEnoughSpaceException,
+    NotFoundException,
+    OutputMessage,
+    ProcessInfo,
+    Result,
+    SandboxDiedException,
+    SandboxException,
+    TimeoutException,
+    WriteInfo,
+)
+
+Callback = Callable[[Any], Any]
+Calls = list[tuple[Callback, Any]]
+WRITE_CHUNK = 8 * 1024 * 1024
+
+ERRORS: dict[str, type[SandboxException]] = {
+    "NotFound": NotFoundException,
+    "InvalidArgument": InvalidArgumentException,
+    "AlreadyExists": InvalidArgumentException,
+    "PermissionDenied": InvalidArgumentException,
+    "DiskFull": NotEnoughSpaceException,
+    "SandboxDied": SandboxDiedException,
+    "Timeout": TimeoutException,
+}
+
+
+def raise_for(header: dict[str, Any]) -> None:
+    error = header.get("error") or {}
+    name = error.get("name", "Error")
+    raise ERRORS.get(name, SandboxException)(error.get("message") or name)
+
+
+class Operation:
+    """One request; ``wait`` bounds the silence between two frames (seconds)."""
+
+    def __init__(self, op: str, wait: float | None = 60.0, payload: bytes = b"", **fields: Any) -> None:
+        self.header = {"op": op, **fields}
+        self.payload = payload
+        self.wait = wait
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        return []
+
+    def finish(self, header: dict[str, Any]) -> Any:
+        if header["type"] == protocol.FAIL:
+            raise_for(header)
+        return header
+
+
+class Simple(Operation):
+    """A request whose answer is one field of its ``done`` frame."""
+
+    def __init__(self, op: str, extract: Callable[[dict[str, Any]], Any], wait: float | None = 60.0, payload: bytes = b"", **fields: Any) -> None:
+        super().__init__(op, wait, payload, **fields)
+        self.extract = extract
+
+    def finish(self, header: dict[str, Any]) -> Any:
+        return self.extract(super().finish(header))
+
+
+class TextStreams:
+    """Decodes stdout/stderr chunks without splitting multi-byte characters."""
+
+    def __init__(self) -> None:
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+
+    def decode(self, stream: str, payload: bytes, final: bool = False) -> str:
+        return self.decoders[stream].decode(payload, final)
+
+
+class RunCode(Operation):
+    def __init__(
+        self,
+        code: str,
+        language: str | None,
+        context: Context | None,
+        envs: dict[str, str] | None,
+        timeout: float | None,
+        callbacks: dict[str, Callback | None],
+        oom_check: Callable[[], str | None],
+        kill_grace: float,
+    ) -> None:
+        if not isinstance(code, str):
+            raise InvalidArgumentException("code must be a string")
+        wait = None if timeout is None else timeout + kill_grace + 30.0
+        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(envs or {}), timeout=timeout)
+        self.callbacks = callbacks
+        self.oom_check = oom_check
+        self.execution = Execution()
+        self.text = TextStreams()
+
+    def _call(self, name: str, value: Any, calls: Calls) -> None:
+        callback = self.callbacks.get(name)
+        if callback is not None:
+            calls.append((callback, value))
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        calls: Calls = []
+        kind = header["type"]
+        if kind in ("stdout", "stderr"):
+            text = self.text.decode(kind, payload)
+            if text:
+                getattr(self.execution.logs, kind).append(text)
+                self._call("on_" + kind, OutputMessage(text, time.time_ns(), kind == "stderr"), calls)
+        elif kind == "result":
+            result = Result(header["data"], bool(header.get("main")))
+            self.execution.results.append(result)
+            self._call("on_result", result, calls)
+        elif kind == "error":
+            error = self._error(header)
+            self.execution.error = error
+            self._call("on_error", error, calls)
+        return calls
+
+    def _error(self, header: dict[str, Any]) -> ExecutionError:
+        name, value = header.get("name", "Error"), header.get("value", "")
+        if name == "InterpreterDied" and header.get("signal") == 9:
+            reason = self.oom_check()
+            if reason:
+                name, value = "OutOfMemoryError", reason + "; the interpreter was killed and restarts empty on the next run"
+        return ExecutionError(name, value, header.get("traceback", ""))
+
+    def finish(self, header: dict[str, Any]) -> Execution:
+        if header["type"] == protocol.FAIL:
+            error = header.get("error") or {}
+            if error.get("name") != "SandboxDied":
+                raise_for(header)
+            self.execution.error = ExecutionError(error.get("name", "SandboxDied"), error.get("message", ""), "")
+            if "memory" in self.execution.error.value:
+                self.execution.error.name = "OutOfMemoryError"
+            return self.execution
+        self.execution.execution_count = header.get("execution_count")
+        return self.execution
+
+
+class ReadFile(Operation):
+    def __init__(self, path: str, format: Literal["text", "bytes"], wait: float | None) -> None:
+        if format not in ("text", "bytes"):
+            raise InvalidArgumentException(f"format must be 'text' or 'bytes', not {format!r}")
+        super().__init__("files.read", wait, path=path)
+        self.format = format
+        self.chunks: list[bytes] = []
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        self.chunks.append(payload)
+        return []
+
+    def finish(self, header: dict[str, Any]) -> str | bytes:
+        super().finish(header)
+        data = b"".join(self.chunks)
+        return data.decode("utf-8", errors="replace") if self.format == "text" else data
+
+
+def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[Operation]:
+    """The write as a series of requests, each at most ``WRITE_CHUNK`` bytes."""
+    if isinstance(data, str):
+        data = data.encode()
+    elif hasattr(data, "read"):
+        data = data.read()
+        data = data.encode() if isinstance(data, str) else data
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentException("data must be str, bytes or a readable file object")
+    data = bytes(data)
+    chunks = [data[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)] or [b""]
+    return [
+        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=index > 0)
+        for index, chunk in enumerate(chunks)
+    ]
+
+
+def list_files(path: str, depth: int, wait: float | None) -> Simple:
+    return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=path, depth=depth)
+
+
+def file_info(path: str, wait: float | None) -> Simple:
+    return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=path)
+
+
+def context_from_wire(raw: dict[str, Any]) -> Context:
+    return Context(raw["id"], raw["language"], raw["cwd"])
+
+
+class RunCommand(Operation):
+    """A shell command; its ``started`` event carries the pid."""
+
+    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, tag: str | None = None) -> None:
+        if not isinstance(cmd, str) or not cmd.strip():
+            raise InvalidArgumentException("cmd must be a non-empty string")
+        wait = None if not timeout else timeout + 30.0
+        super().__init__("command.run", wait, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, timeout=timeout, tag=tag)
+        self.timeout = timeout
+        self.pid: int | None = None
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.text = TextStreams()
+        self.callbacks: dict[str, Callback | None] = {}
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        kind = header["type"]
+        if kind == "started":
+            self.pid = header["pid"]
+            return []
+        if kind in ("stdout", "stderr"):
+            text = self.text.decode(kind, payload)
+            getattr(self, kind).append(text)
+            callback = self.callbacks.get("on_" + kind)
+            if callback is not None and text:
+                return [(callback, text)]
+        return []
+
+    def finish(self, header: dict[str, Any]) -> CommandResult:
+        super().finish(header)
+        if header.get("timed_out"):
+            raise TimeoutException(f"command timed out after {self.timeout:g} seconds and was killed")
+        result = CommandResult("".join(self.stdout), "".join(self.stderr), header["exit_code"], header.get("error"))
+        if result.exit_code != 0:
+            raise CommandExitException(result)
+        return result
+
+
+def process_list(wait: float | None) -> Simple:
+    return Simple("command.list", lambda h: [ProcessInfo(c["pid"], c["cmd"], c["cwd"], c.get("tag")) for c in h["commands"]], wait)

@@ -1,0 +1,275 @@
+"""``Sandbox``: the blocking API, shaped like ``e2b_code_interpreter.Sandbox``."""
+
+from __future__ import annotations
+
+import queue
+from typing import IO, Any, Callable, Literal
+
+from sandcell import protocol
+from sandcell.isolation import Limits
+
+from . import operations as ops
+from .connection import SyncStream
+from .core import SandboxCore, timeout_error
+from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
+
+DEFAULT_RUN_TIMEOUT = 300.0
+DEFAULT_COMMAND_TIMEOUT = 60.0
+
+
+class Sandbox:
+    """An isolated machine for running untrusted code; see ``Sandbox.create``."""
+
+    def __init__(self, core: SandboxCore) -> None:
+        self._core = core
+        self.files = Filesystem(self)
+        self.commands = Commands(self)
+
+    @classmethod
+    def create(
+        cls,
+        timeout: float | None = 300,
+        envs: dict[str, str] | None = None,
+        limits: Limits | None = None,
+        metadata: dict[str, str] | None = None,
+        network: bool = False,
+    ) -> Sandbox:
+        """Start a sandbox; it is killed after ``timeout`` seconds (``None``: never)."""
+        core = SandboxCore(timeout, envs, limits, metadata, network)
+        core.wait_started()
+        return cls(core)
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._core.sandbox_id
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self.sandbox_id}{'' if self.is_running() else ', stopped'})"
+
+    # -- the request loop ----------------------------------------------------
+    def _call(self, operation: ops.Operation) -> Any:
+        self._core.ensure_running()
+        stream = SyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        interrupted = False
+        try:
+            while True:
+                try:
+                    header, payload = stream.get(operation.wait)
+                except queue.Empty:
+                    self._core.cancel(request_id)
+                    self._core.connection.forget(request_id)
+                    raise timeout_error(operation.header["op"], operation.wait) from None
+                if header["type"] in protocol.TERMINAL:
+                    break
+                for callback, value in operation.feed(header, payload):
+                    callback(value)
+        except KeyboardInterrupt:
+            # Stop the code, keep the context: drain to the terminal frame, then re-raise.
+            interrupted = True
+            self._core.cancel(request_id)
+            header = self._drain(stream)
+        result = operation.finish(header)
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
+
+    def _drain(self, stream: Any) -> dict[str, Any]:
+        while True:
+            header, _ = stream.get(self._core.policy.kill_grace + 10)
+            if header["type"] in protocol.TERMINAL:
+                return header
+
+    # -- code ------------------------------------------------------------------
+    def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        context: Context | None = None,
+        on_stdout: Callable[[Any], Any] | None = None,
+        on_stderr: Callable[[Any], Any] | None = None,
+        on_result: Callable[[Any], Any] | None = None,
+        on_error: Callable[[Any], Any] | None = None,
+        envs: dict[str, str] | None = None,
+        timeout: float | None = DEFAULT_RUN_TIMEOUT,
+    ) -> Execution:
+        """Run ``code`` in a context (the language's default one unless given).
+
+        Callbacks fire while the code runs. A ``timeout`` interrupts the code
+        and keeps the context's state; the error is then ``TimeoutError``.
+        """
+        callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
+        core = self._core
+        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
+
+    def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
+        return self._call(ops.Simple("create_context", lambda h: ops.context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {}))
+
+    def list_code_contexts(self) -> list[Context]:
+        return self._call(ops.Simple("list_contexts", lambda h: [ops.context_from_wire(c) for c in h["contexts"]]))
+
+    def restart_code_context(self, context: Context | str) -> None:
+        self._call(ops.Simple("restart_context", lambda h: None, context=getattr(context, "id", context)))
+
+    def remove_code_context(self, context: Context | str) -> None:
+        self._call(ops.Simple("remove_context", lambda h: None, context=getattr(context, "id", context)))
+
+    # -- lifecycle -------------------------------------------------------------
+    def kill(self) -> None:
+        """Kill every process of the sandbox; its files are gone with it."""
+        self._core.kill("it was killed")
+
+    def is_running(self) -> bool:
+        return self._core.running
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self._core.set_timeout(timeout)
+
+    def get_info(self) -> SandboxInfo:
+        return self._core.info()
+
+    def memory_usage(self) -> int | None:
+        """Bytes of memory the sandbox uses now (processes and files), if known."""
+        return self._core.memory_bytes()
+
+
+class Filesystem:
+    """Files inside the sandbox; relative paths start at ``/home/user``."""
+
+    def __init__(self, sandbox: Sandbox, request_timeout: float = 60.0) -> None:
+        self._sandbox = sandbox
+        self._wait = request_timeout
+
+    def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Any:
+        return self._sandbox._call(ops.ReadFile(path, format, self._wait))
+
+    def write(self, path: str, data: str | bytes | IO[Any]) -> WriteInfo:
+        result = None
+        for operation in ops.write_file(path, data, self._wait):
+            result = self._sandbox._call(operation)
+        return result  # type: ignore[return-value]
+
+    def list(self, path: str, depth: int = 1) -> list[EntryInfo]:
+        return self._sandbox._call(ops.list_files(path, depth, self._wait))
+
+    def get_info(self, path: str) -> EntryInfo:
+        return self._sandbox._call(ops.file_info(path, self._wait))
+
+    def exists(self, path: str) -> bool:
+        return self._sandbox._call(ops.Simple("files.exists", lambda h: h["exists"], self._wait, path=path))
+
+    def remove(self, path: str) -> None:
+        self._sandbox._call(ops.Simple("files.remove", lambda h: None, self._wait, path=path))
+
+    def make_dir(self, path: str) -> bool:
+        """Create ``path`` and its parents; ``False`` if it already existed."""
+        return self._sandbox._call(ops.Simple("files.make_dir", lambda h: h["created"], self._wait, path=path))
+
+    def rename(self, old_path: str, new_path: str) -> EntryInfo:
+        return self._sandbox._call(ops.Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), self._wait, path=old_path, destination=new_path))
+
+
+class CommandHandle:
+    """A command running in the background."""
+
+    def __init__(self, sandbox: Sandbox, operation: ops.RunCommand, stream: Any, request_id: int) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._stream = stream
+        self._request_id = request_id
+        self._result: CommandResult | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._operation.pid is not None
+        return self._operation.pid
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._operation.stdout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._operation.stderr)
+
+    def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
+        """Wait for the exit; raises ``CommandExitException`` on a non-zero code."""
+        self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
+        while True:
+            try:
+                header, payload = self._stream.get(self._operation.wait)
+            except queue.Empty:
+                raise timeout_error("command", self._operation.wait) from None
+            if header["type"] in protocol.TERMINAL:
+                return self._operation.finish(header)
+            for callback, value in self._operation.feed(header, payload):
+                callback(value)
+
+    def kill(self) -> bool:
+        return self._sandbox.commands.kill(self.pid)
+
+    def send_stdin(self, data: str | bytes) -> None:
+        self._sandbox.commands.send_stdin(self.pid, data)
+
+    def close_stdin(self) -> None:
+        self._sandbox.commands.close_stdin(self.pid)
+
+
+class Commands:
+    """Shell commands (``bash -l -c``) inside the sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+
+    def run(
+        self,
+        cmd: str,
+        background: bool = False,
+        envs: dict[str, str] | None = None,
+        cwd: str | None = None,
+        on_stdout: Callable[[str], Any] | None = None,
+        on_stderr: Callable[[str], Any] | None = None,
+        stdin: bool | None = None,
+        timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+    ) -> Any:
+        """Run ``cmd``; returns a ``CommandResult``, or a ``CommandHandle`` if ``background``.
+
+        A foreground command that exits non-zero raises ``CommandExitException``.
+        Background commands get stdin unless ``stdin=False``.
+        """
+        use_stdin = background if stdin is None else stdin
+        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
+        handle = self._start(operation)
+        if background:
+            return handle
+        return handle.wait(on_stdout, on_stderr)
+
+    def _start(self, operation: ops.RunCommand) -> CommandHandle:
+        core = self._sandbox._core
+        core.ensure_running()
+        stream = SyncStream()
+        request_id = core.connection.open(operation.header, operation.payload, stream)
+        header, payload = stream.get(60.0)
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)  # raises: it failed to start
+        operation.feed(header, payload)
+        return CommandHandle(self._sandbox, operation, stream, request_id)
+
+    def send_stdin(self, pid: int, data: str | bytes) -> None:
+        payload = data.encode() if isinstance(data, str) else data
+        self._sandbox._call(ops.Simple("command.stdin", lambda h: None, payload=payload, pid=pid))
+
+    def close_stdin(self, pid: int) -> None:
+        self._sandbox._call(ops.Simple("command.stdin", lambda h: None, pid=pid, close=True))
+
+    def kill(self, pid: int) -> bool:
+        return self._sandbox._call(ops.Simple("command.kill", lambda h: h["killed"], pid=pid))
+
+    def list(self) -> list[ProcessInfo]:
+        return self._sandbox._call(ops.process_list(60.0))
