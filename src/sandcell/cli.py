@@ -1,0 +1,82 @@
+"""The ``sandcell`` command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="sandcell: a self-hosted code interpreter for LLM agents.", no_args_is_help=True, add_completion=False)
+console = Console()
+LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash"}
+
+
+@app.command()
+def setup() -> None:
+    """Install what sandboxes need: bubblewrap, Node.js and the runtime image."""
+    from sandcell.isolation.image import build
+
+    build(say=lambda line: console.print(f"[dim]{line}[/dim]"))
+
+
+@app.command()
+def run(
+    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js or .sh file"),
+    language: str = typer.Option(None, help="python, javascript or bash (default: from the file's suffix)"),
+    timeout: float = typer.Option(300, help="seconds before the run is interrupted"),
+) -> None:
+    """Run a script in a fresh sandbox and stream its output."""
+    from sandcell import Sandbox
+
+    language = language or LANGUAGE_BY_SUFFIX.get(script.suffix)
+    if language is None:
+        raise typer.BadParameter(f"cannot tell the language of {script.name}; pass --language")
+    with Sandbox.create() as sandbox:
+        execution = sandbox.run_code(
+            script.read_text(),
+            language=language,
+            timeout=timeout,
+            on_stdout=lambda message: sys.stdout.write(message.line),
+            on_stderr=lambda message: sys.stderr.write(message.line),
+        )
+        sys.stdout.flush()
+        for result in execution.results:
+            if result.is_main_result and result.text:
+                console.print(result.text)
+        if execution.error:
+            console.print(f"[red]{execution.error.name}: {execution.error.value}[/red]")
+            if execution.error.traceback:
+                console.print(execution.error.traceback, markup=False, highlight=False)
+            raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Create a sandbox and run Python, JavaScript and Bash in it."""
+    from sandcell import Sandbox
+
+    started = time.perf_counter()
+    with Sandbox.create() as sandbox:
+        console.print(f"sandbox [bold]{sandbox.sandbox_id}[/bold] ready in {1000 * (time.perf_counter() - started):.0f} ms")
+        cells = [
+            ("python", "import pandas as pd\nfib = [0, 1]\nfor _ in range(18): fib.append(fib[-1] + fib[-2])\npd.Series(fib).describe()"),
+            ("javascript", "const fib = [0n, 1n];\nwhile (fib.length < 100) fib.push(fib.at(-1) + fib.at(-2));\nconsole.log(fib.join(', '))"),
+            ("bash", "cd /tmp && echo \"I am $(id -un) in $(pwd) on $(hostname)\" && ls /"),
+        ]
+        for language, code in cells:
+            console.rule(f"[bold]{language}")
+            console.print(code, markup=False, highlight=False, style="cyan")
+            t0 = time.perf_counter()
+            execution = sandbox.run_code(code, language=language, on_stdout=lambda m: console.print(m.line, end="", markup=False, highlight=False))
+            if execution.text:
+                console.print(execution.text, markup=False, highlight=False)
+            if execution.error:
+                console.print(f"[red]{execution.error.name}: {execution.error.value}[/red]")
+            console.print(f"[dim]{1000 * (time.perf_counter() - t0):.1f} ms[/dim]")
+
+
+if __name__ == "__main__":
+    app()
