@@ -81,6 +81,10 @@ def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for writable, perms in (("/tmp", "1777"), (HOME, "0755"), ("/dev/shm", "1777")):
         argv += ["--size", disk, "--perms", perms, "--tmpfs", writable]
+    # The skeleton bwrap builds (/, /etc, /opt, /dev...) is a tmpfs of its own,
+    # writable by the sandbox's uid and outside disk_mb: freeze it. Only the
+    # mounts above stay writable (the remount is not recursive).
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]
     limits = policy.limits
     config = {

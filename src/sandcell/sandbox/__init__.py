@@ -21,9 +21,12 @@ from .models import (
     TimeoutException,
     WriteInfo,
 )
+from .async_ import AsyncCommandHandle, AsyncSandbox
 from .sync import CommandHandle, Sandbox
 
 __all__ = [
+    "AsyncCommandHandle",
+    "AsyncSandbox",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",

@@ -1,0 +1,226 @@
+"""``AsyncSandbox``: the same surface as ``Sandbox``, with ``async``/``await``.
+
+Callbacks may be plain functions or coroutine functions; both are called on
+the caller's event loop, in order, while the code runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import IO, Any, Callable, Literal
+
+from sandcell import protocol
+from sandcell.isolation import Limits
+
+from . import operations as ops
+from .connection import AsyncStream
+from .core import SandboxCore, timeout_error
+from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
+from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
+
+
+async def _fire(calls: ops.Calls) -> None:
+    for callback, value in calls:
+        outcome = callback(value)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+class AsyncSandbox:
+    def __init__(self, core: SandboxCore) -> None:
+        self._core = core
+        self.files = AsyncFilesystem(self)
+        self.commands = AsyncCommands(self)
+
+    @classmethod
+    async def create(
+        cls,
+        timeout: float | None = 300,
+        envs: dict[str, str] | None = None,
+        limits: Limits | None = None,
+        metadata: dict[str, str] | None = None,
+        network: bool = False,
+    ) -> AsyncSandbox:
+        core = await asyncio.to_thread(SandboxCore, timeout, envs, limits, metadata, network)
+        await asyncio.to_thread(core.wait_started)
+        return cls(core)
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._core.sandbox_id
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.kill()
+
+    async def _call(self, operation: ops.Operation) -> Any:
+        self._core.ensure_running()
+        stream = AsyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        try:
+            while True:
+                try:
+                    header, payload = await stream.get(operation.wait)
+                except asyncio.TimeoutError:
+                    self._core.cancel(request_id)
+                    self._core.connection.forget(request_id)
+                    raise timeout_error(operation.header["op"], operation.wait) from None
+                if header["type"] in protocol.TERMINAL:
+                    return operation.finish(header)
+                await _fire(operation.feed(header, payload))
+        except asyncio.CancelledError:
+            self._core.cancel(request_id)  # stop the code; the context keeps its state
+            self._core.connection.forget(request_id)
+            raise
+
+    async def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        context: Context | None = None,
+        on_stdout: Callable[[Any], Any] | None = None,
+        on_stderr: Callable[[Any], Any] | None = None,
+        on_result: Callable[[Any], Any] | None = None,
+        on_error: Callable[[Any], Any] | None = None,
+        envs: dict[str, str] | None = None,
+        timeout: float | None = DEFAULT_RUN_TIMEOUT,
+    ) -> Execution:
+        callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
+        core = self._core
+        return await self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
+
+    async def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
+        return await self._call(ops.Simple("create_context", lambda h: ops.context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {}))
+
+    async def list_code_contexts(self) -> list[Context]:
+        return await self._call(ops.Simple("list_contexts", lambda h: [ops.context_from_wire(c) for c in h["contexts"]]))
+
+    async def restart_code_context(self, context: Context | str) -> None:
+        await self._call(ops.Simple("restart_context", lambda h: None, context=getattr(context, "id", context)))
+
+    async def remove_code_context(self, context: Context | str) -> None:
+        await self._call(ops.Simple("remove_context", lambda h: None, context=getattr(context, "id", context)))
+
+    async def kill(self) -> None:
+        await asyncio.to_thread(self._core.kill, "it was killed")
+
+    async def is_running(self) -> bool:
+        return self._core.running
+
+    async def set_timeout(self, timeout: float | None) -> None:
+        self._core.set_timeout(timeout)
+
+    async def get_info(self) -> SandboxInfo:
+        return self._core.info()
+
+
+class AsyncFilesystem:
+    def __init__(self, sandbox: AsyncSandbox, request_timeout: float = 60.0) -> None:
+        self._sandbox = sandbox
+        self._wait = request_timeout
+
+    async def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Any:
+        return await self._sandbox._call(ops.ReadFile(path, format, self._wait))
+
+    async def write(self, path: str, data: str | bytes | IO[Any]) -> WriteInfo:
+        result = None
+        for operation in ops.write_file(path, data, self._wait):
+            result = await self._sandbox._call(operation)
+        return result  # type: ignore[return-value]
+
+    async def list(self, path: str, depth: int = 1) -> list[EntryInfo]:
+        return await self._sandbox._call(ops.list_files(path, depth, self._wait))
+
+    async def get_info(self, path: str) -> EntryInfo:
+        return await self._sandbox._call(ops.file_info(path, self._wait))
+
+    async def exists(self, path: str) -> bool:
+        return await self._sandbox._call(ops.Simple("files.exists", lambda h: h["exists"], self._wait, path=path))
+
+    async def remove(self, path: str) -> None:
+        await self._sandbox._call(ops.Simple("files.remove", lambda h: None, self._wait, path=path))
+
+    async def make_dir(self, path: str) -> bool:
+        return await self._sandbox._call(ops.Simple("files.make_dir", lambda h: h["created"], self._wait, path=path))
+
+    async def rename(self, old_path: str, new_path: str) -> EntryInfo:
+        return await self._sandbox._call(ops.Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), self._wait, path=old_path, destination=new_path))
+
+
+class AsyncCommandHandle:
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.RunCommand, stream: AsyncStream) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._stream = stream
+
+    @property
+    def pid(self) -> int:
+        assert self._operation.pid is not None
+        return self._operation.pid
+
+    async def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
+        self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
+        while True:
+            try:
+                header, payload = await self._stream.get(self._operation.wait)
+            except asyncio.TimeoutError:
+                raise timeout_error("command", self._operation.wait) from None
+            if header["type"] in protocol.TERMINAL:
+                return self._operation.finish(header)
+            await _fire(self._operation.feed(header, payload))
+
+    async def kill(self) -> bool:
+        return await self._sandbox.commands.kill(self.pid)
+
+    async def send_stdin(self, data: str | bytes) -> None:
+        await self._sandbox.commands.send_stdin(self.pid, data)
+
+    async def close_stdin(self) -> None:
+        await self._sandbox.commands.close_stdin(self.pid)
+
+
+class AsyncCommands:
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sandbox = sandbox
+
+    async def run(
+        self,
+        cmd: str,
+        background: bool = False,
+        envs: dict[str, str] | None = None,
+        cwd: str | None = None,
+        on_stdout: Callable[[str], Any] | None = None,
+        on_stderr: Callable[[str], Any] | None = None,
+        stdin: bool | None = None,
+        timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+    ) -> Any:
+        use_stdin = background if stdin is None else stdin
+        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
+        core = self._sandbox._core
+        core.ensure_running()
+        stream = AsyncStream()
+        core.connection.open(operation.header, operation.payload, stream)
+        header, payload = await stream.get(60.0)
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)
+        operation.feed(header, payload)
+        handle = AsyncCommandHandle(self._sandbox, operation, stream)
+        if background:
+            return handle
+        return await handle.wait(on_stdout, on_stderr)
+
+    async def send_stdin(self, pid: int, data: str | bytes) -> None:
+        payload = data.encode() if isinstance(data, str) else data
+        await self._sandbox._call(ops.Simple("command.stdin", lambda h: None, payload=payload, pid=pid))
+
+    async def close_stdin(self, pid: int) -> None:
+        await self._sandbox._call(ops.Simple("command.stdin", lambda h: None, pid=pid, close=True))
+
+    async def kill(self, pid: int) -> bool:
+        return await self._sandbox._call(ops.Simple("command.kill", lambda h: h["killed"], pid=pid))
+
+    async def list(self) -> list[ProcessInfo]:
+        return await self._sandbox._call(ops.process_list(60.0))
