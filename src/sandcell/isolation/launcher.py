@@ -21,6 +21,7 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def start_sandbox(config: dict) -> int:
         if os.getppid() == 1:  # the launcher died before prctl took effect
             os._exit(1)
         os.close(config["lifeline_fd"])
-        os.execvp(config["argv"][0], config["argv"])
+        # bwrap stays on as the sandbox's pid 1, whose environment the sandbox
+        # can read (/proc/1/environ): it gets none of the host's.
+        os.execve(shutil.which(config["argv"][0]) or config["argv"][0], config["argv"], {})
     except BaseException as exc:  # noqa: BLE001 - report anything, then die
         os.write(2, f"sandcell launcher: cannot start the sandbox: {exc}\n".encode())
     os._exit(127)

@@ -34,6 +34,19 @@ class Command:
     def describe(self) -> dict[str, Any]:
         return {"pid": self.pid, "cmd": self.cmd, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
 
+    def signal_group(self, signum: int) -> None:
+        """Signal what is left of the command's process group, even after bash exited.
+
+        The group's id stays reserved while any member lives, so this cannot
+        reach an unrelated process.
+        """
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def signal(self, signum: int) -> bool:
         if self.process is None or self.process.returncode is not None:
             return False
@@ -80,6 +93,8 @@ class Commands:
                 asyncio.ensure_future(self._pump(command.process.stderr, "stderr", cap, emit)),
             ]
             timeout = request.get("timeout")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout else None
             try:
                 exit_code = await asyncio.wait_for(command.process.wait(), timeout or None)
                 timed_out = False
@@ -87,7 +102,18 @@ class Commands:
                 command.signal(signal.SIGKILL)
                 exit_code = await command.process.wait()
                 timed_out = True
-            await asyncio.gather(*pumps)
+            # The timeout covers the output too: a process the command left
+            # behind (`sleep 99 &`) keeps its stdout open after bash exits.
+            _, pending = await asyncio.wait(pumps, timeout=None if deadline is None else max(deadline - loop.time(), 0.0))
+            if pending:
+                command.signal_group(signal.SIGKILL)
+                _, pending = await asyncio.wait(pending, timeout=1.0)
+                for pump in pending:  # held by a process outside the group (setsid)
+                    pump.cancel()
+                transport = getattr(command.process, "_transport", None)
+                if transport is not None:
+                    transport.close()
+                timed_out = True
         except asyncio.CancelledError:
             command.signal(signal.SIGKILL)
             raise

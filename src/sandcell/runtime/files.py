@@ -81,6 +81,8 @@ def write(path: str, data: bytes, append: bool) -> dict[str, Any]:
 def list_dir(path: str, depth: int) -> list[dict[str, Any]]:
     if depth < 1:
         raise ValueError("depth must be at least 1")
+    if not os.path.exists(path):  # missing, or a link to nothing the sandbox has
+        raise FileNotFoundError(f"{path} does not exist")
     if not os.path.isdir(path):
         raise NotADirectoryError(f"{path} is not a directory")
     entries = []
