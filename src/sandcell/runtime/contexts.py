@@ -244,25 +244,38 @@ class Context:
                 await self._forward(stream, data)
 
     async def _events(self, fd: int, output_fds: tuple[int, int]) -> None:
-        reader = asyncio.StreamReader(limit=256 * 1024 * 1024)
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+        # Read directly, under ``io_lock``, draining the output pipes *before*
+        # each read: output written before an event is forwarded before it,
+        # and (the kernel waits until its event has left the pipe) output
+        # written after it cannot be forwarded first.
+        buffer = bytearray()
+        scanned = 0
         try:
             while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                event = self.decode_event(line)
+                await self._readable(fd)
                 async with self.io_lock:
                     await self._drain(output_fds)
-                    await self._handle_event(event)
+                    try:
+                        data = os.read(fd, 1 << 20)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        break
+                    buffer += data
+                    while (end := buffer.find(b"\n", scanned)) >= 0:
+                        line = bytes(buffer[:end])
+                        del buffer[: end + 1]
+                        scanned = 0
+                        if line.strip():
+                            await self._handle_event(self.decode_event(line))
+                    scanned = len(buffer)
             assert self.process is not None
             status = await self.process.wait()
             async with self.io_lock:
                 await self._drain(output_fds)
                 self._died(status)
         finally:
-            transport.close()
+            os.close(fd)
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -328,6 +341,12 @@ class Context:
             self.interrupt(f"timed out after {timeout:g} seconds; the {self.language} context was interrupted and keeps its state")
         except asyncio.CancelledError:
             self.interrupt("interrupted: the run was cancelled")
+            # Hold the lock until the interrupted cell has ended: its last events
+            # (the KeyboardInterrupt, its ``done``) must not be taken for the next run's.
+            try:
+                await asyncio.wait_for(asyncio.shield(run.finished), self.runtime.kill_grace)
+            except asyncio.TimeoutError:
+                await self.stop()
             raise
         try:
             return await asyncio.wait_for(asyncio.shield(run.finished), self.runtime.kill_grace)
@@ -373,7 +392,7 @@ class PythonContext(Context):
 
     def command(self) -> list[str]:
         boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main()"
-        return [self.runtime.python, "-E", "-s", "-u", "-c", boot]
+        return [self.runtime.python, "-E", "-s", "-c", boot]
 
     def process_env(self) -> dict[str, str]:
         env = super().process_env()

@@ -10,6 +10,7 @@
 "use strict";
 
 const fs = require("fs");
+const net = require("net");
 const path = require("path");
 const readline = require("readline");
 const util = require("util");
@@ -23,6 +24,22 @@ const EVENTS_FD = 4;
 
 function send(event) {
   fs.writeSync(EVENTS_FD, JSON.stringify(event) + "\n");
+}
+
+// Writes to a full stdout/stderr pipe are queued and finish asynchronously;
+// wait for them before an event, so output is neither reordered with results
+// nor cut off by the end of the cell (the supervisor drops output between runs).
+function flushOutput() {
+  const streams = [process.stdout, process.stderr];
+  if (streams.every((stream) => !stream.writableLength)) return null; // the usual case: nothing queued
+  const flushed = streams.map(
+    (stream) =>
+      new Promise((resolve) => {
+        if (!stream.writableLength || stream.destroyed || stream.writableEnded) return resolve();
+        stream.write("", () => resolve());
+      }),
+  );
+  return Promise.race([Promise.all(flushed), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
 }
 
 const sandboxGlobals = {
@@ -194,9 +211,11 @@ async function runCell(request) {
       };
     });
     const outcome = await Promise.race([script.runInContext(context, { breakOnSigint: true }), interrupted]);
+    await flushOutput();
     if (outcome && outcome.value !== undefined) send({ type: "result", data: formatValue(outcome.value), main: true });
   } catch (error) {
     status = "error";
+    await flushOutput();
     if (error instanceof SyntaxError && error.loc) {
       const line = request.code.split("\n")[error.loc.line - 1] ?? "";
       send({ type: "error", name: "SyntaxError", value: error.message, traceback: `cell[${executionCount}]:${error.loc.line}\n${line}\n${" ".repeat(error.loc.column)}^\n\nSyntaxError: ${error.message}` });
@@ -216,10 +235,13 @@ async function runCell(request) {
     status = "error";
     send(errorEvent(lateErrors[0]));
   }
+  await flushOutput();
   send({ type: "done", status, execution_count: executionCount });
 }
 
-const requests = readline.createInterface({ input: fs.createReadStream(null, { fd: REQUESTS_FD }) });
+// A libuv pipe, not fs.createReadStream: a blocking read() parked in the
+// threadpool would make process.exit() (from a cell) hang forever.
+const requests = readline.createInterface({ input: new net.Socket({ fd: REQUESTS_FD, readable: true, writable: false }) });
 let queue = Promise.resolve();
 requests.on("line", (line) => {
   const request = JSON.parse(line);

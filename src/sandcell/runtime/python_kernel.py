@@ -16,29 +16,73 @@ open figures into ``image/png`` results.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import struct
 import sys
+import termios
+import threading
+import time
 from typing import Any
 
 REQUESTS_FD = 3
 EVENTS_FD = 4
+TAKEN_WAIT = 5.0
+
+
+def _pending(fd: int) -> int:
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def wait_taken(fd: int) -> None:
+    """Wait until the supervisor has read everything written to ``fd``.
+
+    The supervisor reads an event only after draining the output pipes, and
+    forwards it before it reads them again; so once the event has left the
+    pipe, whatever this process prints next cannot overtake it.
+    """
+    deadline = None
+    delay = 0.00002
+    while _pending(fd):
+        now = time.monotonic()
+        deadline = deadline or now + TAKEN_WAIT
+        if now > deadline:
+            return  # a stalled reader: give up on ordering rather than hang
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.002)
 
 
 class Channel:
     def __init__(self) -> None:
         self._events = os.fdopen(EVENTS_FD, "w", buffering=1, encoding="utf-8")
         self._requests = os.fdopen(REQUESTS_FD, "r", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.owner = os.getpid()
+
+    @property
+    def forked(self) -> bool:
+        """True in a child that the cell's code forked (``os.fork()``)."""
+        return os.getpid() != self.owner
 
     def send(self, event: dict[str, Any]) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # user code may have replaced or closed them
-                pass
-        self._events.write(json.dumps(event, default=repr) + "\n")
-        self._events.flush()
+        if self.forked:
+            return  # only the kernel itself speaks for the context
+        line = json.dumps(event, default=repr) + "\n"
+        with self._lock:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # user code may have replaced or closed them
+                    pass
+            self._events.write(line)
+            self._events.flush()
+            if event["type"] not in ("ready", "done"):  # nothing of this cell can follow those
+                wait_taken(EVENTS_FD)
 
     def receive(self) -> dict[str, Any] | None:
         line = self._requests.readline()
@@ -139,6 +183,10 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
 
 
 def main() -> None:
+    # Whole lines, not one write per print() argument: ``print("x")`` is one
+    # chunk of output. Every event flushes first, so nothing waits past a cell.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)
     channel = Channel()
     interrupts = Interrupts()
     shell = build_shell(channel)
@@ -148,6 +196,15 @@ def main() -> None:
         if request is None:
             return
         run_cell(shell, channel, interrupts, request)
+        if channel.forked:
+            # A child forked by the cell's code finished the cell instead of
+            # exiting: it must not become a second kernel reading requests.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(0)
 
 
 if __name__ == "__main__":

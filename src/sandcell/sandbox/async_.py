@@ -162,6 +162,8 @@ class AsyncCommandHandle:
         return self._operation.pid
 
     async def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
+        if self._operation.terminal is not None:
+            return self._operation.finish(self._operation.terminal)
         self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
         while True:
             try:

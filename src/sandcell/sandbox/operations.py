@@ -148,6 +148,11 @@ class RunCode(Operation):
     def finish(self, header: dict[str, Any]) -> Execution:
         if header["type"] == protocol.FAIL:
             error = header.get("error") or {}
+            if error.get("name") == "Cancelled":
+                # The caller interrupted the run (Ctrl-C): what ran so far is the answer.
+                if self.execution.error is None:
+                    self.execution.error = ExecutionError("KeyboardInterrupt", error.get("message", "interrupted"), "")
+                return self.execution
             if error.get("name") != "SandboxDied":
                 raise_for(header)
             self.execution.error = ExecutionError(error.get("name", "SandboxDied"), error.get("message", ""), "")
@@ -194,6 +199,8 @@ def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[O
 
 
 def list_files(path: str, depth: int, wait: float | None) -> Simple:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise InvalidArgumentException(f"depth must be an integer of at least 1, not {depth!r}")
     return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=path, depth=depth)
 
 
@@ -219,6 +226,7 @@ class RunCommand(Operation):
         self.stderr: list[str] = []
         self.text = TextStreams()
         self.callbacks: dict[str, Callback | None] = {}
+        self.terminal: dict[str, Any] | None = None  # kept: wait() may be called again
 
     def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
         kind = header["type"]
@@ -234,6 +242,7 @@ class RunCommand(Operation):
         return []
 
     def finish(self, header: dict[str, Any]) -> CommandResult:
+        self.terminal = header
         super().finish(header)
         if header.get("timed_out"):
             raise TimeoutException(f"command timed out after {self.timeout:g} seconds and was killed")

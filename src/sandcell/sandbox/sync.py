@@ -183,7 +183,6 @@ class CommandHandle:
         self._operation = operation
         self._stream = stream
         self._request_id = request_id
-        self._result: CommandResult | None = None
 
     @property
     def pid(self) -> int:
@@ -200,6 +199,8 @@ class CommandHandle:
 
     def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
         """Wait for the exit; raises ``CommandExitException`` on a non-zero code."""
+        if self._operation.terminal is not None:
+            return self._operation.finish(self._operation.terminal)
         self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
         while True:
             try:
