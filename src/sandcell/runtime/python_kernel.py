@@ -144,6 +144,15 @@ def build_shell(channel: Channel) -> Any:
         def enable_gui(self, gui: Any = None) -> None:
             pass
 
+        def system(self, cmd: str) -> None:
+            """``!cmd``: a plain pipe, not IPython's pty (which turns \\n into \\r\\n)."""
+            import subprocess
+
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            status = subprocess.call(self.var_expand(cmd, depth=1), shell=True, executable="/bin/bash")
+            self.user_ns["_exit_code"] = status
+
     shell = SandboxShell.instance(colors="nocolor", history_length=0)
     shell.history_manager.enabled = False
     return shell
