@@ -329,6 +329,18 @@ class TestBash:
         assert "syntax error" in stderr(execution)
         assert ok(sbx.run_code("echo fine", language="bash")).logs.stdout == ["fine\n"]
 
+    def test_set_e_stops_the_cell_not_the_shell(self, fresh):
+        run = lambda code, **kw: fresh.run_code(code, language="bash", **kw)  # noqa: E731
+        execution = run("set -e\ncd /tmp\nexport KEPT=1\nfalse\necho not-reached")
+        assert execution.error is not None and execution.error.name == "ExitStatusError"
+        assert execution.error.value == "exit status 1"
+        assert execution.logs.stdout == []
+        state = ok(run('echo "$PWD $KEPT $-"')).logs.stdout
+        assert state[0].split()[:2] == ["/tmp", "1"] and "e" in state[0].split()[2]  # state and errexit kept
+        assert run("ls /nope\necho not-reached").logs.stdout == []
+        assert run("sleep 30", timeout=1).error.name == "TimeoutError"
+        assert ok(run("set +e; false; echo continues")).logs.stdout == ["continues\n"]
+
 
 # -- streaming -----------------------------------------------------------------------
 STREAMING_CODE = {

@@ -53,13 +53,27 @@ class Runtime:
     kill_grace: float
 
 
+# A cell is sourced by a function that leaves the cell's status in
+# __sandcell_status and returns 0. `set -e` in a cell stops that cell rather
+# than exiting the shell (and losing its state): the ERR trap turns errexit
+# off, returns from `source` with the failing status, and the loop turns
+# errexit back on for the next cell. An interrupt returns 130 the same way.
 BASH_DRIVER = r"""
-__sandcell_run() { trap 'trap : INT; return 130' INT; source "$1"; }
+__sandcell_pause_errexit() { if [[ $- == *e* ]]; then __sandcell_errexit=1; set +e; fi; }
+__sandcell_run() {
+  trap 'trap : INT; __sandcell_pause_errexit; return 130' INT
+  trap '__sandcell_status=$?; if [[ $- == *e* ]]; then trap - ERR; __sandcell_pause_errexit; return $__sandcell_status; fi' ERR
+  source "$1"
+  __sandcell_status=$?
+  return 0
+}
 trap : INT
 while IFS= read -r -u 3 __sandcell_line; do
   eval "$__sandcell_line"
-  printf '%s\n' "$?" >&4
+  trap - ERR
   trap : INT
+  if [[ -n $__sandcell_errexit ]]; then __sandcell_errexit=; set -e; fi
+  printf '%s\n' "$__sandcell_status" >&4
 done
 """
 
