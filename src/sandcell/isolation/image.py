@@ -21,7 +21,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -126,16 +125,19 @@ def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> No
 def build(image: Image | None = None, say: Callable[[str], None] = print) -> Image:
     """Install what sandboxes need; safe to run again (it skips what exists)."""
     image = image or Image()
-    apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
-    if apt and "python3-venv" in apt and _has_venv():
+    apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
+    system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
+    if apt and "python3-venv" in apt and _has_venv(system_python):
         apt.remove("python3-venv")
     if apt:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             raise ImageMissing(f"install these system packages first: {', '.join(apt)}")
-        _run(["apt-get", "install", "-y", "-q", *apt], say, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(["apt-get", "install", "-y", "-q", *apt], env=env).returncode != 0:
+            _run(["apt-get", "update", "-q"], say, env=env)  # a fresh machine has no package lists yet
+            _run(["apt-get", "install", "-y", "-q", *apt], say, env=env)
     image.home.mkdir(parents=True, exist_ok=True)
     image.home.chmod(0o755)
-    system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     if not image.python.exists():
         _run([system_python, "-m", "venv", str(image.home / "runtime")], say)
     requirements = PACKAGE_DIR / "runtime" / "requirements.txt"
@@ -158,6 +160,5 @@ def build(image: Image | None = None, say: Callable[[str], None] = print) -> Ima
     return image
 
 
-def _has_venv() -> bool:
-    probe = subprocess.run(["python3", "-c", "import ensurepip, venv"], capture_output=True, cwd="/")
-    return probe.returncode == 0 and sys.platform == "linux"
+def _has_venv(python: str) -> bool:
+    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/").returncode == 0
