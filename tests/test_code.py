@@ -873,3 +873,19 @@ def test_sandbox_killed_cannot_run(fresh):
     assert not fresh.is_running()
     with pytest.raises(SandboxException):
         fresh.run_code("1")
+
+
+CLOSE_EVENT_CHANNEL = {
+    "python": "import os\nos.close(4)\nprint('closed')",
+    "javascript": "require('fs').closeSync(4); 'closed'",
+    "bash": "exec 4>&-; echo closed",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_code_that_closes_the_event_channel_ends_the_run_promptly(fresh, language):
+    started = time.monotonic()
+    execution = fresh.run_code(CLOSE_EVENT_CHANNEL[language], language=language, timeout=60)
+    assert time.monotonic() - started < 10, "the run must end well before its timeout"
+    assert execution.error is not None and execution.error.name == "InterpreterDied"
+    assert ok(fresh.run_code({"python": "1+1", "javascript": "1+1", "bash": "echo 2"}[language], language=language)).text in ("2", None)

@@ -29,6 +29,7 @@ Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
 
 LANGUAGES = ("python", "javascript", "bash")
 LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
+EVENTS_CLOSED_GRACE = 1.0
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -284,7 +285,13 @@ class Context:
                             await self._handle_event(self.decode_event(line))
                     scanned = len(buffer)
             assert self.process is not None
-            status = await self.process.wait()
+            try:
+                status = await asyncio.wait_for(self.process.wait(), EVENTS_CLOSED_GRACE)
+            except asyncio.TimeoutError:
+                # The code closed the interpreter's event pipe: it can no
+                # longer finish a run, so end it now rather than at the timeout.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                status = await self.process.wait()
             async with self.io_lock:
                 await self._drain(output_fds)
                 self._died(status)

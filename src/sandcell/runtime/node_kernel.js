@@ -23,7 +23,14 @@ const REQUESTS_FD = 3;
 const EVENTS_FD = 4;
 
 function send(event) {
-  fs.writeSync(EVENTS_FD, JSON.stringify(event) + "\n");
+  try {
+    fs.writeSync(EVENTS_FD, JSON.stringify(event) + "\n");
+  } catch (error) {
+    // The cell closed or broke our event channel: nothing can report for
+    // this context any more, so end it (the supervisor reports the death).
+    process.stderr.write(`sandcell: event channel lost (${error.code || error.message})\n`);
+    process.exit(70);
+  }
 }
 
 // Writes to a full stdout/stderr pipe are queued and finish asynchronously;
