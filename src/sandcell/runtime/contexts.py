@@ -16,6 +16,7 @@ the group killed; the context then restarts empty on its next run.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import re
@@ -135,6 +136,7 @@ class Context:
         self.execution_count = 0
         self._ready: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._fds: list[int] = []
         self._request_fd = -1
 
     def describe(self) -> dict[str, Any]:
@@ -163,8 +165,10 @@ class Context:
         err_r, err_w = os.pipe()
 
         def wire_fds() -> None:
-            os.dup2(request_r, 3)
-            os.dup2(event_w, 4)
+            # Move both out of the way first: either may *be* fd 3 or 4.
+            request, event = fcntl.fcntl(request_r, fcntl.F_DUPFD, 10), fcntl.fcntl(event_w, fcntl.F_DUPFD, 10)
+            os.dup2(request, 3)
+            os.dup2(event, 4)
 
         self.process = await asyncio.create_subprocess_exec(
             *self.command(),
@@ -180,13 +184,14 @@ class Context:
         for fd in (request_r, event_w, out_w, err_w):
             os.close(fd)
         self._request_fd = request_w
-        for fd in (out_r, err_r, event_r):
+        self._fds = [out_r, err_r, event_r]
+        for fd in self._fds:
             os.set_blocking(fd, False)
         self._ready = loop.create_future()
         self._tasks = [
             asyncio.ensure_future(self._pump(out_r, "stdout")),
             asyncio.ensure_future(self._pump(err_r, "stderr")),
-            asyncio.ensure_future(self._events(event_r, (out_r, err_r))),
+            asyncio.ensure_future(self._events(event_r, (out_r, err_r), self.process)),
         ]
         await self._await_ready()
 
@@ -201,8 +206,15 @@ class Context:
             except ProcessLookupError:
                 pass
             await self.process.wait()
-        for task in self._tasks:
+        # Wait for the readers to end before closing their fds: a reader
+        # running later could otherwise touch a reused fd number.
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
         if self._request_fd >= 0:
             os.close(self._request_fd)
             self._request_fd = -1
@@ -233,19 +245,16 @@ class Context:
         # belong to and is dropped, like a notebook's stray output.
 
     async def _pump(self, fd: int, stream: str) -> None:
-        try:
-            while True:
-                await self._readable(fd)
-                async with self.io_lock:
-                    try:
-                        data = os.read(fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        return
-                    await self._forward(stream, data)
-        finally:
-            os.close(fd)
+        while True:
+            await self._readable(fd)
+            async with self.io_lock:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    return
+                await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
         for fd, stream in zip(fds, ("stdout", "stderr")):
@@ -258,45 +267,46 @@ class Context:
                     break
                 await self._forward(stream, data)
 
-    async def _events(self, fd: int, output_fds: tuple[int, int]) -> None:
+    async def _events(self, fd: int, output_fds: tuple[int, int], process: asyncio.subprocess.Process) -> None:
         # Read directly, under ``io_lock``, draining the output pipes *before*
         # each read: output written before an event is forwarded before it,
         # and (the kernel waits until its event has left the pipe) output
         # written after it cannot be forwarded first.
         buffer = bytearray()
         scanned = 0
-        try:
-            while True:
-                await self._readable(fd)
-                async with self.io_lock:
-                    await self._drain(output_fds)
-                    try:
-                        data = os.read(fd, 1 << 20)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        break
-                    buffer += data
-                    while (end := buffer.find(b"\n", scanned)) >= 0:
-                        line = bytes(buffer[:end])
-                        del buffer[: end + 1]
-                        scanned = 0
-                        if line.strip():
-                            await self._handle_event(self.decode_event(line))
-                    scanned = len(buffer)
-            assert self.process is not None
-            try:
-                status = await asyncio.wait_for(self.process.wait(), EVENTS_CLOSED_GRACE)
-            except asyncio.TimeoutError:
-                # The code closed the interpreter's event pipe: it can no
-                # longer finish a run, so end it now rather than at the timeout.
-                os.killpg(self.process.pid, signal.SIGKILL)
-                status = await self.process.wait()
+        while True:
+            await self._readable(fd)
             async with self.io_lock:
                 await self._drain(output_fds)
-                self._died(status)
+                try:
+                    data = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                buffer += data
+                while (end := buffer.find(b"\n", scanned)) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    scanned = 0
+                    if line.strip():
+                        await self._handle_event(self.decode_event(line))
+                scanned = len(buffer)
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            if not (await asyncio.wait({exited}, timeout=EVENTS_CLOSED_GRACE))[0]:
+                # The code closed the interpreter's event pipe: it can no
+                # longer finish a run, so end it now rather than at the timeout.
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            status = await exited
         finally:
-            os.close(fd)
+            exited.cancel()
+        async with self.io_lock:
+            await self._drain(output_fds)
+            self._died(status)
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
