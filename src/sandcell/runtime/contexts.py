@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from .zygote import PythonZygote
+
 Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
 
 LANGUAGES = ("python", "javascript", "bash")
@@ -53,6 +55,7 @@ class Runtime:
     base_env: dict[str, str]
     output_limit: int
     kill_grace: float
+    zygote: PythonZygote | None = None
 
 
 # A cell is sourced by a function that leaves the cell's status in
@@ -164,23 +167,7 @@ class Context:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
 
-        def wire_fds() -> None:
-            # Move both out of the way first: either may *be* fd 3 or 4.
-            request, event = fcntl.fcntl(request_r, fcntl.F_DUPFD, 10), fcntl.fcntl(event_w, fcntl.F_DUPFD, 10)
-            os.dup2(request, 3)
-            os.dup2(event, 4)
-
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=self.cwd,
-            env=self.process_env(),
-            pass_fds=(3, 4),
-            preexec_fn=wire_fds,
-            start_new_session=True,
-        )
+        self.process = await self._launch([request_r, event_w, out_w, err_w])
         for fd in (request_r, event_w, out_w, err_w):
             os.close(fd)
         self._request_fd = request_w
@@ -194,6 +181,28 @@ class Context:
             asyncio.ensure_future(self._events(event_r, (out_r, err_r), self.process)),
         ]
         await self._await_ready()
+
+    async def _launch(self, fds: list[int]) -> Any:
+        """Start the interpreter on ``fds`` (requests, events, stdout, stderr)."""
+        request_r, event_w, out_w, err_w = fds
+
+        def wire_fds() -> None:
+            # Move both out of the way first: either may *be* fd 3 or 4.
+            request, event = fcntl.fcntl(request_r, fcntl.F_DUPFD, 10), fcntl.fcntl(event_w, fcntl.F_DUPFD, 10)
+            os.dup2(request, 3)
+            os.dup2(event, 4)
+
+        return await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=self.cwd,
+            env=self.process_env(),
+            pass_fds=(3, 4),
+            preexec_fn=wire_fds,
+            start_new_session=True,
+        )
 
     async def _await_ready(self) -> None:
         assert self._ready is not None
@@ -430,6 +439,21 @@ class PythonContext(Context):
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         env.setdefault("IPYTHONDIR", os.path.join(self.runtime.work_dir, "ipython"))
         return env
+
+    async def _launch(self, fds: list[int]) -> Any:
+        zygote = self.runtime.zygote
+        if zygote is not None and zygote.alive:
+            try:
+                return await zygote.fork(fds, self.cwd, self.process_env())
+            except (RuntimeError, OSError):
+                pass  # start it the slow way
+        return await super()._launch(fds)
+
+
+def python_zygote(runtime: Runtime, home: str) -> PythonZygote:
+    boot = f"import sys; sys.path.insert(0, {runtime.stage!r}); from sandcell.runtime.python_kernel import zygote_main; zygote_main()"
+    env = PythonContext(runtime, home, {}).process_env()
+    return PythonZygote([runtime.python, "-E", "-s", "-c", boot], env, home)
 
 
 class JavaScriptContext(Context):

@@ -58,10 +58,19 @@ def wait_taken(fd: int) -> None:
 
 
 class Channel:
+    """The kernel's end of its JSON-lines channel (fds 3 and 4).
+
+    Created unattached in a zygote, which builds the shell around it before
+    any context exists; each forked context then attaches to its own fds.
+    """
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner = -1
+
+    def attach(self) -> None:
         self._events = os.fdopen(EVENTS_FD, "w", buffering=1, encoding="utf-8")
         self._requests = os.fdopen(REQUESTS_FD, "r", encoding="utf-8")
-        self._lock = threading.Lock()
         self.owner = os.getpid()
 
     @property
@@ -105,6 +114,7 @@ def build_shell(channel: Channel) -> Any:
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets import Type
+    from traitlets.config import Config
 
     class ChannelDisplayHook(DisplayHook):
         """Sends the value of the cell's last expression as the main result."""
@@ -153,9 +163,10 @@ def build_shell(channel: Channel) -> Any:
             status = subprocess.call(self.var_expand(cmd, depth=1), shell=True, executable="/bin/bash")
             self.user_ns["_exit_code"] = status
 
-    shell = SandboxShell.instance(colors="nocolor", history_length=0)
-    shell.history_manager.enabled = False
-    return shell
+    # No history database: it would start a saving thread, and a zygote must
+    # hold no thread when it forks.
+    config = Config({"HistoryManager": {"enabled": False, "hist_file": ":memory:"}})
+    return SandboxShell.instance(config=config, colors="nocolor", history_length=0)
 
 
 class Interrupts:
@@ -191,14 +202,17 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
     channel.send({"type": "done", "status": status, "execution_count": shell.execution_count - 1})
 
 
-def main() -> None:
+def line_buffered_output() -> None:
     # Whole lines, not one write per print() argument: ``print("x")`` is one
     # chunk of output. Every event flushes first, so nothing waits past a cell.
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, write_through=False)
-    channel = Channel()
+
+
+def serve(shell: Any, channel: Channel) -> None:
+    """Run cells until the supervisor closes the channel."""
+    line_buffered_output()
     interrupts = Interrupts()
-    shell = build_shell(channel)
     channel.send({"type": "ready"})
     while True:
         request = channel.receive()
@@ -214,6 +228,72 @@ def main() -> None:
                 except Exception:
                     pass
             os._exit(0)
+
+
+def main() -> None:
+    channel = Channel()
+    channel.attach()
+    serve(build_shell(channel), channel)
+
+
+ZYGOTE_FD = 3
+
+
+def _become_context(fds: list[int], request: dict[str, Any]) -> None:
+    """In a freshly forked child: take the context's fds, cwd and environment."""
+    requests, events, stdout, stderr = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    for source, target in ((devnull, 0), (stdout, 1), (stderr, 2), (requests, REQUESTS_FD), (events, EVENTS_FD)):
+        os.dup2(source, target)
+    os.closerange(EVENTS_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    os.setsid()
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+
+
+def zygote_main() -> None:
+    """Keep a warm interpreter (IPython imported, a shell built) and fork contexts from it.
+
+    The supervisor sends, over a SOCK_SEQPACKET socket on fd 3, a JSON request
+    (cwd, env) with the new context's four fds; the answer is the child's pid.
+    As the children's parent, the zygote reaps them and reports how they ended.
+    A child is ready in milliseconds and shares the zygote's pages copy-on-write.
+    """
+    import socket
+
+    channel = Channel()
+    shell = build_shell(channel)
+    link = socket.socket(fileno=ZYGOTE_FD)
+
+    def reap(signum: int, frame: Any) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            link.send(json.dumps({"exited": pid, "status": os.waitstatus_to_exitcode(status)}).encode())
+
+    signal.signal(signal.SIGCHLD, reap)
+    while True:
+        message, fds, _, _ = socket.recv_fds(link, 65536, 4)
+        if not message:
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                link.close()
+                _become_context(fds, json.loads(message))
+                channel.attach()
+                serve(shell, channel)
+            finally:
+                os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        link.send(json.dumps({"pid": pid}).encode())
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from sandcell import protocol
 
 from . import files
 from .commands import Commands
-from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language
+from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
 
 Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {}
@@ -89,6 +89,12 @@ class Supervisor:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
         transport, proto = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", 0))
         self.writer = asyncio.StreamWriter(transport, proto, None, loop)
+        zygote = python_zygote(self.runtime, self.home)
+        try:
+            await zygote.start()
+            self.runtime.zygote = zygote
+        except OSError as exc:
+            print(f"sandcell supervisor: no Python zygote ({exc}); contexts start cold", file=sys.stderr)
         for language in self.prestart:
             self.tasks["prestart-" + language] = asyncio.ensure_future(self.default_context(language))
         await self.send({"type": "hello", "pid": os.getpid()})
@@ -105,6 +111,8 @@ class Supervisor:
         await self.shutdown()
 
     async def shutdown(self) -> None:
+        if self.runtime.zygote is not None:
+            self.runtime.zygote.stop()
         await self.commands.stop_all()
         for context in self.contexts.values():
             await context.stop()
