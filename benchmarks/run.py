@@ -146,6 +146,7 @@ def main() -> None:
     add("create -> first result of 1+1", timed(sandcell_create_to_first_result, starts), timed(jupyter_create_to_first_result, max(2, starts // 4)))
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
+    add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
     add("javascript context create -> first result", sandcell_language_start("javascript", "1+1", max(3, starts // 2)), None)
     add("bash context create -> first result", sandcell_language_start("bash", "echo 2", max(3, starts // 2)), None)
     private, charged = sandcell_idle_memory(idle)

@@ -281,7 +281,13 @@ def zygote_main() -> None:
         message, fds, _, _ = socket.recv_fds(link, 65536, 4)
         if not message:
             os._exit(0)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # e.g. the sandbox's pids limit: refuse this one, stay alive
+            for fd in fds:
+                os.close(fd)
+            link.send(json.dumps({"error": str(exc)}).encode())
+            continue
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:

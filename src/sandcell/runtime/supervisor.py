@@ -95,8 +95,11 @@ class Supervisor:
             self.runtime.zygote = zygote
         except OSError as exc:
             print(f"sandcell supervisor: no Python zygote ({exc}); contexts start cold", file=sys.stderr)
-        for language in self.prestart:
-            self.tasks["prestart-" + language] = asyncio.ensure_future(self.default_context(language))
+        # Ready means ready: the default contexts exist before the host hears
+        # hello, so code the sandbox runs first cannot starve them (a fork bomb).
+        for outcome in await asyncio.gather(*(self.default_context(language) for language in self.prestart), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                print(f"sandcell supervisor: a default context failed to start: {outcome}", file=sys.stderr)
         await self.send({"type": "hello", "pid": os.getpid()})
         while True:
             try:

@@ -114,9 +114,13 @@ class PythonZygote:
             self._handle(json.loads(message))
 
     def _handle(self, message: dict[str, Any]) -> None:
-        if "pid" in message:
+        if "pid" in message or "error" in message:
             if self._pending:
-                self._pending.popleft().set_result(message["pid"])
+                answer = self._pending.popleft()
+                if "pid" in message:
+                    answer.set_result(message["pid"])
+                else:
+                    answer.set_exception(OSError(f"the Python zygote cannot fork: {message['error']}"))
         elif "exited" in message:
             child = self._children.pop(message["exited"], None)
             if child is None:
