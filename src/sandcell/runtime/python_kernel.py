@@ -262,6 +262,9 @@ def zygote_main() -> None:
     """
     import socket
 
+    from .hardening import set_dumpable
+
+    set_dumpable(False)
     channel = Channel()
     shell = build_shell(channel)
     link = socket.socket(fileno=ZYGOTE_FD)
@@ -292,6 +295,7 @@ def zygote_main() -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 link.close()
+                set_dumpable(True)
                 _become_context(fds, json.loads(message))
                 channel.attach()
                 serve(shell, channel)

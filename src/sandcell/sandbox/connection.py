@@ -54,7 +54,7 @@ def failure(name: str, message: str) -> Frame:
 
 
 class Connection:
-    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[], str]) -> None:
+    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str]) -> None:
         self._requests = requests
         self._events = events
         self._death_reason = death_reason
@@ -91,12 +91,15 @@ class Connection:
             self._streams.pop(request_id, None)
 
     def _read(self) -> None:
+        broken = None
         try:
             while True:
                 frame = protocol.read_frame(self._events)
                 if frame is None:
                     break
                 header, payload = frame
+                if not isinstance(header.get("type"), str):
+                    raise protocol.ProtocolError("frame without a type")
                 request_id = header.get("id")
                 if request_id is None:
                     if header.get("type") == "hello":
@@ -108,9 +111,11 @@ class Connection:
                         self._streams.pop(request_id, None)
                 if stream is not None:
                     stream.put((header, payload))
-        except (protocol.ProtocolError, OSError, ValueError):
+        except protocol.ProtocolError as exc:
+            broken = str(exc)
+        except (OSError, ValueError):
             pass
-        reason = self._death_reason()
+        reason = self._death_reason(broken)
         with self._lock:
             self.closed_reason = reason
             streams, self._streams = list(self._streams.values()), {}

@@ -65,7 +65,10 @@ class SandboxCore:
             return f"the sandbox hit its memory limit of {self.policy.limits.memory_mb} MiB"
         return None
 
-    def death_reason(self) -> str:
+    def death_reason(self, protocol_error: str | None = None) -> str:
+        """Why the supervisor's pipe closed; a sandbox that broke the protocol is killed."""
+        if protocol_error and not self._killed:
+            self.kill(f"it broke the host protocol ({protocol_error})")
         if self._killed:
             return f"the sandbox is not running: {self._killed}"
         oom = self.oom_reason()
@@ -118,6 +121,10 @@ class SandboxCore:
 
     def cancel(self, request_id: int) -> None:
         self.connection.send({"op": "cancel", "id": f"cancel-{request_id}", "target": request_id})
+
+    @property
+    def output_limit(self) -> int:
+        return self.policy.limits.output_mb * 1024 * 1024
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()

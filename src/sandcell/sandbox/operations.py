@@ -84,12 +84,24 @@ class Simple(Operation):
 
 
 class TextStreams:
-    """Decodes stdout/stderr chunks without splitting multi-byte characters."""
+    """Decodes stdout/stderr chunks without splitting multi-byte characters.
 
-    def __init__(self) -> None:
+    The supervisor caps output; this cap is the host's own backstop, so that
+    a sandbox whose supervisor was subverted still cannot grow host memory.
+    """
+
+    SLACK = 1024 * 1024
+
+    def __init__(self, limit: int) -> None:
         self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+        self.budget = limit + self.SLACK
 
     def decode(self, stream: str, payload: bytes, final: bool = False) -> str:
+        if self.budget <= 0:
+            return ""
+        self.budget -= len(payload)
+        if self.budget <= 0:
+            return "\n[sandcell: output beyond the sandbox's limit was dropped by the host]\n"
         return self.decoders[stream].decode(payload, final)
 
 
@@ -104,6 +116,7 @@ class RunCode(Operation):
         callbacks: dict[str, Callback | None],
         oom_check: Callable[[], str | None],
         kill_grace: float,
+        output_limit: int,
     ) -> None:
         if not isinstance(code, str):
             raise InvalidArgumentException("code must be a string")
@@ -112,7 +125,7 @@ class RunCode(Operation):
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()
-        self.text = TextStreams()
+        self.text = TextStreams(output_limit)
 
     def _call(self, name: str, value: Any, calls: Calls) -> None:
         callback = self.callbacks.get(name)
@@ -215,7 +228,7 @@ def context_from_wire(raw: dict[str, Any]) -> Context:
 class RunCommand(Operation):
     """A shell command; its ``started`` event carries the pid."""
 
-    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, tag: str | None = None) -> None:
+    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, output_limit: int, tag: str | None = None) -> None:
         if not isinstance(cmd, str) or not cmd.strip():
             raise InvalidArgumentException("cmd must be a non-empty string")
         wait = None if not timeout else timeout + 30.0
@@ -224,7 +237,7 @@ class RunCommand(Operation):
         self.pid: int | None = None
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        self.text = TextStreams()
+        self.text = TextStreams(output_limit)
         self.callbacks: dict[str, Callback | None] = {}
         self.terminal: dict[str, Any] | None = None  # kept: wait() may be called again
 

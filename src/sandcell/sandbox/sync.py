@@ -106,7 +106,7 @@ class Sandbox:
         """
         callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
         core = self._core
-        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
+        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace, core.output_limit))
 
     def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
         return self._call(ops.Simple("create_context", lambda h: ops.context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {}))
@@ -245,7 +245,7 @@ class Commands:
         Background commands get stdin unless ``stdin=False``.
         """
         use_stdin = background if stdin is None else stdin
-        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
+        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout, self._sandbox._core.output_limit)
         handle = self._start(operation)
         if background:
             return handle

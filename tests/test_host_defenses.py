@@ -1,0 +1,84 @@
+"""The host does not trust the sandbox: sandcell's own processes are shielded from
+the code beside them, and the host survives a supervisor that misbehaves."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from sandcell import Sandbox, protocol
+from sandcell.sandbox.connection import Connection, SyncStream
+from sandcell.sandbox.operations import TextStreams
+
+
+@pytest.fixture(scope="module")
+def sbx():
+    with Sandbox.create() as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("language", ["python", "bash"])
+def test_code_cannot_open_the_memory_of_the_supervisor_or_the_zygote(sbx, language):
+    supervisor = 2  # the sandbox's main process under bwrap's pid 1
+    zygote = int(sbx.run_code("import os; os.getppid()").text)
+    for pid in (supervisor, zygote):
+        if language == "python":
+            probe = sbx.run_code(f"open('/proc/{pid}/mem', 'r+b')")
+            assert probe.error is not None and probe.error.name == "PermissionError", probe
+        else:
+            probe = sbx.run_code(f"exec 9<>/proc/{pid}/mem", language="bash")
+            assert probe.error is not None, probe
+    assert sbx.run_code("open('/proc/self/mem', 'rb').close(); 'own memory is fine'").error is None
+
+
+def _connection_fed(data: bytes) -> tuple[Connection, list[str | None], SyncStream]:
+    events_read, events_write = os.pipe()
+    requests_read, requests_write = os.pipe()
+    seen: list[str | None] = []
+    dead = threading.Event()
+
+    def death_reason(protocol_error: str | None) -> str:
+        seen.append(protocol_error)
+        dead.set()
+        return "closed"
+
+    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), death_reason)
+    stream = SyncStream()
+    connection.open({"op": "ping"}, b"", stream)
+    os.write(events_write, data)
+    os.close(events_write)
+    assert dead.wait(5)
+    os.close(requests_read)
+    return connection, seen, stream
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xff\xff\xff\x00\x00\x00\x00",  # a header length far past the maximum
+        protocol.HEADER.pack(5, 0) + b"nope!",  # not JSON
+        protocol.HEADER.pack(2, 0) + b"[]",  # JSON, not an object
+        protocol.encode({"id": 1}),  # no type
+        protocol.HEADER.pack(100, 0) + b"{}",  # cut off mid-frame
+    ],
+)
+def test_a_garbled_stream_is_a_protocol_error_and_fails_open_requests(garbage):
+    connection, seen, stream = _connection_fed(garbage)
+    assert seen and seen[0] is not None, "the sandbox must be reported as broken"
+    header, _ = stream.get(5)
+    assert header["type"] == protocol.FAIL and header["error"]["name"] == "SandboxDied"
+    assert connection.closed_reason == "closed"
+
+
+def test_a_clean_end_is_not_a_protocol_error():
+    _, seen, _ = _connection_fed(b"")
+    assert seen == [None]
+
+
+def test_host_output_backstop_bounds_what_a_subverted_supervisor_can_send():
+    streams = TextStreams(limit=1000)
+    kept = "".join(streams.decode("stdout", b"x" * 4096) for _ in range(2000))
+    assert len(kept) < 1000 + TextStreams.SLACK + 200
+    assert "dropped by the host" in kept
