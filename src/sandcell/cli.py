@@ -54,6 +54,66 @@ def run(
 
 
 @app.command()
+def chat(
+    prompt: str = typer.Argument(None, help="a question; without it, an interactive session"),
+    provider: str = typer.Option("openai", help="openai: any OpenAI-compatible server (OPENAI_API_KEY, OPENAI_BASE_URL)"),
+    model: str = typer.Option(None, help="the model name (default: gpt-4o for openai)"),
+    max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
+    approve: bool = typer.Option(False, "--approve", help="ask before running each code cell"),
+    output_dir: Path = typer.Option(Path("sandcell-output"), help="where charts are saved"),
+) -> None:
+    """Ask a model that can run code in a sandbox."""
+    from rich.syntax import Syntax
+
+    from sandcell import Sandbox
+    from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, TextDelta
+    from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
+
+    if provider != "openai":
+        raise typer.BadParameter(f"unknown provider {provider!r}; available: openai")
+    try:
+        chosen = OpenAICompatibleProvider(model=model)
+    except ProviderError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[dim]provider {chosen.name}, model {chosen.model}[/dim]")
+
+    def show(event: object) -> None:
+        if isinstance(event, TextDelta):
+            console.print(event.text, end="", markup=False, highlight=False)
+        elif isinstance(event, CodeCell):
+            console.print()
+            console.print(Syntax(event.code, {"javascript": "js"}.get(event.language, event.language), theme="ansi_dark"))
+        elif isinstance(event, CellOutput):
+            console.print(event.rendered, style="dim", markup=False, highlight=False)
+        elif isinstance(event, Notice):
+            console.print(f"[yellow]{event.text}[/yellow]")
+        elif isinstance(event, Answer):
+            console.print()
+
+    def ask_before(cell: CodeCell) -> bool:
+        return typer.confirm(f"run this {cell.language} code?", default=True)
+
+    with Sandbox.create(timeout=None) as sandbox:
+        agent = Agent(chosen, sandbox, on_event=show, max_steps=max_steps, output_dir=output_dir, approve=ask_before if approve else None)
+        questions = [prompt] if prompt else None
+        while True:
+            question = questions.pop(0) if questions else (None if questions is not None else typer.prompt("you", default="", show_default=False))
+            if not question or question.strip() in ("exit", "quit"):
+                break
+            try:
+                agent.ask(question)
+            except ProviderError as exc:
+                console.print(f"[red]{exc}[/red]")
+                if questions is not None:
+                    raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                console.print("[yellow]interrupted[/yellow]")
+        for image in agent.images.saved:
+            console.print(f"[dim]saved {image.path}[/dim]")
+
+
+@app.command()
 def demo() -> None:
     """Create a sandbox and run Python, JavaScript and Bash in it."""
     from sandcell import Sandbox

@@ -1,0 +1,119 @@
+"""The interpreter loop: ask the model, run the code it asks for, repeat until it answers.
+
+The sandbox lives as long as the ``Agent``: variables and files carry over
+between steps and between questions. Everything that happens is reported as
+an event, so a CLI, a web UI or a test can show or check it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from sandcell.sandbox import Execution, Sandbox
+
+from .providers import ModelTurn, Provider
+from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant with a code interpreter. To compute, inspect data or make charts, call the "
+    "exec_code tool with code in python, javascript or bash; you will get its output back. Variables and files "
+    "persist between calls. When you have what you need, answer the user directly and briefly."
+)
+DEFAULT_MAX_STEPS = 10
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class CodeCell:
+    language: str
+    code: str
+
+
+@dataclass
+class CellOutput:
+    execution: Execution
+    rendered: str
+
+
+@dataclass
+class Notice:
+    """Something the person should know that is neither model text nor code output."""
+
+    text: str
+
+
+@dataclass
+class Answer:
+    text: str
+
+
+Event = Union[TextDelta, CodeCell, CellOutput, Notice, Answer]
+
+
+class Agent:
+    def __init__(
+        self,
+        provider: Provider,
+        sandbox: Sandbox,
+        on_event: Callable[[Event], None] = lambda event: None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        output_dir: Path = Path("sandcell-output"),
+        approve: Callable[[CodeCell], bool] | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> None:
+        self.provider = provider
+        self.sandbox = sandbox
+        self.on_event = on_event
+        self.max_steps = max_steps
+        self.images = ImageStore(output_dir)
+        self.approve = approve
+        self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+
+    def ask(self, question: str) -> str:
+        """One question; returns the model's final answer."""
+        self.messages.append({"role": "user", "content": question})
+        for _ in range(self.max_steps):
+            turn = self.provider.complete(self.messages, [EXEC_CODE], lambda text: self.on_event(TextDelta(text)))
+            self.messages.append(self._assistant_message(turn))
+            if not turn.tool_calls:
+                self.on_event(Answer(turn.text))
+                return turn.text
+            for call in turn.tool_calls:
+                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": self._run_tool(call.name, call.arguments)})
+        notice = f"Stopped after {self.max_steps} steps: the model kept calling tools without answering."
+        self.on_event(Notice(notice))
+        return notice
+
+    @staticmethod
+    def _assistant_message(turn: ModelTurn) -> dict[str, Any]:
+        # content "" rather than None: some servers (llama.cpp's) reject None beside tool_calls.
+        message: dict[str, Any] = {"role": "assistant", "content": turn.text or ""}
+        if turn.tool_calls:
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}} for call in turn.tool_calls
+            ]
+        return message
+
+    def _run_tool(self, name: str, arguments: str) -> str:
+        if name != "exec_code":
+            self.on_event(Notice(f"The model called an unknown tool {name!r}."))
+            return f"error: there is no tool named {name!r}; the only tool is exec_code(code, language)"
+        try:
+            code, language = parse_arguments(arguments)
+        except BadArguments as exc:
+            self.on_event(Notice(f"The model sent unusable arguments: {exc}"))
+            return f"error: {exc}"
+        cell = CodeCell(language, code)
+        self.on_event(cell)
+        if self.approve is not None and not self.approve(cell):
+            return "error: the user declined to run this code"
+        execution = self.sandbox.run_code(code, language=language)
+        rendered = render(execution, self.images)
+        self.on_event(CellOutput(execution, rendered))
+        return rendered

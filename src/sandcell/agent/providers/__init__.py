@@ -1,0 +1,35 @@
+"""Model providers: small plugins behind one interface.
+
+A provider turns the conversation so far (OpenAI chat messages) and the tool
+schemas into the model's next turn: text, tool calls, or both. Streaming text
+goes to ``on_text`` as it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class ProviderError(RuntimeError):
+    """The model could not be reached or answered with an error."""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text, exactly as the model wrote it
+
+
+@dataclass
+class ModelTurn:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]) -> ModelTurn: ...

@@ -1,0 +1,120 @@
+"""The ``exec_code`` tool: its schema, reading the model's arguments, and
+turning an execution into text the model can use.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from sandcell.sandbox.models import Execution
+
+LANGUAGES = ("python", "javascript", "bash")
+OUTPUT_HEAD = 4000
+OUTPUT_TAIL = 2000
+TRACEBACK_LINES = 25
+
+EXEC_CODE = {
+    "type": "function",
+    "function": {
+        "name": "exec_code",
+        "description": (
+            "Run code in a persistent sandbox and get its output. Variables, imports and files persist between calls. "
+            "Python has numpy, pandas and matplotlib (figures are shown to the user); JavaScript runs in Node.js; "
+            "bash runs shell commands. Files live in /home/user. There is no network."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "the code to run"},
+                "language": {"type": "string", "enum": list(LANGUAGES), "description": "python, javascript or bash"},
+            },
+            "required": ["code", "language"],
+        },
+    },
+}
+
+
+class BadArguments(ValueError):
+    """The model's arguments cannot be run; the message tells it how to fix them."""
+
+
+def parse_arguments(raw: str) -> tuple[str, str]:
+    """``(code, language)`` from the model's JSON arguments."""
+    try:
+        arguments = json.loads(raw or "{}")
+    except ValueError as exc:
+        raise BadArguments(f"the arguments are not valid JSON ({exc}); send {{\"code\": \"...\", \"language\": \"python\"}}") from None
+    if not isinstance(arguments, dict):
+        raise BadArguments("the arguments must be a JSON object with 'code' and 'language'")
+    code = arguments.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise BadArguments("'code' is missing or empty")
+    language = str(arguments.get("language") or "python").strip().lower()
+    language = {"py": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}.get(language, language)
+    if language not in LANGUAGES:
+        raise BadArguments(f"unknown language {language!r}; use one of {', '.join(LANGUAGES)}")
+    return code, language
+
+
+def cut(text: str, head: int = OUTPUT_HEAD, tail: int = OUTPUT_TAIL) -> str:
+    """Keep the start and the end of a long output, with a marker between."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+@dataclass
+class SavedImage:
+    path: Path
+    width: int | None
+    height: int | None
+
+
+class ImageStore:
+    """Keeps the images a conversation produces, for the person (the model gets a description)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.saved: list[SavedImage] = []
+
+    def save(self, png_base64: str) -> SavedImage:
+        data = base64.b64decode(png_base64)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"chart-{len(self.saved) + 1}.png"
+        path.write_bytes(data)
+        size = png_size(data)
+        image = SavedImage(path, *(size or (None, None)))
+        self.saved.append(image)
+        return image
+
+
+def render(execution: Execution, images: ImageStore) -> str:
+    """What the model sees of one run."""
+    parts: list[str] = []
+    stdout, stderr = "".join(execution.logs.stdout), "".join(execution.logs.stderr)
+    if stdout:
+        parts.append("stdout:\n" + cut(stdout))
+    if stderr:
+        parts.append("stderr:\n" + cut(stderr))
+    for result in execution.results:
+        if result.png:
+            image = images.save(result.png)
+            size = f" {image.width}x{image.height}" if image.width else ""
+            parts.append(f"[image/png{size} saved as {image.path.name} and shown to the user]")
+        elif result.text is not None:
+            label = "result" if result.is_main_result else "display"
+            parts.append(f"{label}:\n" + cut(result.text))
+    if execution.error:
+        error = execution.error
+        trace = "\n".join(error.traceback.splitlines()[-TRACEBACK_LINES:])
+        parts.append(f"error: {error.name}: {error.value}" + (f"\n{trace}" if trace else ""))
+    return "\n\n".join(parts) or "(no output)"
