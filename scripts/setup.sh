@@ -21,5 +21,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+echo "installing sandcell; the first time this compiles llama.cpp for the local model (about 12 minutes on 2 cores)"
+.venv/bin/pip install --disable-pip-version-check --progress-bar on -e '.[test,local]' \
+  | { grep -v -e '^Requirement already satisfied' -e '^WARNING: Location' || true; }
 .venv/bin/sandcell setup

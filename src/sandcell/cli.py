@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -56,27 +57,40 @@ def run(
 @app.command()
 def chat(
     prompt: str = typer.Argument(None, help="a question; without it, an interactive session"),
-    provider: str = typer.Option("openai", help="openai: any OpenAI-compatible server (OPENAI_API_KEY, OPENAI_BASE_URL)"),
-    model: str = typer.Option(None, help="the model name (default: gpt-4o for openai)"),
+    provider: str = typer.Option(None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"),
+    model: str = typer.Option(None, help="the model name for openai (default gpt-4o)"),
     max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
+    run_timeout: float = typer.Option(60, help="seconds each code run may take"),
     approve: bool = typer.Option(False, "--approve", help="ask before running each code cell"),
     output_dir: Path = typer.Option(Path("sandcell-output"), help="where charts are saved"),
 ) -> None:
     """Ask a model that can run code in a sandbox."""
+    import os
+
+    from rich.progress import Progress
     from rich.syntax import Syntax
 
     from sandcell import Sandbox
     from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, TextDelta
+    from sandcell.agent.providers.local import LocalProvider
     from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
 
-    if provider != "openai":
-        raise typer.BadParameter(f"unknown provider {provider!r}; available: openai")
+    provider = provider or ("openai" if os.environ.get("OPENAI_API_KEY") else "local")
     try:
-        chosen = OpenAICompatibleProvider(model=model)
+        if provider == "openai":
+            chosen: Any = OpenAICompatibleProvider(model=model)
+        elif provider == "local":
+            chosen = LocalProvider(say=lambda line: console.print(f"[dim]{line}[/dim]"))
+        else:
+            raise typer.BadParameter(f"unknown provider {provider!r}; available: local, openai")
+        console.print(f"[dim]provider {chosen.name}, model {chosen.model}[/dim]")
+        if isinstance(chosen, LocalProvider):
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("preparing the local model", total=None)
+                chosen.load(progress=lambda done, total: progress.update(task, completed=done, total=total))
     except ProviderError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"[dim]provider {chosen.name}, model {chosen.model}[/dim]")
 
     def show(event: object) -> None:
         if isinstance(event, TextDelta):
@@ -95,7 +109,7 @@ def chat(
         return typer.confirm(f"run this {cell.language} code?", default=True)
 
     with Sandbox.create(timeout=None) as sandbox:
-        agent = Agent(chosen, sandbox, on_event=show, max_steps=max_steps, output_dir=output_dir, approve=ask_before if approve else None)
+        agent = Agent(chosen, sandbox, on_event=show, max_steps=max_steps, output_dir=output_dir, approve=ask_before if approve else None, run_timeout=run_timeout)
         questions = [prompt] if prompt else None
         while True:
             question = questions.pop(0) if questions else (None if questions is not None else typer.prompt("you", default="", show_default=False))

@@ -195,6 +195,6 @@ def test_the_chat_command_without_a_key_says_what_to_set():
     import subprocess
     import sys
 
-    completed = subprocess.run([sys.executable, "-m", "sandcell.cli", "chat", "hi"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    completed = subprocess.run([sys.executable, "-m", "sandcell.cli", "chat", "hi", "--provider", "openai"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert completed.returncode == 2
     assert "OPENAI_API_KEY" in completed.stdout

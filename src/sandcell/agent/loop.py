@@ -19,8 +19,11 @@ from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render
 SYSTEM_PROMPT = (
     "You are a helpful assistant with a code interpreter. To compute, inspect data or make charts, call the "
     "exec_code tool with code in python, javascript or bash; you will get its output back. Variables and files "
-    "persist between calls. When you have what you need, answer the user directly and briefly."
+    "persist between calls. Write straightforward, efficient code (loops rather than deep recursion) and print "
+    "what you need to see. When you have what you need, answer the user directly and briefly: the user already "
+    "sees the code and its output, so do not repeat long outputs."
 )
+DEFAULT_RUN_TIMEOUT = 60.0
 DEFAULT_MAX_STEPS = 10
 
 
@@ -66,6 +69,7 @@ class Agent:
         output_dir: Path = Path("sandcell-output"),
         approve: Callable[[CodeCell], bool] | None = None,
         system_prompt: str = SYSTEM_PROMPT,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
     ) -> None:
         self.provider = provider
         self.sandbox = sandbox
@@ -73,6 +77,7 @@ class Agent:
         self.max_steps = max_steps
         self.images = ImageStore(output_dir)
         self.approve = approve
+        self.run_timeout = run_timeout
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
 
     def ask(self, question: str) -> str:
@@ -113,7 +118,7 @@ class Agent:
         self.on_event(cell)
         if self.approve is not None and not self.approve(cell):
             return "error: the user declined to run this code"
-        execution = self.sandbox.run_code(code, language=language)
+        execution = self.sandbox.run_code(code, language=language, timeout=self.run_timeout)
         rendered = render(execution, self.images)
         self.on_event(CellOutput(execution, rendered))
         return rendered

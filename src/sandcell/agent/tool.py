@@ -117,4 +117,6 @@ def render(execution: Execution, images: ImageStore) -> str:
         error = execution.error
         trace = "\n".join(error.traceback.splitlines()[-TRACEBACK_LINES:])
         parts.append(f"error: {error.name}: {error.value}" + (f"\n{trace}" if trace else ""))
+        if error.name == "TimeoutError":
+            parts.append("hint: the code was too slow; use a faster approach (iterate instead of recursing, work on less data)")
     return "\n\n".join(parts) or "(no output)"

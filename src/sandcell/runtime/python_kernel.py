@@ -169,16 +169,27 @@ def build_shell(channel: Channel) -> Any:
     return SandboxShell.instance(config=config, colors="nocolor", history_length=0)
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """Between cells SIGINT does nothing (a handler, not SIG_IGN, which children would inherit)."""
+
+
 class Interrupts:
-    """SIGINT interrupts the running cell only; between cells it is ignored."""
+    """SIGINT interrupts the running cell only; between cells it is ignored.
+
+    While a cell runs the handler is Python's own C-level one, so the
+    KeyboardInterrupt traceback ends in the user's code, not in sandcell's.
+    """
 
     def __init__(self) -> None:
-        self.running = False
-        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGINT, _ignore)
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.running:
-            raise KeyboardInterrupt
+    @property
+    def running(self) -> bool:
+        return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler if value else _ignore)
 
 
 def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict[str, Any]) -> None:

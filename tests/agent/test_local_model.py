@@ -1,0 +1,47 @@
+"""The agent with the real embedded model (Qwen2.5-Coder-1.5B, llama.cpp in-process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sandcell import Sandbox
+from sandcell.agent import Agent, CellOutput, CodeCell
+from sandcell.agent.providers.local import LocalProvider
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def provider():
+    local = LocalProvider(threads=2)
+    local.load()
+    return local
+
+
+def test_fibonacci_in_javascript_with_the_real_local_model(provider, tmp_path):
+    events: list = []
+    with Sandbox.create() as sandbox:
+        Agent(provider, sandbox, on_event=events.append, output_dir=tmp_path, run_timeout=20, max_steps=4).ask(
+            "Generate the first 100 Fibonacci numbers using JavaScript"
+        )
+    cells = [event for event in events if isinstance(event, CodeCell)]
+    assert cells and all(cell.language == "javascript" for cell in cells)
+    outputs = ["".join(event.execution.logs.stdout) for event in events if isinstance(event, CellOutput)]
+    numbers = [token.strip("[],") for token in outputs[-1].split()]
+    numbers = [token for token in numbers if token]
+    assert len(numbers) == 100
+    assert numbers[:7] == ["0", "1", "1", "2", "3", "5", "8"]
+
+
+def test_the_readme_main_command_runs_on_the_embedded_default():
+    completed = subprocess.run(
+        [sys.executable, "-m", "sandcell.cli", "chat", "Generate the first 100 Fibonacci numbers using JavaScript", "--max-steps", "4"],
+        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "provider local, model Qwen2.5-Coder-1.5B-Instruct Q4_K_M" in completed.stdout
+    assert "0," in completed.stdout and "1," in completed.stdout
