@@ -22,19 +22,28 @@ def provider():
     return local
 
 
-def test_fibonacci_in_javascript_with_the_real_local_model(provider, tmp_path):
+def numbers_printed(question: str, language: str, provider: LocalProvider, tmp_path) -> list[str]:
     events: list = []
     with Sandbox.create() as sandbox:
-        Agent(provider, sandbox, on_event=events.append, output_dir=tmp_path, run_timeout=20, max_steps=4).ask(
-            "Generate the first 100 Fibonacci numbers using JavaScript"
-        )
+        Agent(provider, sandbox, on_event=events.append, output_dir=tmp_path, run_timeout=20, max_steps=4).ask(question)
     cells = [event for event in events if isinstance(event, CodeCell)]
-    assert cells and all(cell.language == "javascript" for cell in cells)
+    assert cells and all(cell.language == language for cell in cells)
     outputs = ["".join(event.execution.logs.stdout) for event in events if isinstance(event, CellOutput)]
-    numbers = [token.strip("[],") for token in outputs[-1].split()]
-    numbers = [token for token in numbers if token]
+    tokens = [token.strip("[],") for token in outputs[-1].split()]
+    return [token for token in tokens if token]
+
+
+def test_fibonacci_in_javascript_with_the_real_local_model(provider, tmp_path):
+    numbers = numbers_printed("Generate the first 100 Fibonacci numbers using JavaScript", "javascript", provider, tmp_path)
     assert len(numbers) == 100
     assert numbers[:7] == ["0", "1", "1", "2", "3", "5", "8"]
+
+
+def test_fibonacci_in_python_with_the_real_local_model(provider, tmp_path):
+    numbers = numbers_printed("Generate the first 100 Fibonacci numbers using Python", "python", provider, tmp_path)
+    assert len(numbers) == 100
+    assert numbers[:7] == ["0", "1", "1", "2", "3", "5", "8"]
+    assert numbers[-1] == "218922995834555169026"  # Python's exact integers
 
 
 def test_the_readme_main_command_runs_on_the_embedded_default():

@@ -33,7 +33,9 @@ SCHEMA_INSTRUCTIONS = (
     '{"action": "run_code", "language": "python" | "javascript" | "bash", "lines": ["first line of code", "    an indented line", ...]}, '
     "one string per line of code, indentation kept. "
     'When you have the result, reply {"action": "final_answer", "answer": "..."}. '
-    "Run code before answering anything that needs computing; print what you want to see."
+    "Run code before answering anything that needs computing; print what you want to see. "
+    'Example: to list the first 10 squares, reply {"action": "run_code", "language": "python", '
+    '"lines": ["squares = []", "for i in range(10):", "    squares.append(i * i)", "print(squares)"]}'
 )
 
 
