@@ -62,7 +62,9 @@ def chat(
     max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
     run_timeout: float = typer.Option(60, help="seconds each code run may take"),
     approve: bool = typer.Option(False, "--approve", help="ask before running each code cell"),
-    output_dir: Path = typer.Option(Path("sandcell-output"), help="where charts are saved"),
+    output_dir: Path = typer.Option(Path("sandcell-output"), help="where charts and the files the code writes under /home/user/outputs are saved"),
+    files: list[Path] = typer.Option([], "--file", exists=True, dir_okay=False, help="upload a file into /home/user (repeatable)"),
+    save: Path = typer.Option(None, "--save", help="export the conversation as a Jupyter notebook (.ipynb)"),
 ) -> None:
     """Ask a model that can run code in a sandbox."""
     import os
@@ -110,6 +112,8 @@ def chat(
 
     with Sandbox.create(timeout=None) as sandbox:
         agent = Agent(chosen, sandbox, on_event=show, max_steps=max_steps, output_dir=output_dir, approve=ask_before if approve else None, run_timeout=run_timeout)
+        for local in files:
+            console.print(f"[dim]uploaded {local} to {agent.upload(local)}[/dim]")
         questions = [prompt] if prompt else None
         while True:
             question = questions.pop(0) if questions else (None if questions is not None else typer.prompt("you", default="", show_default=False))
@@ -123,8 +127,14 @@ def chat(
                     raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 console.print("[yellow]interrupted[/yellow]")
+            for path in agent.download():
+                console.print(f"[dim]downloaded {path}[/dim]")
         for image in agent.images.saved:
             console.print(f"[dim]saved {image.path}[/dim]")
+        if save is not None:
+            from sandcell.agent.notebook import save as save_notebook
+
+            console.print(f"[dim]notebook saved to {save_notebook(agent.transcript, save)}[/dim]")
 
 
 @app.command()

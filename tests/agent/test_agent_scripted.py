@@ -198,3 +198,46 @@ def test_the_chat_command_without_a_key_says_what_to_set():
     completed = subprocess.run([sys.executable, "-m", "sandcell.cli", "chat", "hi", "--provider", "openai"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert completed.returncode == 2
     assert "OPENAI_API_KEY" in completed.stdout
+
+
+def test_the_conversation_exports_as_a_valid_notebook(server, sandbox, tmp_path):
+    import nbformat
+
+    from sandcell.agent.notebook import save
+
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 4])\nplt.show()\nprint('plotted')"
+    server.replies = [text("Plotting. ") + exec_code(plot), exec_code("echo from bash", "bash", call_id="call_2"), exec_code("1/0", call_id="call_3"), text("Done.")]
+    agent, _ = make_agent(server, sandbox, tmp_path)
+    agent.ask("plot doubling")
+    path = save(agent.transcript, tmp_path / "session.ipynb")
+    notebook = nbformat.read(str(path), as_version=4)
+    nbformat.validate(notebook)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds == ["markdown", "markdown", "code", "code", "code", "markdown"]
+    assert notebook.cells[0].source == "**You:** plot doubling"
+    plot_cell = notebook.cells[2]
+    assert plot_cell.source == plot and plot_cell.execution_count == 1
+    assert any(output.output_type == "display_data" and "image/png" in output.data for output in plot_cell.outputs)
+    assert any(output.output_type == "stream" and output.text == "plotted\n" for output in plot_cell.outputs)
+    assert notebook.cells[3].source.startswith("%%bash\n")
+    error = notebook.cells[4].outputs[-1]
+    assert error.output_type == "error" and error.ename == "ZeroDivisionError"
+
+
+def test_uploads_and_downloads_through_the_chat_command(server, tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n2\n3\n")
+    code = "import pandas as pd, os\ndf = pd.read_csv('/home/user/data.csv')\nos.makedirs('/home/user/outputs', exist_ok=True)\ndf.assign(y=df.x * 2).to_csv('/home/user/outputs/doubled.csv', index=False)\nprint(df.x.sum())"
+    server.replies = [exec_code(code), text("The sum is 6; doubled.csv is ready.")]
+    out = tmp_path / "out"
+    env = {"OPENAI_API_KEY": "test", "OPENAI_BASE_URL": server.base_url, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "sandcell.cli", "chat", "sum x", "--model", "scripted", "--file", str(data), "--output-dir", str(out), "--save", str(tmp_path / "s.ipynb")]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert (out / "doubled.csv").read_text() == "x,y\n1,2\n2,4\n3,6\n"
+    assert "uploaded" in completed.stdout and "downloaded" in completed.stdout
+    assert "I uploaded data.csv" in json.dumps(server.requests[0]["messages"])
+    assert (tmp_path / "s.ipynb").exists()

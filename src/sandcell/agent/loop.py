@@ -21,9 +21,11 @@ SYSTEM_PROMPT = (
     "exec_code tool with code in python, javascript or bash; you will get its output back. Variables and files "
     "persist between calls. Write straightforward, efficient code (loops rather than deep recursion) and print "
     "what you need to see. When you have what you need, answer the user directly and briefly: the user already "
-    "sees the code and its output, so do not repeat long outputs."
+    "sees the code and its output, so do not repeat long outputs. Save files meant for the user under "
+    "/home/user/outputs."
 )
 DEFAULT_RUN_TIMEOUT = 60.0
+OUTPUTS_DIR = "/home/user/outputs"
 DEFAULT_MAX_STEPS = 10
 
 
@@ -59,6 +61,26 @@ class Answer:
 Event = Union[TextDelta, CodeCell, CellOutput, Notice, Answer]
 
 
+@dataclass
+class Said:
+    """A message of the dialogue, kept for the transcript."""
+
+    role: str  # "user" or "assistant"
+    text: str
+
+
+@dataclass
+class Ran:
+    """A code cell the agent ran, with its outcome, kept for the transcript."""
+
+    language: str
+    code: str
+    execution: Execution
+
+
+Entry = Union[Said, Ran]
+
+
 class Agent:
     def __init__(
         self,
@@ -75,17 +97,22 @@ class Agent:
         self.sandbox = sandbox
         self.on_event = on_event
         self.max_steps = max_steps
+        self.output_dir = output_dir
         self.images = ImageStore(output_dir)
         self.approve = approve
         self.run_timeout = run_timeout
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+        self.transcript: list[Entry] = []
 
     def ask(self, question: str) -> str:
         """One question; returns the model's final answer."""
         self.messages.append({"role": "user", "content": question})
+        self.transcript.append(Said("user", question))
         for _ in range(self.max_steps):
             turn = self.provider.complete(self.messages, [EXEC_CODE], lambda text: self.on_event(TextDelta(text)))
             self.messages.append(self._assistant_message(turn))
+            if turn.text:
+                self.transcript.append(Said("assistant", turn.text))
             if not turn.tool_calls:
                 self.on_event(Answer(turn.text))
                 return turn.text
@@ -94,6 +121,27 @@ class Agent:
         notice = f"Stopped after {self.max_steps} steps: the model kept calling tools without answering."
         self.on_event(Notice(notice))
         return notice
+
+    def upload(self, local: Path) -> str:
+        """Put a file of the person's into /home/user; returns its path in the sandbox."""
+        remote = f"/home/user/{local.name}"
+        self.sandbox.files.write(remote, local.read_bytes())
+        self.messages.append({"role": "user", "content": f"(I uploaded {local.name}; it is at {remote}.)"})
+        return remote
+
+    def download(self, remote_dir: str = OUTPUTS_DIR) -> list[Path]:
+        """Copy what the code wrote under ``remote_dir`` to the output directory."""
+        if not self.sandbox.files.exists(remote_dir):
+            return []
+        saved = []
+        for entry in self.sandbox.files.list(remote_dir, depth=20):
+            if entry.type.value != "file":
+                continue
+            target = self.output_dir / Path(entry.path).relative_to(remote_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.sandbox.files.read(entry.path, format="bytes"))
+            saved.append(target)
+        return saved
 
     @staticmethod
     def _assistant_message(turn: ModelTurn) -> dict[str, Any]:
@@ -120,5 +168,6 @@ class Agent:
             return "error: the user declined to run this code"
         execution = self.sandbox.run_code(code, language=language, timeout=self.run_timeout)
         rendered = render(execution, self.images)
+        self.transcript.append(Ran(language, code, execution))
         self.on_event(CellOutput(execution, rendered))
         return rendered
