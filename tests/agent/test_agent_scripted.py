@@ -241,3 +241,20 @@ def test_uploads_and_downloads_through_the_chat_command(server, tmp_path):
     assert "uploaded" in completed.stdout and "downloaded" in completed.stdout
     assert "I uploaded data.csv" in json.dumps(server.requests[0]["messages"])
     assert (tmp_path / "s.ipynb").exists()
+
+
+def test_an_interrupted_run_leaves_a_conversation_the_model_accepts(server, sandbox, tmp_path):
+    server.replies = [exec_code("import time; time.sleep(30)", call_id="call_slow") + exec_code("1", index=1, call_id="call_next"), text("ok")]
+    agent, _ = make_agent(server, sandbox, tmp_path)
+
+    def interrupt_when_running(event):
+        if isinstance(event, CodeCell):
+            raise KeyboardInterrupt
+
+    agent.on_event = interrupt_when_running
+    with pytest.raises(KeyboardInterrupt):
+        agent.ask("sleep")
+    answered = {m["tool_call_id"] for m in agent.messages if m["role"] == "tool"}
+    assert answered == {"call_slow", "call_next"}
+    agent.on_event = lambda event: None
+    assert agent.ask("and now?") == "ok"

@@ -116,8 +116,15 @@ class Agent:
             if not turn.tool_calls:
                 self.on_event(Answer(turn.text))
                 return turn.text
-            for call in turn.tool_calls:
-                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": self._run_tool(call.name, call.arguments)})
+            for number, call in enumerate(turn.tool_calls):
+                try:
+                    result = self._run_tool(call.name, call.arguments)
+                except KeyboardInterrupt:
+                    # Every tool call needs its answer, or the next request is refused.
+                    for pending in turn.tool_calls[number:]:
+                        self.messages.append({"role": "tool", "tool_call_id": pending.id, "content": "error: the user interrupted this run"})
+                    raise
+                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         notice = f"Stopped after {self.max_steps} steps: the model kept calling tools without answering."
         self.on_event(Notice(notice))
         return notice
