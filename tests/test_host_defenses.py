@@ -82,3 +82,15 @@ def test_host_output_backstop_bounds_what_a_subverted_supervisor_can_send():
     kept = "".join(streams.decode("stdout", b"x" * 4096) for _ in range(2000))
     assert len(kept) < 1000 + TextStreams.SLACK + 200
     assert "dropped by the host" in kept
+
+
+def test_pkill_python_stops_interpreters_not_the_sandbox():
+    with Sandbox.create() as sandbox:
+        sandbox.run_code("x = 1")
+        names = sandbox.commands.run("ps -eo comm=").stdout.split()
+        assert "sandcell-super" in names and "sandcell-zygote" in names
+        sandbox.commands.run("pkill python || true; pkill -x python3 || true")
+        assert sandbox.is_running()
+        after = sandbox.run_code("'still here'")
+        assert after.text == "'still here'" or (after.error is not None and after.error.name == "InterpreterDied")
+        assert sandbox.run_code("2 + 2").text == "4"

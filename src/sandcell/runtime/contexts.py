@@ -364,7 +364,10 @@ class Context:
                 await self.restart()
             run = self.run = Run(emit, self.runtime.output_limit)
             try:
-                os.write(self._request_fd, self.encode_request(code, env))
+                try:
+                    os.write(self._request_fd, self.encode_request(code, env))
+                except BrokenPipeError:
+                    pass  # it died just now; its events reader reports how, as this run's error
                 outcome = await self._wait(run, timeout)
             finally:
                 self.run = None

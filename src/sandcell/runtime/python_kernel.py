@@ -273,9 +273,10 @@ def zygote_main() -> None:
     """
     import socket
 
-    from .hardening import set_dumpable
+    from .hardening import set_dumpable, set_name
 
     set_dumpable(False)
+    set_name("sandcell-zygote")
     channel = Channel()
     shell = build_shell(channel)
     link = socket.socket(fileno=ZYGOTE_FD)
@@ -307,6 +308,7 @@ def zygote_main() -> None:
             try:
                 link.close()
                 set_dumpable(True)
+                set_name(os.path.basename(sys.executable))
                 _become_context(fds, json.loads(message))
                 channel.attach()
                 serve(shell, channel)

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 from sandcell import protocol
 
 from . import files
-from .hardening import set_dumpable
+from .hardening import set_dumpable, set_name
 from .commands import Commands
 from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
 
@@ -321,6 +321,7 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 
 def main() -> None:
     set_dumpable(False)
+    set_name("sandcell-super")
     config = json.loads(os.environ.pop("SANDCELL_CONFIG"))
     apply_rlimits(config.get("rlimits", {}))
     # Our own stderr goes to the host's diagnostics; contexts get pipes of their own.
