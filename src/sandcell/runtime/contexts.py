@@ -224,9 +224,7 @@ class Context:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
-        if self._request_fd >= 0:
-            os.close(self._request_fd)
-            self._request_fd = -1
+        self._close_request_fd()
 
     async def restart(self) -> None:
         await self.stop()

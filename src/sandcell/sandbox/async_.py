@@ -93,16 +93,16 @@ class AsyncSandbox:
         return await self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace, core.output_limit))
 
     async def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
-        return await self._call(ops.Simple("create_context", lambda h: ops.context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {}))
+        return await self._call(ops.create_context(cwd, language, envs))
 
     async def list_code_contexts(self) -> list[Context]:
-        return await self._call(ops.Simple("list_contexts", lambda h: [ops.context_from_wire(c) for c in h["contexts"]]))
+        return await self._call(ops.list_contexts())
 
     async def restart_code_context(self, context: Context | str) -> None:
-        await self._call(ops.Simple("restart_context", lambda h: None, context=getattr(context, "id", context)))
+        await self._call(ops.context_op("restart_context", context))
 
     async def remove_code_context(self, context: Context | str) -> None:
-        await self._call(ops.Simple("remove_context", lambda h: None, context=getattr(context, "id", context)))
+        await self._call(ops.context_op("remove_context", context))
 
     async def kill(self) -> None:
         await asyncio.to_thread(self._core.kill, "it was killed")
@@ -138,16 +138,16 @@ class AsyncFilesystem:
         return await self._sandbox._call(ops.file_info(path, self._wait))
 
     async def exists(self, path: str) -> bool:
-        return await self._sandbox._call(ops.Simple("files.exists", lambda h: h["exists"], self._wait, path=path))
+        return await self._sandbox._call(ops.file_exists(path, self._wait))
 
     async def remove(self, path: str) -> None:
-        await self._sandbox._call(ops.Simple("files.remove", lambda h: None, self._wait, path=path))
+        await self._sandbox._call(ops.remove_file(path, self._wait))
 
     async def make_dir(self, path: str) -> bool:
-        return await self._sandbox._call(ops.Simple("files.make_dir", lambda h: h["created"], self._wait, path=path))
+        return await self._sandbox._call(ops.make_dir(path, self._wait))
 
     async def rename(self, old_path: str, new_path: str) -> EntryInfo:
-        return await self._sandbox._call(ops.Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), self._wait, path=old_path, destination=new_path))
+        return await self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
 
 class AsyncCommandHandle:
@@ -215,14 +215,13 @@ class AsyncCommands:
         return await handle.wait(on_stdout, on_stderr)
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:
-        payload = data.encode() if isinstance(data, str) else data
-        await self._sandbox._call(ops.Simple("command.stdin", lambda h: None, payload=payload, pid=pid))
+        await self._sandbox._call(ops.send_stdin(pid, data))
 
     async def close_stdin(self, pid: int) -> None:
-        await self._sandbox._call(ops.Simple("command.stdin", lambda h: None, pid=pid, close=True))
+        await self._sandbox._call(ops.close_stdin(pid))
 
     async def kill(self, pid: int) -> bool:
-        return await self._sandbox._call(ops.Simple("command.kill", lambda h: h["killed"], pid=pid))
+        return await self._sandbox._call(ops.kill_command(pid))
 
     async def list(self) -> list[ProcessInfo]:
         return await self._sandbox._call(ops.process_list(60.0))

@@ -13,7 +13,7 @@ import datetime
 import threading
 import uuid
 import weakref
-from sandcell.isolation import ImageMissing, Limits, Policy, SandboxProcess, launch
+from sandcell.isolation import Limits, Policy, SandboxProcess, launch
 
 from .connection import Connection
 from .models import SandboxException, SandboxInfo, TimeoutException
@@ -45,8 +45,6 @@ class SandboxCore:
         self._timer: threading.Timer | None = None
         try:
             self.process: SandboxProcess = launch(self.policy, self.sandbox_id)
-        except ImageMissing:
-            raise
         except OSError as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
         self.connection = Connection(self.process.stdin, self.process.stdout, self.death_reason)  # type: ignore[arg-type]

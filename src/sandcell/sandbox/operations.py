@@ -225,6 +225,47 @@ def context_from_wire(raw: dict[str, Any]) -> Context:
     return Context(raw["id"], raw["language"], raw["cwd"])
 
 
+def create_context(cwd: str | None, language: str | None, envs: dict[str, str] | None) -> Simple:
+    return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {})
+
+
+def list_contexts() -> Simple:
+    return Simple("list_contexts", lambda h: [context_from_wire(c) for c in h["contexts"]])
+
+
+def context_op(op: str, context: Context | str) -> Simple:
+    """``restart_context`` or ``remove_context``; a context or its id."""
+    return Simple(op, lambda h: None, context=getattr(context, "id", context))
+
+
+def file_exists(path: str, wait: float | None) -> Simple:
+    return Simple("files.exists", lambda h: h["exists"], wait, path=path)
+
+
+def remove_file(path: str, wait: float | None) -> Simple:
+    return Simple("files.remove", lambda h: None, wait, path=path)
+
+
+def make_dir(path: str, wait: float | None) -> Simple:
+    return Simple("files.make_dir", lambda h: h["created"], wait, path=path)
+
+
+def rename(old_path: str, new_path: str, wait: float | None) -> Simple:
+    return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=old_path, destination=new_path)
+
+
+def send_stdin(pid: int, data: str | bytes) -> Simple:
+    return Simple("command.stdin", lambda h: None, payload=data.encode() if isinstance(data, str) else data, pid=pid)
+
+
+def close_stdin(pid: int) -> Simple:
+    return Simple("command.stdin", lambda h: None, pid=pid, close=True)
+
+
+def kill_command(pid: int) -> Simple:
+    return Simple("command.kill", lambda h: h["killed"], pid=pid)
+
+
 class RunCommand(Operation):
     """A shell command; its ``started`` event carries the pid."""
 

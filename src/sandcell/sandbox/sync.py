@@ -109,16 +109,16 @@ class Sandbox:
         return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace, core.output_limit))
 
     def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
-        return self._call(ops.Simple("create_context", lambda h: ops.context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {}))
+        return self._call(ops.create_context(cwd, language, envs))
 
     def list_code_contexts(self) -> list[Context]:
-        return self._call(ops.Simple("list_contexts", lambda h: [ops.context_from_wire(c) for c in h["contexts"]]))
+        return self._call(ops.list_contexts())
 
     def restart_code_context(self, context: Context | str) -> None:
-        self._call(ops.Simple("restart_context", lambda h: None, context=getattr(context, "id", context)))
+        self._call(ops.context_op("restart_context", context))
 
     def remove_code_context(self, context: Context | str) -> None:
-        self._call(ops.Simple("remove_context", lambda h: None, context=getattr(context, "id", context)))
+        self._call(ops.context_op("remove_context", context))
 
     # -- lifecycle -------------------------------------------------------------
     def kill(self) -> None:
@@ -162,17 +162,17 @@ class Filesystem:
         return self._sandbox._call(ops.file_info(path, self._wait))
 
     def exists(self, path: str) -> bool:
-        return self._sandbox._call(ops.Simple("files.exists", lambda h: h["exists"], self._wait, path=path))
+        return self._sandbox._call(ops.file_exists(path, self._wait))
 
     def remove(self, path: str) -> None:
-        self._sandbox._call(ops.Simple("files.remove", lambda h: None, self._wait, path=path))
+        self._sandbox._call(ops.remove_file(path, self._wait))
 
     def make_dir(self, path: str) -> bool:
         """Create ``path`` and its parents; ``False`` if it already existed."""
-        return self._sandbox._call(ops.Simple("files.make_dir", lambda h: h["created"], self._wait, path=path))
+        return self._sandbox._call(ops.make_dir(path, self._wait))
 
     def rename(self, old_path: str, new_path: str) -> EntryInfo:
-        return self._sandbox._call(ops.Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), self._wait, path=old_path, destination=new_path))
+        return self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
 
 class CommandHandle:
@@ -263,14 +263,13 @@ class Commands:
         return CommandHandle(self._sandbox, operation, stream, request_id)
 
     def send_stdin(self, pid: int, data: str | bytes) -> None:
-        payload = data.encode() if isinstance(data, str) else data
-        self._sandbox._call(ops.Simple("command.stdin", lambda h: None, payload=payload, pid=pid))
+        self._sandbox._call(ops.send_stdin(pid, data))
 
     def close_stdin(self, pid: int) -> None:
-        self._sandbox._call(ops.Simple("command.stdin", lambda h: None, pid=pid, close=True))
+        self._sandbox._call(ops.close_stdin(pid))
 
     def kill(self, pid: int) -> bool:
-        return self._sandbox._call(ops.Simple("command.kill", lambda h: h["killed"], pid=pid))
+        return self._sandbox._call(ops.kill_command(pid))
 
     def list(self) -> list[ProcessInfo]:
         return self._sandbox._call(ops.process_list(60.0))
