@@ -10,8 +10,12 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from sandcell.server import cli as server_cli
+
 app = typer.Typer(help="sandcell: a self-hosted code interpreter for LLM agents.", no_args_is_help=True, add_completion=False)
 console = Console()
+app.command()(server_cli.serve)
+app.add_typer(server_cli.keys, name="keys")
 LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash"}
 
 

@@ -50,6 +50,11 @@ class AsyncSandbox:
     def sandbox_id(self) -> str:
         return self._core.sandbox_id
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
+        return self._core.stop_reason
+
     async def __aenter__(self) -> AsyncSandbox:
         return self
 

@@ -108,6 +108,15 @@ class SandboxCore:
     def running(self) -> bool:
         return self._killed is None and self.process.alive and self.connection.closed_reason is None
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the sandbox is not running; ``None`` while it is."""
+        if self._killed:
+            return self._killed
+        if self.connection.closed_reason:
+            return self.connection.closed_reason
+        return None if self.process.alive else "the sandbox stopped unexpectedly"
+
     def ensure_running(self) -> None:
         if self._killed:
             raise SandboxException(f"the sandbox is not running: {self._killed}")

@@ -1,0 +1,107 @@
+"""The ASGI application of ``sandcell serve``: one port for every API.
+
+E2B's SDKs send control-plane calls to ``E2B_API_URL`` and data-plane calls
+to ``E2B_SANDBOX_URL``; pointed at one server, the two are told apart by the
+``E2b-Sandbox-Id`` header the SDK puts on every data-plane request, and
+``E2b-Sandbox-Port`` picks envd (49983) or the code interpreter (49999).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .e2b import control
+from .e2b.envd import envd_app
+from .e2b.interpreter import interpreter_app
+from .errors import ApiError, api_error_handler
+from .manager import LiveSandbox, SandboxManager, ServerConfig
+from .store import Store
+
+log = logging.getLogger("sandcell.server")
+
+ENVD_PORT = b"49983"
+INTERPRETER_PORT = b"49999"
+CONNECT_CODES = {400: "invalid_argument", 401: "unauthenticated", 404: "not_found", 409: "failed_precondition", 502: "unavailable"}
+
+
+def control_app(manager: SandboxManager) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.close()
+
+    app = FastAPI(title="sandcell", version="0.1.0", lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
+    app.state.manager = manager
+    app.include_router(control.router)
+    return app
+
+
+class DataPlane:
+    """Routes a request carrying ``E2b-Sandbox-Id`` to the sandbox's envd or interpreter, once its token checks out."""
+
+    def __init__(self, manager: SandboxManager) -> None:
+        self.manager = manager
+        self.envd = envd_app(manager)
+        self.interpreter = interpreter_app(manager)
+        for app in (self.envd, self.interpreter):
+            app.state.manager = manager
+            app.add_exception_handler(ApiError, api_error_handler)
+
+    def _authorize(self, headers: dict[bytes, bytes], port: bytes, path: str) -> LiveSandbox:
+        live = self.manager.data_plane(headers[b"e2b-sandbox-id"].decode(errors="replace"))
+        if live.paused:
+            raise ApiError(502, f"sandbox {live.id} is paused; resume it with Sandbox.connect()")
+        token = headers.get(b"x-access-token")
+        if token is not None:
+            if not live.token_matches(token.decode(errors="replace")):
+                raise ApiError(401, "invalid access token for this sandbox")
+        # The official SDK sends no token when it manages code contexts; the
+        # sandbox id (80 random bits) is the capability there, as with E2B.
+        elif not (port == INTERPRETER_PORT and (path.startswith("/contexts") or path == "/health")):
+            raise ApiError(401, "missing X-Access-Token for this sandbox")
+        return live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
+        port = headers.get(b"e2b-sandbox-port", ENVD_PORT)
+        path = scope.get("path", "")
+        try:
+            if port not in (ENVD_PORT, INTERPRETER_PORT):
+                raise ApiError(502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)")
+            self._authorize(headers, port, path)
+        except ApiError as exc:
+            connect_rpc = path.startswith(("/process.", "/filesystem."))
+            code: Any = CONNECT_CODES.get(exc.status, "unknown") if connect_rpc else exc.status
+            body = json.dumps({"code": code, "message": exc.message}).encode()
+            await send({"type": "http.response.start", "status": exc.status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await (self.envd if port == ENVD_PORT else self.interpreter)(scope, receive, send)
+
+
+class SandcellServer:
+    def __init__(self, manager: SandboxManager) -> None:
+        self.manager = manager
+        self.control = control_app(manager)
+        self.data_plane = DataPlane(manager)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            if b"e2b-sandbox-id" in headers:
+                await self.data_plane(scope, receive, send, headers)
+                return
+        await self.control(scope, receive, send)
+
+
+def create_app(db: Path | str, config: ServerConfig | None = None) -> ASGIApp:
+    return SandcellServer(SandboxManager(Store(db), config))

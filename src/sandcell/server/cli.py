@@ -1,0 +1,65 @@
+"""``sandcell serve`` and ``sandcell keys``: run the server and manage its API keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_DB = Path(os.environ.get("SANDCELL_DB", Path.home() / ".local/share/sandcell/server.db"))
+DB_OPTION = typer.Option(DEFAULT_DB, "--db", envvar="SANDCELL_DB", help="the server's SQLite file (keys and the sandbox registry)")
+
+console = Console()
+keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(49982, help="port to listen on"),
+    db: Path = DB_OPTION,
+    log_level: str = typer.Option("info", help="debug, info, warning or error"),
+) -> None:
+    """Run the sandbox server: native REST API and E2B-compatible API on one port."""
+    import uvicorn
+
+    from .app import create_app
+
+    console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
+    console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
+    uvicorn.run(create_app(db), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+@keys.command("create")
+def create_key(team: str = typer.Option("default", help="the team that owns the key and its sandboxes"), name: str = typer.Option("default", help="a label for the key"), db: Path = DB_OPTION) -> None:
+    """Create a key; it is shown once, only its hash is stored."""
+    from .store import Store
+
+    key, secret = Store(db).create_key(team, name)
+    console.print(f"[dim]key {key.id} for team {key.team.name}[/dim]", highlight=False)
+    print(secret)
+
+
+@keys.command("list")
+def list_keys(team: str = typer.Option(None, help="only this team's keys"), db: Path = DB_OPTION) -> None:
+    """List keys (masked), with their team and when they were last used."""
+    from .store import Store
+
+    table = Table("id", "team", "name", "key", "created", "last used", "revoked")
+    for key in Store(db).keys(team):
+        table.add_row(key.id, key.team.name, key.name, key.mask, f"{key.created_at:%Y-%m-%d %H:%M}",
+                      f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-")
+    console.print(table)
+
+
+@keys.command("revoke")
+def revoke_key(key_id: str = typer.Argument(..., help="the key's id, as `keys list` shows it"), db: Path = DB_OPTION) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from .store import Store
+
+    if not Store(db).revoke_key(key_id):
+        console.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")

@@ -1,0 +1,218 @@
+"""Many sandboxes in one server process: ownership, lifetime and the registry.
+
+Every API (native REST, E2B control plane, E2B data plane) goes through here,
+so a team can only ever reach its own sandboxes, and every sandbox that ends
+has its reason written down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandcell.isolation import Limits
+from sandcell.sandbox import AsyncSandbox
+
+from .errors import ApiError
+from .store import LIVE_STATES, SandboxRecord, Store, Team, now
+
+log = logging.getLogger("sandcell.server")
+
+TEMPLATES = ("base", "code-interpreter-v1", "code-interpreter-beta", "sandcell")
+REAP_INTERVAL = 0.5
+
+
+@dataclass
+class ServerConfig:
+    default_timeout: float = 300
+    max_timeout: float = 24 * 3600
+    max_sandboxes_per_team: int = 100
+    max_upload_bytes: int = 512 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class LiveSandbox:
+    record: SandboxRecord
+    sandbox: AsyncSandbox
+    access_token: str
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def paused(self) -> bool:
+        return self.record.state == "paused"
+
+    def token_matches(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(token.encode(), self.access_token.encode())
+
+
+class SandboxManager:
+    def __init__(self, store: Store, config: ServerConfig | None = None) -> None:
+        self.store = store
+        self.config = config or ServerConfig()
+        self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._live: dict[str, LiveSandbox] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- server lifetime ------------------------------------------------------
+    async def start(self) -> None:
+        self.account_for_previous_runs()
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for live in list(self._live.values()):
+            await self._end(live, "stopped", "the server shut down")
+
+    def account_for_previous_runs(self) -> list[SandboxRecord]:
+        """Mark sandboxes a previous server process left behind as lost, with why.
+
+        A sandbox's processes die with the server that started them (the
+        launcher holds a lifeline to it), so one listed as live by another
+        server instance cannot be reached any more.
+        """
+        lost = []
+        for record in self.store.sandboxes(states=LIVE_STATES):
+            if record.server_instance != self.instance:
+                reason = f"lost: the server that ran it (instance {record.server_instance}) stopped, and its processes ended with it"
+                self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())
+                lost.append(record)
+        if lost:
+            log.warning("%d sandbox(es) from a previous server run were lost", len(lost))
+        return lost
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            for live in list(self._live.values()):
+                if live.sandbox.stop_reason is not None:
+                    self._forget(live)
+
+    def _forget(self, live: LiveSandbox) -> None:
+        """Record why a sandbox ended by itself (timeout, crash, memory)."""
+        if self._live.pop(live.id, None) is None:
+            return
+        reason = live.sandbox.stop_reason or "the sandbox stopped"
+        self.store.update_sandbox(live.id, state="ended", reason=reason, ended_at=now())
+        log.info("sandbox %s ended: %s", live.id, reason)
+
+    async def _end(self, live: LiveSandbox, state: str, reason: str) -> None:
+        self._live.pop(live.id, None)
+        await live.sandbox.kill()
+        self.store.update_sandbox(live.id, state=state, reason=reason, ended_at=now())
+
+    # -- lifecycle ------------------------------------------------------------
+    async def create(
+        self,
+        team: Team,
+        template: str = "base",
+        timeout: float | None = None,
+        metadata: dict[str, str] | None = None,
+        envs: dict[str, str] | None = None,
+        allow_internet: bool = False,
+        limits: Limits | None = None,
+    ) -> LiveSandbox:
+        if template not in TEMPLATES:
+            raise ApiError(404, f"template {template!r} not found; available: {', '.join(TEMPLATES)}")
+        timeout = self._check_timeout(timeout)
+        if sum(1 for live in self._live.values() if live.record.team_id == team.id) >= self.config.max_sandboxes_per_team:
+            raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes; kill some first")
+        limits = limits or self.config.limits
+        try:
+            sandbox = await AsyncSandbox.create(timeout=timeout, envs=envs, limits=limits, metadata=metadata, network=allow_internet)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        info = await sandbox.get_info()
+        record = SandboxRecord(
+            id=sandbox.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
+            allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+        )
+        self.store.add_sandbox(record)
+        live = LiveSandbox(record, sandbox, secrets.token_urlsafe(24))
+        self._live[live.id] = live
+        log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
+        return live
+
+    def _check_timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.config.default_timeout
+        if timeout <= 0 or timeout > self.config.max_timeout:
+            raise ApiError(400, f"timeout must be between 1 and {self.config.max_timeout:g} seconds")
+        return timeout
+
+    def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
+        """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
+        live = self._live.get(sandbox_id)
+        if live is not None and live.sandbox.stop_reason is not None:
+            self._forget(live)
+            live = None
+        if live is None or live.record.team_id != team.id:
+            record = self.store.sandbox(sandbox_id)
+            if record is not None and record.team_id == team.id and record.reason:
+                raise ApiError(404, f"sandbox {sandbox_id} is not running: {record.reason}")
+            raise ApiError(404, f"sandbox {sandbox_id} not found")
+        return live
+
+    def data_plane(self, sandbox_id: str) -> LiveSandbox:
+        """A live sandbox addressed by id alone; callers check its access token."""
+        live = self._live.get(sandbox_id)
+        if live is None or live.sandbox.stop_reason is not None:
+            if live is not None:
+                self._forget(live)
+            record = self.store.sandbox(sandbox_id)
+            reason = f": {record.reason}" if record is not None and record.reason else ""
+            raise ApiError(502, f"sandbox {sandbox_id} is not running{reason}")
+        return live
+
+    def records(self, team: Team, states: tuple[str, ...] = LIVE_STATES, metadata: dict[str, str] | None = None) -> list[SandboxRecord]:
+        for live in list(self._live.values()):
+            if live.sandbox.stop_reason is not None:
+                self._forget(live)
+        found = []
+        for record in self.store.sandboxes(team.id, states):
+            if metadata and any(record.metadata.get(key) != value for key, value in metadata.items()):
+                continue
+            live = self._live.get(record.id)
+            if live is not None:
+                record = live.record
+            found.append(record)
+        return found
+
+    async def kill(self, live: LiveSandbox) -> None:
+        await self._end(live, "killed", "it was killed through the API")
+
+    async def set_timeout(self, live: LiveSandbox, timeout: float) -> None:
+        timeout = self._check_timeout(timeout)
+        await live.sandbox.set_timeout(timeout)
+        live.record.end_at = now() + datetime.timedelta(seconds=timeout)
+        self.store.update_sandbox(live.id, end_at=live.record.end_at)
+
+    async def pause(self, live: LiveSandbox) -> None:
+        if live.paused:
+            raise ApiError(409, f"sandbox {live.id} is already paused")
+        await live.sandbox.pause()
+        live.record.state = "paused"
+        self.store.update_sandbox(live.id, state="paused")
+
+    async def resume(self, live: LiveSandbox, timeout: float | None = None) -> None:
+        """Thaw a paused sandbox; with a timeout, its clock restarts from now."""
+        if live.paused:
+            await live.sandbox.resume()
+            live.record.state = "running"
+            self.store.update_sandbox(live.id, state="running")
+        if timeout is not None:
+            await self.set_timeout(live, timeout)
+        else:
+            live.record.end_at = (await live.sandbox.get_info()).end_at
+            self.store.update_sandbox(live.id, end_at=live.record.end_at)
