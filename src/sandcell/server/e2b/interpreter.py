@@ -23,6 +23,9 @@ from sandcell.server.errors import ApiError
 from sandcell.server.manager import SandboxManager
 
 
+REFUSAL_WINDOW = 0.2
+
+
 def result_line(result: Result) -> dict[str, Any]:
     line: dict[str, Any] = {"type": "result", "is_main_result": result.is_main_result, "extra": {}}
     for mime, value in result.data.items():
@@ -31,6 +34,12 @@ def result_line(result: Result) -> dict[str, Any]:
         else:
             line["extra"][mime] = value
     return line
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone; silent code writes nothing that would tell us otherwise."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _status(exc: SandboxException) -> int:
@@ -79,23 +88,30 @@ def interpreter_app(manager: SandboxManager) -> Starlette:
                 lines.put_nowait(None)
 
         task = asyncio.create_task(run())
-        first = await lines.get()
-        if first is None and task.exception() is not None:
+        # A request the sandbox refuses (unknown context or language) fails at
+        # once: answer it with a status. Anything later is streamed.
+        await asyncio.wait((task,), timeout=REFUSAL_WINDOW)
+        if task.done() and isinstance(task.exception(), SandboxException):
             exc = task.exception()
-            if isinstance(exc, SandboxException):
-                return JSONResponse({"code": _status(exc), "message": str(exc)}, status_code=_status(exc))
-            raise exc  # type: ignore[misc]
+            return JSONResponse({"code": _status(exc), "message": str(exc)}, status_code=_status(exc))
 
         async def stream() -> AsyncIterator[bytes]:
-            line = first
+            gone = asyncio.create_task(_disconnected(request))
             try:
-                while line is not None:
+                while True:
+                    following = asyncio.create_task(lines.get())
+                    await asyncio.wait((following, gone), return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        return
+                    if (line := following.result()) is None:
+                        break
                     yield (json.dumps(line) + "\n").encode()
-                    line = await lines.get()
                 if task.exception() is not None:
                     exc = task.exception()
                     yield (json.dumps({"type": "error", "name": type(exc).__name__, "value": str(exc), "traceback": ""}) + "\n").encode()
             finally:
+                gone.cancel()
                 task.cancel()  # a client that went away interrupts the code; the context keeps its state
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
