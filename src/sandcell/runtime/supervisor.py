@@ -41,6 +41,8 @@ def handler(op: str) -> Callable[[Handler], Handler]:
 
 
 def error_name(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "Timeout"
     if isinstance(exc, FileNotFoundError):
         return "NotFound"
     if isinstance(exc, FileExistsError):
@@ -280,6 +282,12 @@ async def command_run(sup: Supervisor, request: dict[str, Any], payload: bytes, 
     if request.get("cwd"):
         request["cwd"] = files.resolve(request["cwd"], sup.home)
     return await sup.commands.run(request, emit)
+
+
+@handler("command.connect")
+async def command_connect(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    timeout = request.get("timeout")
+    return await sup.commands.connect(int(request["pid"]), float(timeout) if timeout else None, emit)
 
 
 @handler("command.stdin")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 from typing import IO, Any, Callable, Literal
 
 from sandcell import protocol
@@ -151,7 +152,7 @@ class AsyncFilesystem:
 
 
 class AsyncCommandHandle:
-    def __init__(self, sandbox: AsyncSandbox, operation: ops.RunCommand, stream: AsyncStream) -> None:
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, stream: AsyncStream) -> None:
         self._sandbox = sandbox
         self._operation = operation
         self._stream = stream
@@ -201,18 +202,25 @@ class AsyncCommands:
     ) -> Any:
         use_stdin = background if stdin is None else stdin
         operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout, self._sandbox._core.output_limit)
+        handle = await self._start(operation)
+        if background:
+            return handle
+        return await handle.wait(on_stdout, on_stderr)
+
+    async def connect(self, pid: int, timeout: float | None = 60) -> AsyncCommandHandle:
+        """Follow a command started earlier; see ``Commands.connect``."""
+        return await self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+
+    async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
         core = self._sandbox._core
         core.ensure_running()
         stream = AsyncStream()
         core.connection.open(operation.header, operation.payload, stream)
         header, payload = await stream.get(60.0)
         if header["type"] in protocol.TERMINAL:
-            operation.finish(header)
+            operation.finish(header)  # raises: it failed to start
         operation.feed(header, payload)
-        handle = AsyncCommandHandle(self._sandbox, operation, stream)
-        if background:
-            return handle
-        return await handle.wait(on_stdout, on_stderr)
+        return AsyncCommandHandle(self._sandbox, operation, stream)
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:
         await self._sandbox._call(ops.send_stdin(pid, data))
@@ -221,7 +229,12 @@ class AsyncCommands:
         await self._sandbox._call(ops.close_stdin(pid))
 
     async def kill(self, pid: int) -> bool:
-        return await self._sandbox._call(ops.kill_command(pid))
+        """SIGKILL the command and what it started; ``False`` if it was not running."""
+        return await self.send_signal(pid, signal.SIGKILL)
+
+    async def send_signal(self, pid: int, signum: int) -> bool:
+        """Send ``signum`` to the command's process group; ``False`` if it was not running."""
+        return await self._sandbox._call(ops.signal_command(pid, signum))
 
     async def list(self) -> list[ProcessInfo]:
         return await self._sandbox._call(ops.process_list(60.0))

@@ -184,10 +184,19 @@ class CommandExitException(SandboxException, CommandResult):
 
 @dataclass(frozen=True)
 class ProcessInfo:
+    """A running command, as E2B's ``commands.list()`` describes it.
+
+    ``cmd`` and ``args`` are the program as started (``/bin/bash``,
+    ``["-l", "-c", "<the command>"]``); ``envs`` holds only the variables the
+    caller asked for, not the sandbox's whole environment.
+    """
+
     pid: int
+    tag: str | None
     cmd: str
-    cwd: str
-    tag: str | None = None
+    args: list[str]
+    envs: dict[str, str]
+    cwd: str | None
 
 
 # -- files ------------------------------------------------------------------------

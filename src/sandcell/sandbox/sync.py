@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 from typing import IO, Any, Callable, Literal
 
 from sandcell import protocol
@@ -176,9 +177,9 @@ class Filesystem:
 
 
 class CommandHandle:
-    """A command running in the background."""
+    """A command running in the background: started here, or followed with ``commands.connect``."""
 
-    def __init__(self, sandbox: Sandbox, operation: ops.RunCommand, stream: Any, request_id: int) -> None:
+    def __init__(self, sandbox: Sandbox, operation: ops.CommandStream, stream: Any, request_id: int) -> None:
         self._sandbox = sandbox
         self._operation = operation
         self._stream = stream
@@ -251,7 +252,17 @@ class Commands:
             return handle
         return handle.wait(on_stdout, on_stderr)
 
-    def _start(self, operation: ops.RunCommand) -> CommandHandle:
+    def connect(self, pid: int, timeout: float | None = 60) -> CommandHandle:
+        """Follow a command started earlier: its output from now on, and its exit.
+
+        Any number of handles may follow one command; each gets all output
+        from the moment it connected. ``timeout`` (``None`` or 0: unlimited)
+        ends this following with ``TimeoutException``, not the command.
+        Raises ``NotFoundException`` if no command has that pid.
+        """
+        return self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+
+    def _start(self, operation: ops.CommandStream) -> CommandHandle:
         core = self._sandbox._core
         core.ensure_running()
         stream = SyncStream()
@@ -269,7 +280,12 @@ class Commands:
         self._sandbox._call(ops.close_stdin(pid))
 
     def kill(self, pid: int) -> bool:
-        return self._sandbox._call(ops.kill_command(pid))
+        """SIGKILL the command and what it started; ``False`` if it was not running."""
+        return self.send_signal(pid, signal.SIGKILL)
+
+    def send_signal(self, pid: int, signum: int) -> bool:
+        """Send ``signum`` (e.g. ``signal.SIGTERM``) to the command's process group; ``False`` if it was not running."""
+        return self._sandbox._call(ops.signal_command(pid, signum))
 
     def list(self) -> list[ProcessInfo]:
         return self._sandbox._call(ops.process_list(60.0))
