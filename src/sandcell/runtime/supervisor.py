@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from sandcell import protocol
 
-from . import files
+from . import files, watch
 from .hardening import set_dumpable, set_name
 from .commands import Commands
 from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
@@ -274,6 +274,22 @@ async def files_rename(sup: Supervisor, request: dict[str, Any], payload: bytes,
     source = files.resolve(request["path"], sup.home)
     destination = files.resolve(request["destination"], sup.home)
     return {"entry": files.rename(source, destination)}
+
+
+@handler("files.watch")
+async def files_watch(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """Stream ``events`` frames until cancelled (the host stops the watch), the
+    directory goes away, or ``timeout`` seconds pass; ``watching`` confirms the start."""
+    timeout = request.get("timeout")
+    with watch.DirectoryWatch(files.resolve(request["path"], sup.home), bool(request.get("recursive"))) as watcher:
+        await emit({"type": "watching"})
+        try:
+            async with asyncio.timeout(float(timeout) if timeout else None):
+                async for batch in watcher.batches():
+                    await emit({"type": "events", "events": batch})
+        except TimeoutError:
+            raise TimeoutError(f"the watch ended after its timeout of {timeout:g} s") from None
+    return {}
 
 
 # -- commands -------------------------------------------------------------------

@@ -7,6 +7,8 @@ from .models import (
     EntryInfo,
     Execution,
     ExecutionError,
+    FilesystemEvent,
+    FilesystemEventType,
     FileType,
     InvalidArgumentException,
     Logs,
@@ -21,12 +23,13 @@ from .models import (
     TimeoutException,
     WriteInfo,
 )
-from .async_ import AsyncCommandHandle, AsyncSandbox
-from .sync import CommandHandle, Sandbox
+from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
+from .sync import CommandHandle, Sandbox, WatchHandle
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncSandbox",
+    "AsyncWatchHandle",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",
@@ -34,6 +37,8 @@ __all__ = [
     "EntryInfo",
     "Execution",
     "ExecutionError",
+    "FilesystemEvent",
+    "FilesystemEventType",
     "FileType",
     "InvalidArgumentException",
     "Logs",
@@ -47,5 +52,6 @@ __all__ = [
     "SandboxException",
     "SandboxInfo",
     "TimeoutException",
+    "WatchHandle",
     "WriteInfo",
 ]

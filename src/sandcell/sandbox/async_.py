@@ -17,8 +17,8 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import AsyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
-from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, WriteInfo
+from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
 
 
 async def _fire(calls: ops.Calls) -> None:
@@ -76,6 +76,22 @@ class AsyncSandbox:
             self._core.cancel(request_id)  # stop the code; the context keeps its state
             self._core.connection.forget(request_id)
             raise
+
+    async def _open(self, operation: ops.Operation) -> tuple[AsyncStream, int]:
+        """Start a long-lived request and wait for its first event; see ``Sandbox._open``."""
+        self._core.ensure_running()
+        stream = AsyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        try:
+            header, payload = await stream.get(START_WAIT)
+        except asyncio.TimeoutError:
+            self._core.cancel(request_id)
+            self._core.connection.forget(request_id)
+            raise timeout_error(operation.header["op"], START_WAIT) from None
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)  # raises: it failed to start
+        await _fire(operation.feed(header, payload))
+        return stream, request_id
 
     async def run_code(
         self,
@@ -150,6 +166,74 @@ class AsyncFilesystem:
     async def rename(self, old_path: str, new_path: str) -> EntryInfo:
         return await self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
+    async def watch_dir(
+        self,
+        path: str,
+        on_event: Callable[[FilesystemEvent], Any],
+        recursive: bool = False,
+        on_exit: Callable[[Exception | None], Any] | None = None,
+        timeout: float | None = 60,
+    ) -> AsyncWatchHandle:
+        """Call ``on_event`` for each event in directory ``path`` until ``stop()``.
+
+        As in E2B, the watch ends by itself after ``timeout`` seconds (``None``
+        or 0: never), with ``TimeoutException`` passed to ``on_exit``; ``on_exit``
+        gets ``None`` after ``stop()`` or when the directory is removed.
+        Raises ``NotFoundException`` for a missing path, ``InvalidArgumentException`` for a file.
+        """
+        operation = ops.WatchDir(path, recursive, on_event, timeout)
+        stream, request_id = await self._sandbox._open(operation)
+        return AsyncWatchHandle(self._sandbox, operation, stream, request_id, on_exit)
+
+
+class AsyncWatchHandle:
+    """A directory watch delivering events to its callback from a task on the caller's loop."""
+
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.WatchDir, stream: AsyncStream, request_id: int, on_exit: Callable[[Exception | None], Any] | None) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._stream = stream
+        self._request_id = request_id
+        self._on_exit = on_exit
+        self._ended = False
+        self._task = asyncio.ensure_future(self._deliver())
+
+    async def _deliver(self) -> None:
+        error: Exception | None = None
+        try:
+            while True:
+                header, payload = await self._stream.get(None)
+                if header["type"] in protocol.TERMINAL:
+                    self._ended = True
+                    self._operation.finish(header)
+                    break
+                await _fire(self._operation.feed(header, payload))
+        except asyncio.CancelledError:
+            if self._on_exit is not None:
+                await _fire([(self._on_exit, None)])
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed watch or callback ends the watch; on_exit hears why
+            error = exc
+            if not self._ended:
+                self._end_in_sandbox()
+        if self._on_exit is not None:
+            await _fire([(self._on_exit, error)])
+
+    def _end_in_sandbox(self) -> None:
+        self._ended = True
+        self._sandbox._core.cancel(self._request_id)
+        self._sandbox._core.connection.forget(self._request_id)
+
+    async def stop(self) -> None:
+        """End the watch; returns once ``on_exit`` ran (idempotent)."""
+        if not self._ended and self._sandbox._core.running:
+            self._sandbox._core.cancel(self._request_id)
+            await asyncio.wait([self._task], timeout=STOP_WAIT)
+            if not self._ended:  # a paused or hung sandbox: stop listening anyway
+                self._end_in_sandbox()
+                self._task.cancel()
+        await asyncio.wait([self._task])
+
 
 class AsyncCommandHandle:
     def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, stream: AsyncStream) -> None:
@@ -212,14 +296,7 @@ class AsyncCommands:
         return await self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
 
     async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
-        core = self._sandbox._core
-        core.ensure_running()
-        stream = AsyncStream()
-        core.connection.open(operation.header, operation.payload, stream)
-        header, payload = await stream.get(60.0)
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)  # raises: it failed to start
-        operation.feed(header, payload)
+        stream, _ = await self._sandbox._open(operation)
         return AsyncCommandHandle(self._sandbox, operation, stream)
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:

@@ -241,6 +241,24 @@ class EntryInfo:
         )
 
 
+class FilesystemEventType(str, enum.Enum):
+    """What happened to a path in a watched directory (envd's kinds, from inotify)."""
+
+    CHMOD = "chmod"
+    CREATE = "create"
+    REMOVE = "remove"
+    RENAME = "rename"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class FilesystemEvent:
+    """One event of ``files.watch_dir``; ``name`` is relative to the watched directory."""
+
+    name: str
+    type: FilesystemEventType
+
+
 @dataclass(frozen=True)
 class SandboxInfo:
     sandbox_id: str

@@ -22,6 +22,8 @@ from .models import (
     EntryInfo,
     Execution,
     ExecutionError,
+    FilesystemEvent,
+    FilesystemEventType,
     FileType,
     InvalidArgumentException,
     NotEnoughSpaceException,
@@ -220,6 +222,29 @@ def list_files(path: str, depth: int, wait: float | None) -> Simple:
 
 def file_info(path: str, wait: float | None) -> Simple:
     return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=path)
+
+
+class WatchDir(Operation):
+    """A directory watch: a ``watching`` event, then ``events`` batches until stopped.
+
+    Stopping is cancelling the request, so a ``Cancelled`` end is the clean one.
+    """
+
+    def __init__(self, path: str, recursive: bool, on_event: Callback, timeout: float | None = None) -> None:
+        if not isinstance(path, str) or not path:
+            raise InvalidArgumentException("path must be a non-empty string")
+        super().__init__("files.watch", None, path=path, recursive=bool(recursive), timeout=timeout or None)
+        self.on_event = on_event
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        if header["type"] != "events":
+            return []
+        return [(self.on_event, FilesystemEvent(name, FilesystemEventType(kind))) for name, kind in header["events"]]
+
+    def finish(self, header: dict[str, Any]) -> None:
+        if header["type"] == protocol.FAIL and (header.get("error") or {}).get("name") == "Cancelled":
+            return
+        super().finish(header)
 
 
 def context_from_wire(raw: dict[str, Any]) -> Context:

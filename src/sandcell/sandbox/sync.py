@@ -12,10 +12,12 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import SyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, WriteInfo
 
 DEFAULT_RUN_TIMEOUT = 300.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
+START_WAIT = 60.0
+STOP_WAIT = 10.0
 
 
 class Sandbox:
@@ -80,6 +82,26 @@ class Sandbox:
         if interrupted:
             raise KeyboardInterrupt
         return result
+
+    def _open(self, operation: ops.Operation) -> tuple[SyncStream, int]:
+        """Start a long-lived request (a background command, a watch) and wait for its first event.
+
+        A request that fails to start raises here; after that its frames are the handle's.
+        """
+        self._core.ensure_running()
+        stream = SyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        try:
+            header, payload = stream.get(START_WAIT)
+        except queue.Empty:
+            self._core.cancel(request_id)
+            self._core.connection.forget(request_id)
+            raise timeout_error(operation.header["op"], START_WAIT) from None
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)  # raises: it failed to start
+        for callback, value in operation.feed(header, payload):
+            callback(value)
+        return stream, request_id
 
     def _drain(self, stream: Any) -> dict[str, Any]:
         while True:
@@ -175,6 +197,67 @@ class Filesystem:
     def rename(self, old_path: str, new_path: str) -> EntryInfo:
         return self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
+    def watch_dir(self, path: str, recursive: bool = False) -> WatchHandle:
+        """Start collecting events in directory ``path``; fetch them with ``get_new_events()``.
+
+        Events that happen after this returns are never missed. Raises
+        ``NotFoundException`` for a missing path, ``InvalidArgumentException``
+        for a file.
+        """
+        events: list[FilesystemEvent] = []
+        operation = ops.WatchDir(path, recursive, events.append)
+        return WatchHandle(self._sandbox, operation, events, *self._sandbox._open(operation))
+
+
+class WatchHandle:
+    """A directory watch, polled like E2B's sync ``WatchHandle``; ``stop()`` ends it."""
+
+    def __init__(self, sandbox: Sandbox, operation: ops.WatchDir, events: list[FilesystemEvent], stream: SyncStream, request_id: int) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._events = events  # filled by the operation's callback
+        self._stream = stream
+        self._request_id = request_id
+        self._terminal: dict[str, Any] | None = None
+        self._stopped = False
+
+    def get_new_events(self) -> list[FilesystemEvent]:
+        """The events since the last call (or the start).
+
+        After the watch ended on its own (the directory was removed), the last
+        events come first, then ``[]``; if it ended with an error (the sandbox
+        died), that error is raised once the events before it were fetched.
+        """
+        if self._stopped:
+            raise SandboxException("the watcher is already stopped")
+        while self._terminal is None:
+            try:
+                header, payload = self._stream.get(0)
+            except queue.Empty:
+                break
+            if header["type"] in protocol.TERMINAL:
+                self._terminal = header
+            for callback, value in self._operation.feed(header, payload):
+                callback(value)
+        events, self._events[:] = list(self._events), []
+        if not events and self._terminal is not None:
+            self._operation.finish(self._terminal)
+        return events
+
+    def stop(self) -> None:
+        """End the watch in the sandbox (its inotify instance is closed); idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._terminal is None and self._sandbox.is_running():
+            self._sandbox._core.cancel(self._request_id)
+            try:
+                while self._stream.get(STOP_WAIT)[0]["type"] not in protocol.TERMINAL:
+                    pass
+            except queue.Empty:
+                pass  # a paused or hung sandbox: stop listening anyway
+        self._sandbox._core.connection.forget(self._request_id)
+
 
 class CommandHandle:
     """A command running in the background: started here, or followed with ``commands.connect``."""
@@ -263,15 +346,7 @@ class Commands:
         return self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
 
     def _start(self, operation: ops.CommandStream) -> CommandHandle:
-        core = self._sandbox._core
-        core.ensure_running()
-        stream = SyncStream()
-        request_id = core.connection.open(operation.header, operation.payload, stream)
-        header, payload = stream.get(60.0)
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)  # raises: it failed to start
-        operation.feed(header, payload)
-        return CommandHandle(self._sandbox, operation, stream, request_id)
+        return CommandHandle(self._sandbox, operation, *self._sandbox._open(operation))
 
     def send_stdin(self, pid: int, data: str | bytes) -> None:
         self._sandbox._call(ops.send_stdin(pid, data))
