@@ -276,6 +276,13 @@ async def files_rename(sup: Supervisor, request: dict[str, Any], payload: bytes,
     return {"entry": files.rename(source, destination)}
 
 
+@handler("files.usage")
+async def files_usage(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """Used and total bytes of the filesystem holding ``path`` (``/home/user``: a size-capped tmpfs)."""
+    stats = os.statvfs(files.resolve(request.get("path") or sup.home, sup.home))
+    return {"used": (stats.f_blocks - stats.f_bfree) * stats.f_frsize, "total": stats.f_blocks * stats.f_frsize}
+
+
 @handler("files.watch")
 async def files_watch(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     """Stream ``events`` frames until cancelled (the host stops the watch), the

@@ -20,6 +20,8 @@ from .models import (
     SandboxDiedException,
     SandboxException,
     SandboxInfo,
+    SandboxMetrics,
+    SandboxPausedException,
     TimeoutException,
     WriteInfo,
 )
@@ -51,6 +53,8 @@ __all__ = [
     "SandboxDiedException",
     "SandboxException",
     "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxPausedException",
     "TimeoutException",
     "WatchHandle",
     "WriteInfo",

@@ -17,7 +17,7 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import AsyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, WriteInfo
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
 from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
 
 
@@ -133,6 +133,16 @@ class AsyncSandbox:
     async def get_info(self) -> SandboxInfo:
         return self._core.info()
 
+    async def pause(self) -> None:
+        """Freeze the sandbox; see ``Sandbox.pause``."""
+        await asyncio.to_thread(self._core.pause)
+
+    async def resume(self) -> None:
+        await asyncio.to_thread(self._core.resume)
+
+    async def get_metrics(self) -> SandboxMetrics:
+        return await self._call(ops.get_metrics(self._core.usage, 60.0))
+
 
 class AsyncFilesystem:
     def __init__(self, sandbox: AsyncSandbox, request_timeout: float = 60.0) -> None:
@@ -226,9 +236,10 @@ class AsyncWatchHandle:
 
     async def stop(self) -> None:
         """End the watch; returns once ``on_exit`` ran (idempotent)."""
-        if not self._ended and self._sandbox._core.running:
-            self._sandbox._core.cancel(self._request_id)
-            await asyncio.wait([self._task], timeout=STOP_WAIT)
+        core = self._sandbox._core
+        if not self._ended and core.running:
+            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
+            await asyncio.wait([self._task], timeout=0 if core.paused else STOP_WAIT)
             if not self._ended:  # a paused or hung sandbox: stop listening anyway
                 self._end_in_sandbox()
                 self._task.cancel()

@@ -51,6 +51,10 @@ class SandboxDiedException(SandboxException):
     """The sandbox stopped (killed, timed out, or crashed) while in use."""
 
 
+class SandboxPausedException(SandboxException):
+    """The sandbox is paused: ``resume()`` it before sending it requests."""
+
+
 # -- code execution -------------------------------------------------------------
 @dataclass
 class OutputMessage:
@@ -267,3 +271,24 @@ class SandboxInfo:
     envs: dict[str, str]
     metadata: dict[str, str]
     limits: dict[str, Any]
+    state: str = "running"
+    """``running`` or ``paused``; while paused, ``end_at`` is when the sandbox would end if resumed now."""
+
+
+@dataclass(frozen=True)
+class SandboxMetrics:
+    """E2B's SandboxMetrics: one sample of what the sandbox uses.
+
+    ``cpu_used_pct`` is the share of the sandbox's CPU allowance used since
+    the previous sample (or since start); memory counts the sandbox's
+    processes and its in-memory files; disk is ``/home/user``.
+    """
+
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+    disk_used: int
+    disk_total: int
+    timestamp: datetime.datetime

@@ -9,6 +9,7 @@ they wait for frames and call callbacks, so neither re-implements this.
 from __future__ import annotations
 
 import codecs
+import datetime
 import signal
 import time
 from typing import Any, Callable, Literal
@@ -33,6 +34,7 @@ from .models import (
     Result,
     SandboxDiedException,
     SandboxException,
+    SandboxMetrics,
     TimeoutException,
     WriteInfo,
 )
@@ -245,6 +247,29 @@ class WatchDir(Operation):
         if header["type"] == protocol.FAIL and (header.get("error") or {}).get("name") == "Cancelled":
             return
         super().finish(header)
+
+
+def get_metrics(host_usage: Callable[[], Any], wait: float | None) -> Simple:
+    """E2B's metrics: the sandbox's disk (``/home/user``, asked of the supervisor) with the host's cgroup figures.
+
+    ``host_usage`` (a ``core.HostUsage``) is sampled when the answer arrives, so
+    both halves describe the same moment.
+    """
+
+    def combine(header: dict[str, Any]) -> SandboxMetrics:
+        usage = host_usage()
+        return SandboxMetrics(
+            usage.cpu_count,
+            usage.cpu_used_pct,
+            usage.mem_used,
+            usage.mem_total,
+            usage.mem_cache,
+            header["used"],
+            header["total"],
+            datetime.datetime.now(datetime.timezone.utc),
+        )
+
+    return Simple("files.usage", combine, wait)
 
 
 def context_from_wire(raw: dict[str, Any]) -> Context:

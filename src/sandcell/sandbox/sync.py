@@ -12,7 +12,7 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import SyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, WriteInfo
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
 
 DEFAULT_RUN_TIMEOUT = 300.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
@@ -157,6 +157,22 @@ class Sandbox:
     def get_info(self) -> SandboxInfo:
         return self._core.info()
 
+    def pause(self) -> None:
+        """Freeze the sandbox: its processes stop, its timeout clock too; state is kept.
+
+        Until ``resume()``, requests raise ``SandboxPausedException`` at once
+        (see ``SandboxCore.pause`` for why not resume implicitly). Idempotent.
+        """
+        self._core.pause()
+
+    def resume(self) -> None:
+        """Thaw a paused sandbox; its timeout goes on with the time it had left."""
+        self._core.resume()
+
+    def get_metrics(self) -> SandboxMetrics:
+        """CPU (since the previous call), memory and ``/home/user`` disk usage, like E2B's."""
+        return self._call(ops.get_metrics(self._core.usage, 60.0))
+
     def memory_usage(self) -> int | None:
         """Bytes of memory the sandbox uses now (processes and files), if known."""
         return self._core.memory_bytes()
@@ -249,14 +265,15 @@ class WatchHandle:
         if self._stopped:
             return
         self._stopped = True
-        if self._terminal is None and self._sandbox.is_running():
-            self._sandbox._core.cancel(self._request_id)
+        core = self._sandbox._core
+        if self._terminal is None and core.running:
+            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
             try:
-                while self._stream.get(STOP_WAIT)[0]["type"] not in protocol.TERMINAL:
+                while not core.paused and self._stream.get(STOP_WAIT)[0]["type"] not in protocol.TERMINAL:
                     pass
             except queue.Empty:
-                pass  # a paused or hung sandbox: stop listening anyway
-        self._sandbox._core.connection.forget(self._request_id)
+                pass  # a hung sandbox: stop listening anyway
+        core.connection.forget(self._request_id)
 
 
 class CommandHandle:
