@@ -447,7 +447,7 @@ class TestBackgroundCommands:
             assert handle.pid in listed
             info = listed[handle.pid]
             assert isinstance(info, ProcessInfo)
-            assert info.cmd == "sleep 55" and info.cwd == "/tmp"
+            assert (info.cmd, info.args, info.cwd, info.envs) == ("/bin/bash", ["-l", "-c", "sleep 55"], "/tmp", {"X": "1"})
             assert sbx.commands.kill(handle.pid) is True
             with pytest.raises(CommandExitException):
                 handle.wait()

@@ -139,6 +139,16 @@ class SandboxProcess:
     def memory_bytes(self) -> int | None:
         return self.cgroup.memory_bytes() if self.cgroup else None
 
+    def memory_cache_bytes(self) -> int | None:
+        return self.cgroup.memory_cache_bytes() if self.cgroup else None
+
+    def cpu_seconds(self) -> float | None:
+        return self.cgroup.cpu_seconds() if self.cgroup else None
+
+    def freeze(self, frozen: bool) -> bool:
+        """Pause or resume every process of the sandbox; ``False`` without a cgroup freezer."""
+        return self.cgroup.freeze(frozen) if self.cgroup else False
+
     def kill(self, timeout: float = 10.0) -> None:
         """Kill every process of the sandbox and remove its cgroup."""
         with self._lock:

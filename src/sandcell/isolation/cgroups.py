@@ -14,6 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .limits import Limits
 
@@ -43,6 +44,15 @@ def _read_int(path: Path, key: str | None = None) -> int | None:
         if name == key:
             return int(value)
     return None
+
+
+def _poll(done: Callable[[], bool], polls: int = 500, interval: float = 0.002) -> bool:
+    """Wait up to ``polls * interval`` seconds for ``done()``."""
+    for _ in range(polls):
+        if done():
+            return True
+        time.sleep(interval)
+    return done()
 
 
 def _is_v2_root(path: Path) -> bool:
@@ -92,6 +102,38 @@ class Cgroup:
         if self.v2 is not None:
             return _read_int(self.v2 / "memory.current")
         return None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the sandbox's processes used since the group was made."""
+        if self.v2 is not None and (usec := _read_int(self.v2 / "cpu.stat", "usage_usec")) is not None:
+            return usec / 1e6
+        if "cpu" in self.v1 and (nsec := _read_int(self.v1["cpu"] / "cpuacct.usage")) is not None:
+            return nsec / 1e9  # a combined cpu,cpuacct hierarchy
+        return None
+
+    def memory_cache_bytes(self) -> int | None:
+        """The page cache part of ``memory_bytes`` (files in the sandbox's tmpfs count here)."""
+        if "memory" in self.v1:
+            return _read_int(self.v1["memory"] / "memory.stat", "cache")
+        if self.v2 is not None:
+            return _read_int(self.v2 / "memory.stat", "file")
+        return None
+
+    def freeze(self, frozen: bool) -> bool:
+        """Stop (or restart) every process of the group; ``False`` if this host cannot.
+
+        Returns once the kernel reports the group frozen, so nothing runs after
+        this returns. cgroup v2's ``cgroup.freeze`` is preferred over v1's
+        freezer: a v2 freeze still lets SIGKILL through, so killing a paused
+        sandbox needs no thaw first.
+        """
+        v2 = self.v2
+        if v2 is not None and (v2 / "cgroup.freeze").exists():
+            return _write(v2 / "cgroup.freeze", str(int(frozen))) and _poll(lambda: _read_int(v2 / "cgroup.events", "frozen") == int(frozen))
+        if "freezer" in self.v1:
+            state, wanted = self.v1["freezer"] / "freezer.state", "FROZEN" if frozen else "THAWED"
+            return _write(state, wanted) and _poll(lambda: state.read_text().strip() == wanted)
+        return False
 
     def kill(self) -> None:
         """SIGKILL every process in the group, including ones forking right now."""

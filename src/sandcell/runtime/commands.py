@@ -1,7 +1,11 @@
-"""Shell commands inside the sandbox: started, streamed, fed stdin, killed.
+"""Shell commands inside the sandbox: started, streamed, fed stdin, signalled.
 
 A command is ``/bin/bash -l -c CMD`` (what E2B's envd runs) leading its own
 process group, so killing it kills what it started too.
+
+Its output goes to every *subscriber*: the request that started it, and any
+``command.connect`` request that attached later (E2B's Process/Connect). A
+subscriber that leaves stops getting output; the command runs on.
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ from .contexts import ENV_NAME, OutputCap
 Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
 
 
+SHELL = ("/bin/bash", "-l", "-c")
+
+
 class Command:
-    def __init__(self, cmd: str, cwd: str, env: dict[str, str], tag: str | None) -> None:
+    def __init__(self, cmd: str, cwd: str, env: dict[str, str], requested_env: dict[str, str], tag: str | None) -> None:
         self.cmd = cmd
         self.cwd = cwd
         self.env = env
+        self.requested_env = requested_env
         self.tag = tag
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = time.time()
+        self.subscribers: list[Emit] = []
+        self.finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     @property
     def pid(self) -> int:
@@ -32,7 +42,12 @@ class Command:
         return self.process.pid
 
     def describe(self) -> dict[str, Any]:
-        return {"pid": self.pid, "cmd": self.cmd, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
+        """E2B's ProcessInfo: the program and its arguments as started, and the envs asked for."""
+        return {"pid": self.pid, "cmd": SHELL[0], "args": [*SHELL[1:], self.cmd], "envs": self.requested_env, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
+
+    async def publish(self, header: dict[str, Any], data: bytes) -> None:
+        for emit in list(self.subscribers):
+            await emit(header, data)
 
     def signal_group(self, signum: int) -> None:
         """Signal what is left of the command's process group, even after bash exited.
@@ -64,18 +79,17 @@ class Commands:
         self.running: dict[int, Command] = {}
 
     async def run(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        env = {**self.base_env, **(request.get("env") or {})}
+        requested_env = dict(request.get("env") or {})
+        env = {**self.base_env, **requested_env}
         for name in env:
             if not ENV_NAME.match(name):
                 raise ValueError(f"invalid environment variable name {name!r}")
         cwd = request.get("cwd") or env.get("HOME", "/")
-        command = Command(request["cmd"], cwd, env, request.get("tag"))
+        command = Command(request["cmd"], cwd, env, requested_env, request.get("tag"))
         if not os.path.isdir(cwd):
             raise FileNotFoundError(f"working directory {cwd} does not exist")
         command.process = await asyncio.create_subprocess_exec(
-            "/bin/bash",
-            "-l",
-            "-c",
+            *SHELL,
             command.cmd,
             stdin=asyncio.subprocess.PIPE if request.get("stdin") else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -85,12 +99,13 @@ class Commands:
             start_new_session=True,
         )
         self.running[command.pid] = command
+        command.subscribers.append(emit)
         await emit({"type": "started", "pid": command.pid}, b"")
         cap = OutputCap(self.output_limit)
         try:
             pumps = [
-                asyncio.ensure_future(self._pump(command.process.stdout, "stdout", cap, emit)),
-                asyncio.ensure_future(self._pump(command.process.stderr, "stderr", cap, emit)),
+                asyncio.ensure_future(self._pump(command.process.stdout, "stdout", cap, command)),
+                asyncio.ensure_future(self._pump(command.process.stderr, "stderr", cap, command)),
             ]
             timeout = request.get("timeout")
             loop = asyncio.get_running_loop()
@@ -116,6 +131,7 @@ class Commands:
                 timed_out = True
         except asyncio.CancelledError:
             command.signal(signal.SIGKILL)
+            command.finished.cancel()  # connected subscribers end with "Cancelled"
             raise
         finally:
             self.running.pop(command.pid, None)
@@ -123,9 +139,26 @@ class Commands:
         if exit_code < 0:
             result["exit_code"] = 128 - exit_code
             result["error"] = f"killed by {signal.Signals(-exit_code).name}" if -exit_code in signal.valid_signals() else "killed"
+        command.finished.set_result(result)
         return result
 
-    async def _pump(self, stream: asyncio.StreamReader | None, kind: str, cap: OutputCap, emit: Emit) -> None:
+    async def connect(self, pid: int, timeout: float | None, emit: Emit) -> dict[str, Any]:
+        """Stream a running command's output from now on; answer its exit like ``run``.
+
+        The timeout bounds only this subscription: the command keeps running.
+        """
+        command = self.find(pid)
+        command.subscribers.append(emit)
+        try:
+            await emit({"type": "started", "pid": pid}, b"")
+            result = await asyncio.wait_for(asyncio.shield(command.finished), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"stopped following command {pid} after {timeout:g} s; it is still running") from None
+        finally:
+            command.subscribers.remove(emit)
+        return {**result, "timed_out": False}  # its own time limit was the starter's business
+
+    async def _pump(self, stream: asyncio.StreamReader | None, kind: str, cap: OutputCap, command: Command) -> None:
         assert stream is not None
         while True:
             data = await stream.read(65536)
@@ -133,9 +166,9 @@ class Commands:
                 return
             data, marker = cap.admit(data)
             if data:
-                await emit({"type": kind}, data)
+                await command.publish({"type": kind}, data)
             if marker:
-                await emit({"type": "stderr"}, marker)
+                await command.publish({"type": "stderr"}, marker)
 
     def find(self, pid: int) -> Command:
         try:

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from sandcell import protocol
 
-from . import files
+from . import files, watch
 from .hardening import set_dumpable, set_name
 from .commands import Commands
 from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
@@ -41,6 +41,8 @@ def handler(op: str) -> Callable[[Handler], Handler]:
 
 
 def error_name(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "Timeout"
     if isinstance(exc, FileNotFoundError):
         return "NotFound"
     if isinstance(exc, FileExistsError):
@@ -274,12 +276,41 @@ async def files_rename(sup: Supervisor, request: dict[str, Any], payload: bytes,
     return {"entry": files.rename(source, destination)}
 
 
+@handler("files.usage")
+async def files_usage(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """Used and total bytes of the filesystem holding ``path`` (``/home/user``: a size-capped tmpfs)."""
+    stats = os.statvfs(files.resolve(request.get("path") or sup.home, sup.home))
+    return {"used": (stats.f_blocks - stats.f_bfree) * stats.f_frsize, "total": stats.f_blocks * stats.f_frsize}
+
+
+@handler("files.watch")
+async def files_watch(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """Stream ``events`` frames until cancelled (the host stops the watch), the
+    directory goes away, or ``timeout`` seconds pass; ``watching`` confirms the start."""
+    timeout = request.get("timeout")
+    with watch.DirectoryWatch(files.resolve(request["path"], sup.home), bool(request.get("recursive"))) as watcher:
+        await emit({"type": "watching"})
+        try:
+            async with asyncio.timeout(float(timeout) if timeout else None):
+                async for batch in watcher.batches():
+                    await emit({"type": "events", "events": batch})
+        except TimeoutError:
+            raise TimeoutError(f"the watch ended after its timeout of {timeout:g} s") from None
+    return {}
+
+
 # -- commands -------------------------------------------------------------------
 @handler("command.run")
 async def command_run(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     if request.get("cwd"):
         request["cwd"] = files.resolve(request["cwd"], sup.home)
     return await sup.commands.run(request, emit)
+
+
+@handler("command.connect")
+async def command_connect(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    timeout = request.get("timeout")
+    return await sup.commands.connect(int(request["pid"]), float(timeout) if timeout else None, emit)
 
 
 @handler("command.stdin")

@@ -7,6 +7,8 @@ from .models import (
     EntryInfo,
     Execution,
     ExecutionError,
+    FilesystemEvent,
+    FilesystemEventType,
     FileType,
     InvalidArgumentException,
     Logs,
@@ -18,15 +20,18 @@ from .models import (
     SandboxDiedException,
     SandboxException,
     SandboxInfo,
+    SandboxMetrics,
+    SandboxPausedException,
     TimeoutException,
     WriteInfo,
 )
-from .async_ import AsyncCommandHandle, AsyncSandbox
-from .sync import CommandHandle, Sandbox
+from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
+from .sync import CommandHandle, Sandbox, WatchHandle
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncSandbox",
+    "AsyncWatchHandle",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",
@@ -35,6 +40,8 @@ __all__ = [
     "Execution",
     "ExecutionError",
     "FileType",
+    "FilesystemEvent",
+    "FilesystemEventType",
     "InvalidArgumentException",
     "Logs",
     "NotEnoughSpaceException",
@@ -46,6 +53,9 @@ __all__ = [
     "SandboxDiedException",
     "SandboxException",
     "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxPausedException",
     "TimeoutException",
+    "WatchHandle",
     "WriteInfo",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 from typing import IO, Any, Callable, Literal
 
 from sandcell import protocol
@@ -16,8 +17,8 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import AsyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
-from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
+from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
 
 
 async def _fire(calls: ops.Calls) -> None:
@@ -81,6 +82,22 @@ class AsyncSandbox:
             self._core.connection.forget(request_id)
             raise
 
+    async def _open(self, operation: ops.Operation) -> tuple[AsyncStream, int]:
+        """Start a long-lived request and wait for its first event; see ``Sandbox._open``."""
+        self._core.ensure_running()
+        stream = AsyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        try:
+            header, payload = await stream.get(START_WAIT)
+        except asyncio.TimeoutError:
+            self._core.cancel(request_id)
+            self._core.connection.forget(request_id)
+            raise timeout_error(operation.header["op"], START_WAIT) from None
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)  # raises: it failed to start
+        await _fire(operation.feed(header, payload))
+        return stream, request_id
+
     async def run_code(
         self,
         code: str,
@@ -121,6 +138,16 @@ class AsyncSandbox:
     async def get_info(self) -> SandboxInfo:
         return self._core.info()
 
+    async def pause(self) -> None:
+        """Freeze the sandbox; see ``Sandbox.pause``."""
+        await asyncio.to_thread(self._core.pause)
+
+    async def resume(self) -> None:
+        await asyncio.to_thread(self._core.resume)
+
+    async def get_metrics(self) -> SandboxMetrics:
+        return await self._call(ops.get_metrics(self._core.usage, 60.0))
+
 
 class AsyncFilesystem:
     def __init__(self, sandbox: AsyncSandbox, request_timeout: float = 60.0) -> None:
@@ -154,9 +181,78 @@ class AsyncFilesystem:
     async def rename(self, old_path: str, new_path: str) -> EntryInfo:
         return await self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
+    async def watch_dir(
+        self,
+        path: str,
+        on_event: Callable[[FilesystemEvent], Any],
+        recursive: bool = False,
+        on_exit: Callable[[Exception | None], Any] | None = None,
+        timeout: float | None = 60,
+    ) -> AsyncWatchHandle:
+        """Call ``on_event`` for each event in directory ``path`` until ``stop()``.
+
+        As in E2B, the watch ends by itself after ``timeout`` seconds (``None``
+        or 0: never), with ``TimeoutException`` passed to ``on_exit``; ``on_exit``
+        gets ``None`` after ``stop()`` or when the directory is removed.
+        Raises ``NotFoundException`` for a missing path, ``InvalidArgumentException`` for a file.
+        """
+        operation = ops.WatchDir(path, recursive, on_event, timeout)
+        stream, request_id = await self._sandbox._open(operation)
+        return AsyncWatchHandle(self._sandbox, operation, stream, request_id, on_exit)
+
+
+class AsyncWatchHandle:
+    """A directory watch delivering events to its callback from a task on the caller's loop."""
+
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.WatchDir, stream: AsyncStream, request_id: int, on_exit: Callable[[Exception | None], Any] | None) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._stream = stream
+        self._request_id = request_id
+        self._on_exit = on_exit
+        self._ended = False
+        self._task = asyncio.ensure_future(self._deliver())
+
+    async def _deliver(self) -> None:
+        error: Exception | None = None
+        try:
+            while True:
+                header, payload = await self._stream.get(None)
+                if header["type"] in protocol.TERMINAL:
+                    self._ended = True
+                    self._operation.finish(header)
+                    break
+                await _fire(self._operation.feed(header, payload))
+        except asyncio.CancelledError:
+            if self._on_exit is not None:
+                await _fire([(self._on_exit, None)])
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed watch or callback ends the watch; on_exit hears why
+            error = exc
+            if not self._ended:
+                self._end_in_sandbox()
+        if self._on_exit is not None:
+            await _fire([(self._on_exit, error)])
+
+    def _end_in_sandbox(self) -> None:
+        self._ended = True
+        self._sandbox._core.cancel(self._request_id)
+        self._sandbox._core.connection.forget(self._request_id)
+
+    async def stop(self) -> None:
+        """End the watch; returns once ``on_exit`` ran (idempotent)."""
+        core = self._sandbox._core
+        if not self._ended and core.running:
+            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
+            await asyncio.wait([self._task], timeout=0 if core.paused else STOP_WAIT)
+            if not self._ended:  # a paused or hung sandbox: stop listening anyway
+                self._end_in_sandbox()
+                self._task.cancel()
+        await asyncio.wait([self._task])
+
 
 class AsyncCommandHandle:
-    def __init__(self, sandbox: AsyncSandbox, operation: ops.RunCommand, stream: AsyncStream) -> None:
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, stream: AsyncStream) -> None:
         self._sandbox = sandbox
         self._operation = operation
         self._stream = stream
@@ -206,18 +302,18 @@ class AsyncCommands:
     ) -> Any:
         use_stdin = background if stdin is None else stdin
         operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout, self._sandbox._core.output_limit)
-        core = self._sandbox._core
-        core.ensure_running()
-        stream = AsyncStream()
-        core.connection.open(operation.header, operation.payload, stream)
-        header, payload = await stream.get(60.0)
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)
-        operation.feed(header, payload)
-        handle = AsyncCommandHandle(self._sandbox, operation, stream)
+        handle = await self._start(operation)
         if background:
             return handle
         return await handle.wait(on_stdout, on_stderr)
+
+    async def connect(self, pid: int, timeout: float | None = 60) -> AsyncCommandHandle:
+        """Follow a command started earlier; see ``Commands.connect``."""
+        return await self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+
+    async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
+        stream, _ = await self._sandbox._open(operation)
+        return AsyncCommandHandle(self._sandbox, operation, stream)
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:
         await self._sandbox._call(ops.send_stdin(pid, data))
@@ -226,7 +322,12 @@ class AsyncCommands:
         await self._sandbox._call(ops.close_stdin(pid))
 
     async def kill(self, pid: int) -> bool:
-        return await self._sandbox._call(ops.kill_command(pid))
+        """SIGKILL the command and what it started; ``False`` if it was not running."""
+        return await self.send_signal(pid, signal.SIGKILL)
+
+    async def send_signal(self, pid: int, signum: int) -> bool:
+        """Send ``signum`` to the command's process group; ``False`` if it was not running."""
+        return await self._sandbox._call(ops.signal_command(pid, signum))
 
     async def list(self) -> list[ProcessInfo]:
         return await self._sandbox._call(ops.process_list(60.0))

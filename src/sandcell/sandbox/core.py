@@ -1,4 +1,4 @@
-"""Lifecycle of one sandbox on the host: start, expire, die, kill.
+"""Lifecycle of one sandbox on the host: start, expire, pause, die, kill.
 
 Shared by ``Sandbox`` and ``AsyncSandbox``; it knows nothing about how
 callers wait. Every sandbox is registered so that an interpreter exiting
@@ -10,15 +10,31 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import math
 import threading
+import time
 import uuid
 import weakref
+from dataclasses import dataclass
+
 from sandcell.isolation import Limits, Policy, SandboxProcess, launch
 
 from .connection import Connection
-from .models import SandboxException, SandboxInfo, TimeoutException
+from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
 
 START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """The host-side half of ``SandboxMetrics`` (the sandbox reports its disk)."""
+
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+
 _live: weakref.WeakSet[SandboxCore] = weakref.WeakSet()
 
 
@@ -41,8 +57,10 @@ class SandboxCore:
         self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.end_at: datetime.datetime | None = None
         self._killed: str | None = None
+        self._paused_left: float | None = None  # while paused: the seconds its timeout had left (inf: none)
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._cpu_mark = (time.monotonic(), 0.0)  # (when, cpu seconds) of the previous metrics sample
         try:
             self.process: SandboxProcess = launch(self.policy, self.sandbox_id)
         except OSError as exc:
@@ -81,18 +99,61 @@ class SandboxCore:
 
     # -- lifetime -------------------------------------------------------------
     def set_timeout(self, timeout: float | None) -> None:
-        """Kill the sandbox ``timeout`` seconds from now (``None``: never)."""
+        """Kill the sandbox ``timeout`` seconds from now (``None``: never); paused time does not count."""
         with self._lock:
+            self._set_timeout(timeout)
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if timeout is None:
+            self.end_at = None
+            self._paused_left = math.inf if self._paused_left is not None else None
+            return
+        self.end_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=timeout)
+        if self._paused_left is not None:
+            self._paused_left = timeout  # the clock starts on resume
+            return
+        self._timer = threading.Timer(timeout, self.kill, args=(f"it reached its timeout of {timeout:g} s",))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def pause(self) -> None:
+        """Freeze every process of the sandbox and stop its timeout clock.
+
+        Requests sent while paused fail at once with ``SandboxPausedException``
+        rather than resuming implicitly: a pause is the owner's decision (to
+        save CPU, or to hold a sandbox still), and a stray request silently
+        undoing it would be a surprise. Requests already in flight stall until
+        ``resume``; their waits (bounds on silence) keep counting meanwhile.
+        """
+        with self._lock:
+            if self._paused_left is not None:
+                return
+            self.ensure_running()
+            if not self.process.freeze(True):
+                self.process.freeze(False)
+                raise SandboxException("this host cannot pause sandboxes: no cgroup freezer (pausing needs a root host)")
+            left = math.inf if self.end_at is None else (self.end_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if timeout is None:
-                self.end_at = None
+            self._paused_left = max(left, 0.0)
+
+    def resume(self) -> None:
+        """Thaw the sandbox; its timeout clock goes on from where it stopped."""
+        with self._lock:
+            if self._killed or self._paused_left is None:
                 return
-            self.end_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=timeout)
-            self._timer = threading.Timer(timeout, self.kill, args=(f"it reached its timeout of {timeout:g} s",))
-            self._timer.daemon = True
-            self._timer.start()
+            if not self.process.freeze(False):
+                raise SandboxException("the sandbox could not be resumed")
+            left, self._paused_left = self._paused_left, None
+            self._set_timeout(None if left == math.inf else left)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_left is not None
 
     def kill(self, reason: str = "it was killed") -> None:
         with self._lock:
@@ -122,9 +183,25 @@ class SandboxCore:
             raise SandboxException(f"the sandbox is not running: {self._killed}")
         if self.connection.closed_reason:
             raise SandboxException(self.connection.closed_reason)
+        if self._paused_left is not None:
+            raise SandboxPausedException("the sandbox is paused; resume() it first")
 
     def info(self) -> SandboxInfo:
-        return SandboxInfo(self.sandbox_id, self.started_at, self.end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict())
+        end_at = self.end_at
+        if self._paused_left is not None:
+            end_at = None if self._paused_left == math.inf else datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self._paused_left)
+        state = "paused" if self._paused_left is not None else "running"
+        return SandboxInfo(self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state)
+
+    def usage(self) -> HostUsage:
+        """What the host's cgroups say: CPU share since the previous call, memory."""
+        cpus = self.policy.limits.cpus
+        now, cpu = time.monotonic(), self.process.cpu_seconds()
+        with self._lock:
+            (then, cpu_then), self._cpu_mark = self._cpu_mark, (now, cpu if cpu is not None else self._cpu_mark[1])
+        percent = 0.0 if cpu is None or now <= then else min(max(100.0 * (cpu - cpu_then) / ((now - then) * cpus), 0.0), 100.0)
+        memory = self.policy.limits.memory_mb * 1024 * 1024
+        return HostUsage(max(1, math.ceil(cpus)), round(percent, 2), self.process.memory_bytes() or 0, memory, self.process.memory_cache_bytes() or 0)
 
     def cancel(self, request_id: int) -> None:
         self.connection.send({"op": "cancel", "id": f"cancel-{request_id}", "target": request_id})

@@ -51,6 +51,10 @@ class SandboxDiedException(SandboxException):
     """The sandbox stopped (killed, timed out, or crashed) while in use."""
 
 
+class SandboxPausedException(SandboxException):
+    """The sandbox is paused: ``resume()`` it before sending it requests."""
+
+
 # -- code execution -------------------------------------------------------------
 @dataclass
 class OutputMessage:
@@ -184,10 +188,19 @@ class CommandExitException(SandboxException, CommandResult):
 
 @dataclass(frozen=True)
 class ProcessInfo:
+    """A running command, as E2B's ``commands.list()`` describes it.
+
+    ``cmd`` and ``args`` are the program as started (``/bin/bash``,
+    ``["-l", "-c", "<the command>"]``); ``envs`` holds only the variables the
+    caller asked for, not the sandbox's whole environment.
+    """
+
     pid: int
+    tag: str | None
     cmd: str
-    cwd: str
-    tag: str | None = None
+    args: list[str]
+    envs: dict[str, str]
+    cwd: str | None
 
 
 # -- files ------------------------------------------------------------------------
@@ -232,6 +245,24 @@ class EntryInfo:
         )
 
 
+class FilesystemEventType(str, enum.Enum):
+    """What happened to a path in a watched directory (envd's kinds, from inotify)."""
+
+    CHMOD = "chmod"
+    CREATE = "create"
+    REMOVE = "remove"
+    RENAME = "rename"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class FilesystemEvent:
+    """One event of ``files.watch_dir``; ``name`` is relative to the watched directory."""
+
+    name: str
+    type: FilesystemEventType
+
+
 @dataclass(frozen=True)
 class SandboxInfo:
     sandbox_id: str
@@ -240,3 +271,24 @@ class SandboxInfo:
     envs: dict[str, str]
     metadata: dict[str, str]
     limits: dict[str, Any]
+    state: str = "running"
+    """``running`` or ``paused``; while paused, ``end_at`` is when the sandbox would end if resumed now."""
+
+
+@dataclass(frozen=True)
+class SandboxMetrics:
+    """E2B's SandboxMetrics: one sample of what the sandbox uses.
+
+    ``cpu_used_pct`` is the share of the sandbox's CPU allowance used since
+    the previous sample (or since start); memory counts the sandbox's
+    processes and its in-memory files; disk is ``/home/user``.
+    """
+
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+    disk_used: int
+    disk_total: int
+    timestamp: datetime.datetime

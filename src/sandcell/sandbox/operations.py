@@ -9,6 +9,8 @@ they wait for frames and call callbacks, so neither re-implements this.
 from __future__ import annotations
 
 import codecs
+import datetime
+import signal
 import time
 from typing import Any, Callable, Literal
 
@@ -21,6 +23,8 @@ from .models import (
     EntryInfo,
     Execution,
     ExecutionError,
+    FilesystemEvent,
+    FilesystemEventType,
     FileType,
     InvalidArgumentException,
     NotEnoughSpaceException,
@@ -30,6 +34,7 @@ from .models import (
     Result,
     SandboxDiedException,
     SandboxException,
+    SandboxMetrics,
     TimeoutException,
     WriteInfo,
 )
@@ -221,6 +226,52 @@ def file_info(path: str, wait: float | None) -> Simple:
     return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=path)
 
 
+class WatchDir(Operation):
+    """A directory watch: a ``watching`` event, then ``events`` batches until stopped.
+
+    Stopping is cancelling the request, so a ``Cancelled`` end is the clean one.
+    """
+
+    def __init__(self, path: str, recursive: bool, on_event: Callback, timeout: float | None = None) -> None:
+        if not isinstance(path, str) or not path:
+            raise InvalidArgumentException("path must be a non-empty string")
+        super().__init__("files.watch", None, path=path, recursive=bool(recursive), timeout=timeout or None)
+        self.on_event = on_event
+
+    def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
+        if header["type"] != "events":
+            return []
+        return [(self.on_event, FilesystemEvent(name, FilesystemEventType(kind))) for name, kind in header["events"]]
+
+    def finish(self, header: dict[str, Any]) -> None:
+        if header["type"] == protocol.FAIL and (header.get("error") or {}).get("name") == "Cancelled":
+            return
+        super().finish(header)
+
+
+def get_metrics(host_usage: Callable[[], Any], wait: float | None) -> Simple:
+    """E2B's metrics: the sandbox's disk (``/home/user``, asked of the supervisor) with the host's cgroup figures.
+
+    ``host_usage`` (a ``core.HostUsage``) is sampled when the answer arrives, so
+    both halves describe the same moment.
+    """
+
+    def combine(header: dict[str, Any]) -> SandboxMetrics:
+        usage = host_usage()
+        return SandboxMetrics(
+            usage.cpu_count,
+            usage.cpu_used_pct,
+            usage.mem_used,
+            usage.mem_total,
+            usage.mem_cache,
+            header["used"],
+            header["total"],
+            datetime.datetime.now(datetime.timezone.utc),
+        )
+
+    return Simple("files.usage", combine, wait)
+
+
 def context_from_wire(raw: dict[str, Any]) -> Context:
     return Context(raw["id"], raw["language"], raw["cwd"])
 
@@ -262,18 +313,21 @@ def close_stdin(pid: int) -> Simple:
     return Simple("command.stdin", lambda h: None, pid=pid, close=True)
 
 
-def kill_command(pid: int) -> Simple:
-    return Simple("command.kill", lambda h: h["killed"], pid=pid)
+def signal_command(pid: int, signum: int) -> Simple:
+    """Signal a command's process group; the answer says whether it was running."""
+    if isinstance(signum, bool) or not isinstance(signum, int) or signum not in signal.valid_signals():
+        raise InvalidArgumentException(f"not a signal: {signum!r}")
+    return Simple("command.kill", lambda h: h["killed"], pid=pid, signal=int(signum))
 
 
-class RunCommand(Operation):
-    """A shell command; its ``started`` event carries the pid."""
+class CommandStream(Operation):
+    """A command's output and exit, as seen by one subscriber (see ``RunCommand``, ``connect_command``).
 
-    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, output_limit: int, tag: str | None = None) -> None:
-        if not isinstance(cmd, str) or not cmd.strip():
-            raise InvalidArgumentException("cmd must be a non-empty string")
-        wait = None if not timeout else timeout + 30.0
-        super().__init__("command.run", wait, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, timeout=timeout, tag=tag)
+    Its ``started`` event carries the pid.
+    """
+
+    def __init__(self, op: str, wait: float | None, output_limit: int, timeout: float | None = None, **fields: Any) -> None:
+        super().__init__(op, wait, timeout=timeout, **fields)
         self.timeout = timeout
         self.pid: int | None = None
         self.stdout: list[str] = []
@@ -306,5 +360,23 @@ class RunCommand(Operation):
         return result
 
 
+class RunCommand(CommandStream):
+    """A shell command started by this request."""
+
+    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, output_limit: int, tag: str | None = None) -> None:
+        if not isinstance(cmd, str) or not cmd.strip():
+            raise InvalidArgumentException("cmd must be a non-empty string")
+        wait = None if not timeout else timeout + 30.0
+        super().__init__("command.run", wait, output_limit, timeout, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, tag=tag)
+
+
+def connect_command(pid: int, timeout: float | None, output_limit: int) -> CommandStream:
+    """Follow a running command from now on; ``timeout`` (``None`` or 0: none) ends only the following."""
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise InvalidArgumentException(f"pid must be an integer, not {pid!r}")
+    wait = None if not timeout else timeout + 30.0
+    return CommandStream("command.connect", wait, output_limit, pid=pid, timeout=timeout or None)
+
+
 def process_list(wait: float | None) -> Simple:
-    return Simple("command.list", lambda h: [ProcessInfo(c["pid"], c["cmd"], c["cwd"], c.get("tag")) for c in h["commands"]], wait)
+    return Simple("command.list", lambda h: [ProcessInfo(c["pid"], c.get("tag"), c["cmd"], c["args"], c["envs"], c["cwd"]) for c in h["commands"]], wait)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 from typing import IO, Any, Callable, Literal
 
 from sandcell import protocol
@@ -11,10 +12,12 @@ from sandcell.isolation import Limits
 from . import operations as ops
 from .connection import SyncStream
 from .core import SandboxCore, timeout_error
-from .models import CommandResult, Context, EntryInfo, Execution, ProcessInfo, SandboxInfo, WriteInfo
+from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
 
 DEFAULT_RUN_TIMEOUT = 300.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
+START_WAIT = 60.0
+STOP_WAIT = 10.0
 
 
 class Sandbox:
@@ -80,6 +83,26 @@ class Sandbox:
             raise KeyboardInterrupt
         return result
 
+    def _open(self, operation: ops.Operation) -> tuple[SyncStream, int]:
+        """Start a long-lived request (a background command, a watch) and wait for its first event.
+
+        A request that fails to start raises here; after that its frames are the handle's.
+        """
+        self._core.ensure_running()
+        stream = SyncStream()
+        request_id = self._core.connection.open(operation.header, operation.payload, stream)
+        try:
+            header, payload = stream.get(START_WAIT)
+        except queue.Empty:
+            self._core.cancel(request_id)
+            self._core.connection.forget(request_id)
+            raise timeout_error(operation.header["op"], START_WAIT) from None
+        if header["type"] in protocol.TERMINAL:
+            operation.finish(header)  # raises: it failed to start
+        for callback, value in operation.feed(header, payload):
+            callback(value)
+        return stream, request_id
+
     def _drain(self, stream: Any) -> dict[str, Any]:
         while True:
             header, _ = stream.get(self._core.policy.kill_grace + 10)
@@ -134,6 +157,22 @@ class Sandbox:
     def get_info(self) -> SandboxInfo:
         return self._core.info()
 
+    def pause(self) -> None:
+        """Freeze the sandbox: its processes stop, its timeout clock too; state is kept.
+
+        Until ``resume()``, requests raise ``SandboxPausedException`` at once
+        (see ``SandboxCore.pause`` for why not resume implicitly). Idempotent.
+        """
+        self._core.pause()
+
+    def resume(self) -> None:
+        """Thaw a paused sandbox; its timeout goes on with the time it had left."""
+        self._core.resume()
+
+    def get_metrics(self) -> SandboxMetrics:
+        """CPU (since the previous call), memory and ``/home/user`` disk usage, like E2B's."""
+        return self._call(ops.get_metrics(self._core.usage, 60.0))
+
     def memory_usage(self) -> int | None:
         """Bytes of memory the sandbox uses now (processes and files), if known."""
         return self._core.memory_bytes()
@@ -174,11 +213,73 @@ class Filesystem:
     def rename(self, old_path: str, new_path: str) -> EntryInfo:
         return self._sandbox._call(ops.rename(old_path, new_path, self._wait))
 
+    def watch_dir(self, path: str, recursive: bool = False) -> WatchHandle:
+        """Start collecting events in directory ``path``; fetch them with ``get_new_events()``.
+
+        Events that happen after this returns are never missed. Raises
+        ``NotFoundException`` for a missing path, ``InvalidArgumentException``
+        for a file.
+        """
+        events: list[FilesystemEvent] = []
+        operation = ops.WatchDir(path, recursive, events.append)
+        return WatchHandle(self._sandbox, operation, events, *self._sandbox._open(operation))
+
+
+class WatchHandle:
+    """A directory watch, polled like E2B's sync ``WatchHandle``; ``stop()`` ends it."""
+
+    def __init__(self, sandbox: Sandbox, operation: ops.WatchDir, events: list[FilesystemEvent], stream: SyncStream, request_id: int) -> None:
+        self._sandbox = sandbox
+        self._operation = operation
+        self._events = events  # filled by the operation's callback
+        self._stream = stream
+        self._request_id = request_id
+        self._terminal: dict[str, Any] | None = None
+        self._stopped = False
+
+    def get_new_events(self) -> list[FilesystemEvent]:
+        """The events since the last call (or the start).
+
+        After the watch ended on its own (the directory was removed), the last
+        events come first, then ``[]``; if it ended with an error (the sandbox
+        died), that error is raised once the events before it were fetched.
+        """
+        if self._stopped:
+            raise SandboxException("the watcher is already stopped")
+        while self._terminal is None:
+            try:
+                header, payload = self._stream.get(0)
+            except queue.Empty:
+                break
+            if header["type"] in protocol.TERMINAL:
+                self._terminal = header
+            for callback, value in self._operation.feed(header, payload):
+                callback(value)
+        events, self._events[:] = list(self._events), []
+        if not events and self._terminal is not None:
+            self._operation.finish(self._terminal)
+        return events
+
+    def stop(self) -> None:
+        """End the watch in the sandbox (its inotify instance is closed); idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        core = self._sandbox._core
+        if self._terminal is None and core.running:
+            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
+            try:
+                while not core.paused and self._stream.get(STOP_WAIT)[0]["type"] not in protocol.TERMINAL:
+                    pass
+            except queue.Empty:
+                pass  # a hung sandbox: stop listening anyway
+        core.connection.forget(self._request_id)
+
 
 class CommandHandle:
-    """A command running in the background."""
+    """A command running in the background: started here, or followed with ``commands.connect``."""
 
-    def __init__(self, sandbox: Sandbox, operation: ops.RunCommand, stream: Any, request_id: int) -> None:
+    def __init__(self, sandbox: Sandbox, operation: ops.CommandStream, stream: Any, request_id: int) -> None:
         self._sandbox = sandbox
         self._operation = operation
         self._stream = stream
@@ -251,16 +352,18 @@ class Commands:
             return handle
         return handle.wait(on_stdout, on_stderr)
 
-    def _start(self, operation: ops.RunCommand) -> CommandHandle:
-        core = self._sandbox._core
-        core.ensure_running()
-        stream = SyncStream()
-        request_id = core.connection.open(operation.header, operation.payload, stream)
-        header, payload = stream.get(60.0)
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)  # raises: it failed to start
-        operation.feed(header, payload)
-        return CommandHandle(self._sandbox, operation, stream, request_id)
+    def connect(self, pid: int, timeout: float | None = 60) -> CommandHandle:
+        """Follow a command started earlier: its output from now on, and its exit.
+
+        Any number of handles may follow one command; each gets all output
+        from the moment it connected. ``timeout`` (``None`` or 0: unlimited)
+        ends this following with ``TimeoutException``, not the command.
+        Raises ``NotFoundException`` if no command has that pid.
+        """
+        return self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+
+    def _start(self, operation: ops.CommandStream) -> CommandHandle:
+        return CommandHandle(self._sandbox, operation, *self._sandbox._open(operation))
 
     def send_stdin(self, pid: int, data: str | bytes) -> None:
         self._sandbox._call(ops.send_stdin(pid, data))
@@ -269,7 +372,12 @@ class Commands:
         self._sandbox._call(ops.close_stdin(pid))
 
     def kill(self, pid: int) -> bool:
-        return self._sandbox._call(ops.kill_command(pid))
+        """SIGKILL the command and what it started; ``False`` if it was not running."""
+        return self.send_signal(pid, signal.SIGKILL)
+
+    def send_signal(self, pid: int, signum: int) -> bool:
+        """Send ``signum`` (e.g. ``signal.SIGTERM``) to the command's process group; ``False`` if it was not running."""
+        return self._sandbox._call(ops.signal_command(pid, signum))
 
     def list(self) -> list[ProcessInfo]:
         return self._sandbox._call(ops.process_list(60.0))
