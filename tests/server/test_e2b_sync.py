@@ -205,11 +205,55 @@ def test_command_streams_output_as_it_comes(sbx: Sandbox) -> None:
 def test_background_command_stdin_list_and_kill(sbx: Sandbox) -> None:
     handle = sbx.commands.run("cat", background=True, stdin=True)
     sbx.commands.send_stdin(handle.pid, "piped text\n")
-    sbx.commands.close_stdin(handle.pid)
     sleeper = sbx.commands.run("sleep 60", background=True)
     assert {handle.pid, sleeper.pid} <= {process.pid for process in sbx.commands.list()}
+    sbx.commands.close_stdin(handle.pid)
     assert sbx.commands.kill(sleeper.pid)
     with pytest.raises(CommandExitException):
         sleeper.wait()
     assert handle.wait().stdout == "piped text\n"
     assert sleeper.pid not in {process.pid for process in sbx.commands.list()}
+
+
+def test_connect_to_a_background_command_from_another_client(sbx: Sandbox) -> None:
+    handle = sbx.commands.run("for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.3; done", background=True)
+    follower = Sandbox.connect(sbx.sandbox_id).commands.connect(handle.pid)
+    result = follower.wait()
+    assert result.exit_code == 0 and "tick 6\n" in result.stdout
+    assert handle.wait().stdout.count("tick") == 6
+
+
+def test_watch_dir_reports_changes(sbx: Sandbox) -> None:
+    sbx.files.make_dir("/home/user/watched")
+    watcher = sbx.files.watch_dir("/home/user/watched")
+    sbx.files.write("/home/user/watched/new.txt", "x")
+    sbx.files.remove("/home/user/watched/new.txt")
+    deadline = time.monotonic() + 5
+    events: list = []
+    while time.monotonic() < deadline and not any(event.type.value == "remove" for event in events):
+        events += watcher.get_new_events()
+        time.sleep(0.1)
+    watcher.stop()
+    kinds = {(event.name, event.type.value) for event in events}
+    assert {("new.txt", "create"), ("new.txt", "remove")} <= kinds
+
+
+def test_pause_and_resume_keep_state(sbx: Sandbox) -> None:
+    sbx.run_code("import time; counter = 0")
+    sbx.commands.run("while true; do date +%s%N >> /tmp/ticks; sleep 0.05; done", background=True)
+    sbx.pause()
+    assert sbx.get_info().state.value == "paused"
+    time.sleep(1)
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    assert resumed.get_info().state.value == "running"
+    ticks = [int(line) for line in resumed.files.read("/tmp/ticks").split()]
+    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+    assert max(gaps) > 0.9e9, "nothing ran while the sandbox was paused"
+    assert resumed.run_code("counter + 1").text == "1"
+
+
+def test_metrics(sbx: Sandbox) -> None:
+    sbx.files.write("/home/user/ten.bin", b"\0" * 10_000_000)
+    metrics = sbx.get_metrics()
+    assert metrics and metrics[-1].mem_used > 0 and metrics[-1].disk_used >= 10_000_000
+    assert metrics[-1].mem_total >= metrics[-1].mem_used and metrics[-1].cpu_count >= 1

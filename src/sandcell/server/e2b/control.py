@@ -191,7 +191,7 @@ async def metrics(sandbox_id: str, request: Request, team: Team = Depends(curren
             "cpuUsedPct": sample.cpu_used_pct,
             "memUsed": sample.mem_used,
             "memTotal": sample.mem_total,
-            "memCache": getattr(sample, "mem_cache", 0),
+            "memCache": sample.mem_cache,
             "diskUsed": sample.disk_used,
             "diskTotal": sample.disk_total,
         }

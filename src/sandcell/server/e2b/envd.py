@@ -257,7 +257,7 @@ class ProcessService(Services):
             processes = await self.sandbox(ctx).commands.list()
         return pb.ListResponse(
             processes=[
-                pb.ProcessInfo(pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=[], envs={}, cwd=process.cwd))
+                pb.ProcessInfo(pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=process.args, envs=process.envs, cwd=process.cwd))
                 for process in processes
             ]
         )
