@@ -68,7 +68,7 @@ class DataPlane:
         # The official SDK sends no token when it manages code contexts; the
         # sandbox id (80 random bits) is the capability there, as with E2B.
         elif not (port == INTERPRETER_PORT and (path.startswith("/contexts") or path == "/health")):
-            raise ApiError(401, "missing X-Access-Token for this sandbox")
+            raise ApiError(401, "missing access token (X-Access-Token) for this sandbox")
         return live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:

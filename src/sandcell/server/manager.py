@@ -172,7 +172,8 @@ class SandboxManager:
                 self._forget(live)
             record = self.store.sandbox(sandbox_id)
             reason = f": {record.reason}" if record is not None and record.reason else ""
-            raise ApiError(502, f"sandbox {sandbox_id} is not running{reason}")
+            # "was not found" is what the SDKs read as "the sandbox is not running".
+            raise ApiError(502, f"the sandbox {sandbox_id} was not found{reason}")
         return live
 
     def records(self, team: Team, states: tuple[str, ...] = LIVE_STATES, metadata: dict[str, str] | None = None) -> list[SandboxRecord]:

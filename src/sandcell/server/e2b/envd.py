@@ -9,6 +9,7 @@ already checked by the data-plane dispatcher.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import signal
@@ -31,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.models import (
@@ -45,6 +47,7 @@ from sandcell.sandbox.models import (
 )
 from sandcell.server.manager import SandboxManager
 
+log = logging.getLogger("sandcell.server")
 HOME = "/home/user"
 LOGIN_SHELL = ("/bin/bash", "-l", "-c")
 ERROR_CODES: list[tuple[type[Exception], Code]] = [
@@ -411,7 +414,46 @@ def files_app(manager: SandboxManager) -> Starlette:
     return Starlette(routes=[Route("/files", download, methods=["GET"]), Route("/files", upload, methods=["POST"]), Route("/health", health)])
 
 
+class UndecodableRequests:
+    """Answer a request ``connectrpc`` fails to decode with a Connect ``invalid_argument``.
+
+    On a body such as a JSON array or truncated JSON it raises a bare
+    ``TypeError``/``ValueError`` after answering ``unknown`` (a 500 for unary
+    calls). Unary answers are small, so they are held until the call returns
+    and replaced when it raised; a stream's error is already in its end message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/connect+")
+        held: list[Message] = []
+
+        async def holding_send(message: Message) -> None:
+            if streaming:
+                await send(message)
+            else:
+                held.append(message)
+
+        try:
+            await self.app(scope, receive, holding_send)
+        except (TypeError, ValueError) as exc:
+            log.info("undecodable Connect request: %s", exc)
+            if not streaming:
+                await JSONResponse({"code": "invalid_argument", "message": f"cannot decode the request: {exc}"}, status_code=400)(scope, receive, send)
+            return
+        for message in held:
+            await send(message)
+
+
 def envd_app(manager: SandboxManager) -> Starlette:
     process = pc.ProcessASGIApplication(ProcessService(manager))
     filesystem = fsc.FilesystemASGIApplication(FilesystemService(manager))
-    return Starlette(routes=[Mount(process.path, app=process), Mount(filesystem.path, app=filesystem), Mount("/", app=files_app(manager))])
+    return Starlette(
+        routes=[
+            Mount(process.path, app=UndecodableRequests(process)),
+            Mount(filesystem.path, app=UndecodableRequests(filesystem)),
+            Mount("/", app=files_app(manager)),
+        ]
+    )
