@@ -16,7 +16,7 @@ from sandcell.isolation import Limits
 
 from . import operations as ops
 from .connection import AsyncStream
-from .core import SandboxCore, timeout_error
+from .core import SandboxCore, new_core, server_core, timeout_error
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
 from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
 
@@ -42,10 +42,18 @@ class AsyncSandbox:
         limits: Limits | None = None,
         metadata: dict[str, str] | None = None,
         network: bool = False,
+        api_url: str | None = None,
+        api_key: str | None = None,
     ) -> AsyncSandbox:
-        core = await asyncio.to_thread(SandboxCore, timeout, envs, limits, metadata, network)
+        """Start a sandbox, here or on a ``sandcell serve`` server; see ``Sandbox.create``."""
+        core = await asyncio.to_thread(new_core, timeout, envs, limits, metadata, network, api_url, api_key)
         await asyncio.to_thread(core.wait_started)
         return cls(core)
+
+    @classmethod
+    async def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> AsyncSandbox:
+        """Attach to a sandbox running on a ``sandcell serve`` server."""
+        return cls(await asyncio.to_thread(server_core, sandbox_id, api_url, api_key))
 
     @property
     def sandbox_id(self) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import atexit
 import datetime
 import math
+import os
 import threading
 import time
 import uuid
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from sandcell.isolation import Limits, Policy, SandboxProcess, launch
 
@@ -212,6 +214,34 @@ class SandboxCore:
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()
+
+
+def new_core(
+    timeout: float | None,
+    envs: dict[str, str] | None,
+    limits: Limits | None,
+    metadata: dict[str, str] | None,
+    network: bool,
+    api_url: str | None,
+    api_key: str | None,
+) -> Any:
+    """A sandbox on this machine, or on the server named by ``api_url`` / ``SANDCELL_API_URL``."""
+    api_url = api_url or os.environ.get("SANDCELL_API_URL")
+    if not api_url:
+        return SandboxCore(timeout, envs, limits, metadata, network)
+    from .remote import RemoteCore
+
+    body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network}
+    return RemoteCore.create(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), **body)
+
+
+def server_core(sandbox_id: str, api_url: str | None, api_key: str | None) -> Any:
+    api_url = api_url or os.environ.get("SANDCELL_API_URL")
+    if not api_url:
+        raise SandboxException("connect() needs the server: pass api_url or set SANDCELL_API_URL")
+    from .remote import RemoteCore
+
+    return RemoteCore.connect(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), sandbox_id)
 
 
 def timeout_error(what: str, seconds: float | None) -> TimeoutException:

@@ -33,6 +33,7 @@ from .models import (
     ProcessInfo,
     Result,
     SandboxDiedException,
+    SandboxPausedException,
     SandboxException,
     SandboxMetrics,
     TimeoutException,
@@ -50,6 +51,7 @@ ERRORS: dict[str, type[SandboxException]] = {
     "PermissionDenied": InvalidArgumentException,
     "DiskFull": NotEnoughSpaceException,
     "SandboxDied": SandboxDiedException,
+    "SandboxPaused": SandboxPausedException,
     "Timeout": TimeoutException,
 }
 

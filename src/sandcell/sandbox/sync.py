@@ -11,7 +11,7 @@ from sandcell.isolation import Limits
 
 from . import operations as ops
 from .connection import SyncStream
-from .core import SandboxCore, timeout_error
+from .core import SandboxCore, new_core, server_core, timeout_error
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
 
 DEFAULT_RUN_TIMEOUT = 300.0
@@ -36,11 +36,22 @@ class Sandbox:
         limits: Limits | None = None,
         metadata: dict[str, str] | None = None,
         network: bool = False,
+        api_url: str | None = None,
+        api_key: str | None = None,
     ) -> Sandbox:
-        """Start a sandbox; it is killed after ``timeout`` seconds (``None``: never)."""
-        core = SandboxCore(timeout, envs, limits, metadata, network)
+        """Start a sandbox; it is killed after ``timeout`` seconds (``None``: never).
+
+        With ``api_url`` (or ``SANDCELL_API_URL``) the sandbox runs on that
+        ``sandcell serve``, authenticated by ``api_key`` (or ``SANDCELL_API_KEY``).
+        """
+        core = new_core(timeout, envs, limits, metadata, network, api_url, api_key)
         core.wait_started()
         return cls(core)
+
+    @classmethod
+    def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> Sandbox:
+        """Attach to a sandbox running on a ``sandcell serve`` server."""
+        return cls(server_core(sandbox_id, api_url, api_key))
 
     @property
     def sandbox_id(self) -> str:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .e2b import control
 from .e2b.envd import envd_app
 from .e2b.interpreter import interpreter_app
-from .errors import ApiError, api_error_handler
+from . import native
+from .errors import ApiError, api_error_handler, validation_error_handler
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .store import Store
 
@@ -40,8 +42,15 @@ def control_app(manager: SandboxManager) -> FastAPI:
         finally:
             await manager.close()
 
-    app = FastAPI(title="sandcell", version="0.1.0", lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
+    app = FastAPI(
+        title="sandcell",
+        version="0.1.0",
+        description="Sandboxes for LLM-written code. `/v1` is sandcell's own API; the other routes are E2B's control plane.",
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error_handler, RequestValidationError: validation_error_handler},
+    )
     app.state.manager = manager
+    app.include_router(native.router)
     app.include_router(control.router)
     return app
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from sandcell.sandbox.models import InvalidArgumentException, NotEnoughSpaceException, NotFoundException, SandboxPausedException
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -23,3 +25,17 @@ class ApiError(Exception):
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 for a body that does not fit the schema, in the one error shape."""
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())  # type: ignore[attr-defined]
+    return ApiError(400, f"invalid request: {problems}").response()
+
+
+def status_for(exc: Exception) -> int:
+    """The HTTP status of a sandbox error: the caller's mistake, or the sandbox's state."""
+    for kind, status in ((NotFoundException, 404), (InvalidArgumentException, 400), (NotEnoughSpaceException, 507), (SandboxPausedException, 409)):
+        if isinstance(exc, kind):
+            return status
+    return 502

@@ -45,6 +45,7 @@ from sandcell.sandbox.models import (
     SandboxException,
     TimeoutException,
 )
+from sandcell.server.errors import status_for
 from sandcell.server.manager import SandboxManager
 
 log = logging.getLogger("sandcell.server")
@@ -349,10 +350,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
-def _http_status(exc: Exception) -> int:
-    return 404 if isinstance(exc, NotFoundException) else 400 if isinstance(exc, InvalidArgumentException) else 507 if isinstance(exc, NotEnoughSpaceException) else 502
-
-
 def files_app(manager: SandboxManager) -> Starlette:
     def sandbox_of(request: Request) -> AsyncSandbox:
         return manager.data_plane(request.headers.get("e2b-sandbox-id", "")).sandbox
@@ -364,7 +361,7 @@ def files_app(manager: SandboxManager) -> Starlette:
         try:
             data = await sandbox_of(request).files.read(_absolute(path), format="bytes")
         except SandboxException as exc:
-            return _error(_http_status(exc), str(exc))
+            return _error(status_for(exc), str(exc))
         name = os.path.basename(path)
         return Response(bytes(data), media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -406,7 +403,7 @@ def files_app(manager: SandboxManager) -> Starlette:
                     return _error(413 if len(data) > limit else 400, "the gzip body is larger than the server's limit, or truncated")
             return JSONResponse([await write_one(sandbox, path, data)])
         except SandboxException as exc:
-            return _error(_http_status(exc), str(exc))
+            return _error(status_for(exc), str(exc))
 
     async def health(request: Request) -> Response:
         return Response(status_code=204)

@@ -1,0 +1,322 @@
+"""sandcell's own REST API under ``/v1``, documented by the generated OpenAPI spec.
+
+Lifecycle, code, files and commands for any HTTP client, plus one low-level
+route, ``/requests``, that carries the supervisor's own frames: the Python
+client (``Sandbox.create(api_url=...)``) runs the very same ``Sandbox`` code
+over it as in-process, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from sandcell import protocol
+from sandcell.isolation import Limits
+from sandcell.sandbox.connection import AsyncStream, Frame
+from sandcell.sandbox.models import CommandExitException, SandboxException
+
+from .deps import current_team, manager_of
+from .errors import ApiError, status_for
+from .manager import LiveSandbox
+from .streaming import execution_lines, until_gone
+from .store import LIVE_STATES, SandboxRecord, Team
+
+FRAMES = "application/x-sandcell-frames"
+router = APIRouter(prefix="/v1", tags=["sandcell"])
+
+
+class LimitsIn(BaseModel):
+    memory_mb: int | None = Field(None, description="memory for processes and files, MiB")
+    cpus: float | None = None
+    pids: int | None = None
+    disk_mb: int | None = Field(None, description="size of /home/user and of /tmp, MiB each")
+    open_files: int | None = None
+    output_mb: int | None = Field(None, description="output one run may print before it is cut")
+
+
+class CreateSandbox(BaseModel):
+    template: str = "base"
+    timeout: float | None = Field(None, description="seconds until the sandbox is killed (server default if unset)")
+    metadata: dict[str, str] = {}
+    envs: dict[str, str] = {}
+    limits: LimitsIn = LimitsIn()
+    network: bool = Field(False, description="allow outbound network access")
+
+
+class SandboxOut(BaseModel):
+    sandbox_id: str
+    template: str
+    state: str
+    started_at: datetime.datetime
+    end_at: datetime.datetime | None
+    metadata: dict[str, str]
+    limits: dict[str, Any]
+    network: bool
+    reason: str | None = Field(None, description="why it ended, once it has")
+
+
+class Timeout(BaseModel):
+    timeout: float
+
+
+class RunCode(BaseModel):
+    code: str
+    language: str | None = Field(None, description="python (default), javascript or bash")
+    context_id: str | None = None
+    envs: dict[str, str] = {}
+    timeout: float | None = Field(None, description="seconds before the code is interrupted (its state is kept)")
+
+
+class CreateContext(BaseModel):
+    language: str | None = None
+    cwd: str | None = None
+    envs: dict[str, str] = {}
+
+
+class RunCommand(BaseModel):
+    cmd: str = Field(description="run by bash -l -c")
+    envs: dict[str, str] = {}
+    cwd: str | None = None
+    timeout: float | None = 60
+
+
+class CommandOut(BaseModel):
+    stdout: str
+    stderr: str
+    exit_code: int
+    error: str | None = None
+
+
+def sandbox_out(record: SandboxRecord) -> SandboxOut:
+    return SandboxOut(
+        sandbox_id=record.id, template=record.template, state=record.state, started_at=record.started_at, end_at=record.end_at,
+        metadata=record.metadata, limits=record.limits, network=record.allow_internet, reason=record.reason,
+    )
+
+
+def _live(request: Request, sandbox_id: str, team: Team) -> LiveSandbox:
+    return manager_of(request).get(team, sandbox_id)
+
+
+async def _call(coroutine: Any) -> Any:
+    try:
+        return await coroutine
+    except SandboxException as exc:
+        raise ApiError(status_for(exc), str(exc)) from None
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+@router.post("/sandboxes", status_code=201, response_model=SandboxOut)
+async def create_sandbox(body: CreateSandbox, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    manager = manager_of(request)
+    asked = {name: value for name, value in body.limits.model_dump().items() if value is not None}
+    try:
+        limits = Limits(**(manager.config.limits.to_dict() | asked))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, str(exc)) from None
+    live = await manager.create(team, body.template, body.timeout, body.metadata, body.envs, body.network, limits)
+    return sandbox_out(live.record)
+
+
+@router.get("/sandboxes", response_model=list[SandboxOut])
+async def list_sandboxes(
+    request: Request,
+    state: list[Literal["running", "paused", "killed", "ended", "stopped", "lost"]] = Query(list(LIVE_STATES)),
+    metadata: list[str] = Query([], description="key=value; repeat to require several"),
+    team: Team = Depends(current_team),
+) -> list[SandboxOut]:
+    wanted = dict(item.partition("=")[::2] for item in metadata)
+    return [sandbox_out(record) for record in manager_of(request).records(team, tuple(state), wanted)]
+
+
+@router.get("/sandboxes/{sandbox_id}", response_model=SandboxOut)
+async def get_sandbox(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    return sandbox_out(_live(request, sandbox_id, team).record)
+
+
+@router.delete("/sandboxes/{sandbox_id}", status_code=204)
+async def kill_sandbox(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
+    await manager_of(request).kill(_live(request, sandbox_id, team))
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/timeout", response_model=SandboxOut)
+async def set_timeout(sandbox_id: str, body: Timeout, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    live = _live(request, sandbox_id, team)
+    await manager_of(request).set_timeout(live, body.timeout)
+    return sandbox_out(live.record)
+
+
+@router.post("/sandboxes/{sandbox_id}/pause", response_model=SandboxOut)
+async def pause(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    live = _live(request, sandbox_id, team)
+    await _call(manager_of(request).pause(live))
+    return sandbox_out(live.record)
+
+
+@router.post("/sandboxes/{sandbox_id}/resume", response_model=SandboxOut)
+async def resume(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    live = _live(request, sandbox_id, team)
+    await _call(manager_of(request).resume(live))
+    return sandbox_out(live.record)
+
+
+@router.get("/sandboxes/{sandbox_id}/metrics")
+async def metrics(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> dict[str, Any]:
+    sample = await _call(_live(request, sandbox_id, team).sandbox.get_metrics())
+    return dataclasses.asdict(sample)
+
+
+@router.get("/sandboxes/{sandbox_id}/usage", include_in_schema=False)
+async def host_usage(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> dict[str, Any]:
+    """The host-side figures (cgroups) the Python client folds into ``get_metrics``."""
+    live = _live(request, sandbox_id, team)
+    return dataclasses.asdict(live.sandbox._core.usage()) | {"oom": live.sandbox._core.oom_reason()}
+
+
+# -- code, contexts, files, commands --------------------------------------------------
+
+
+@router.post("/sandboxes/{sandbox_id}/code", response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}})
+async def run_code(sandbox_id: str, body: RunCode, request: Request, team: Team = Depends(current_team)) -> Response:
+    """Run code; the answer streams NDJSON lines as the code runs: stdout, stderr, result, error, number_of_executions, end_of_execution."""
+    sandbox = _live(request, sandbox_id, team).sandbox
+    return await execution_lines(request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout)
+
+
+@router.post("/sandboxes/{sandbox_id}/contexts")
+async def create_context(sandbox_id: str, body: CreateContext, request: Request, team: Team = Depends(current_team)) -> dict[str, str]:
+    context = await _call(_live(request, sandbox_id, team).sandbox.create_code_context(body.cwd, body.language, body.envs))
+    return dataclasses.asdict(context)
+
+
+@router.get("/sandboxes/{sandbox_id}/contexts")
+async def list_contexts(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> list[dict[str, str]]:
+    return [dataclasses.asdict(context) for context in await _call(_live(request, sandbox_id, team).sandbox.list_code_contexts())]
+
+
+@router.post("/sandboxes/{sandbox_id}/contexts/{context_id}/restart", status_code=204)
+async def restart_context(sandbox_id: str, context_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
+    await _call(_live(request, sandbox_id, team).sandbox.restart_code_context(context_id))
+    return Response(status_code=204)
+
+
+@router.delete("/sandboxes/{sandbox_id}/contexts/{context_id}", status_code=204)
+async def remove_context(sandbox_id: str, context_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
+    await _call(_live(request, sandbox_id, team).sandbox.remove_code_context(context_id))
+    return Response(status_code=204)
+
+
+@router.get("/sandboxes/{sandbox_id}/files", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+async def download(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> Response:
+    data = await _call(_live(request, sandbox_id, team).sandbox.files.read(path, format="bytes"))
+    return Response(bytes(data), media_type="application/octet-stream")
+
+
+@router.put("/sandboxes/{sandbox_id}/files")
+async def upload(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> dict[str, Any]:
+    """Write the raw request body to ``path`` (parents are created)."""
+    live = _live(request, sandbox_id, team)
+    data = await _bounded_body(request, manager_of(request).config.max_upload_bytes)
+    info = await _call(live.sandbox.files.write(path, data))
+    return dataclasses.asdict(info)
+
+
+@router.get("/sandboxes/{sandbox_id}/files/list")
+async def list_files(sandbox_id: str, request: Request, path: str, depth: int = 1, team: Team = Depends(current_team)) -> list[dict[str, Any]]:
+    entries = await _call(_live(request, sandbox_id, team).sandbox.files.list(path, depth))
+    return [dataclasses.asdict(entry) for entry in entries]
+
+
+@router.delete("/sandboxes/{sandbox_id}/files", status_code=204)
+async def remove_file(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> Response:
+    await _call(_live(request, sandbox_id, team).sandbox.files.remove(path))
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/commands", response_model=CommandOut)
+async def run_command(sandbox_id: str, body: RunCommand, request: Request, team: Team = Depends(current_team)) -> CommandOut:
+    """Run a command to its end; a non-zero exit is an answer, not an error."""
+    sandbox = _live(request, sandbox_id, team).sandbox
+    try:
+        result = await _call(sandbox.commands.run(body.cmd, envs=body.envs, cwd=body.cwd, timeout=body.timeout))
+    except CommandExitException as exc:
+        result = exc
+    return CommandOut(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code, error=result.error)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    return bytes(body)
+
+
+# -- the frame tunnel used by the Python client ------------------------------------------
+
+
+@router.post("/sandboxes/{sandbox_id}/requests", include_in_schema=False)
+async def supervisor_request(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
+    """One supervisor request, in and out as protocol frames.
+
+    The server gives the request its own id (answered first, in an
+    ``accepted`` frame), so clients cannot reach each other's requests;
+    cancelling goes through ``/requests/{id}/cancel``.
+    """
+    live = _live(request, sandbox_id, team)
+    if live.paused:
+        raise ApiError(409, f"sandbox {sandbox_id} is paused; resume it first")
+    body = await _bounded_body(request, manager_of(request).config.max_upload_bytes + 65536)
+    try:
+        frame = protocol.read_frame(io.BytesIO(body))
+    except (protocol.ProtocolError, EOFError, ValueError) as exc:
+        raise ApiError(400, f"malformed frame: {exc}") from None
+    if frame is None:
+        raise ApiError(400, "the body holds no frame")
+    header, payload = frame
+    if not isinstance(header.get("op"), str) or header["op"] in ("cancel", "hello"):
+        raise ApiError(400, "the frame needs an op (cancel through /requests/{id}/cancel)")
+    core = live.sandbox._core
+    stream = AsyncStream()
+    request_id = core.connection.open({key: value for key, value in header.items() if key != "id"}, payload, stream)
+
+    ended = False
+
+    async def next_frame() -> Frame | None:
+        nonlocal ended
+        if ended:
+            return None
+        reply = await stream.get(None)
+        ended = reply[0].get("type") in protocol.TERMINAL
+        return reply
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield protocol.encode({"type": "accepted", "request": request_id})
+            async for reply, data in until_gone(next_frame, request):
+                yield protocol.encode(reply, data)
+        finally:
+            if not ended:
+                core.cancel(request_id)
+            core.connection.forget(request_id)
+
+    return StreamingResponse(frames(), media_type=FRAMES)
+
+
+@router.post("/sandboxes/{sandbox_id}/requests/{request_id}/cancel", status_code=204, include_in_schema=False)
+async def cancel_request(sandbox_id: str, request_id: int, request: Request, team: Team = Depends(current_team)) -> Response:
+    _live(request, sandbox_id, team).sandbox._core.cancel(request_id)
+    return Response(status_code=204)

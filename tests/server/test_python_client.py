@@ -1,0 +1,114 @@
+"""``sandcell.Sandbox`` on a server (``api_url``): the same API as in-process, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Iterator
+
+import pytest
+from serving import Keys, Server
+
+from sandcell import AsyncSandbox, Sandbox
+from sandcell.isolation import Limits
+from sandcell.sandbox.models import CommandExitException, NotFoundException, SandboxException, SandboxPausedException
+
+
+@pytest.fixture
+def remote(server: Server, keys: Keys) -> Iterator[Sandbox]:
+    sandbox = Sandbox.create(timeout=120, metadata={"client": "python"}, limits=Limits(memory_mb=512), api_url=server.url, api_key=keys.alpha)
+    yield sandbox
+    sandbox.kill()
+
+
+def test_code_streams_and_keeps_state(remote: Sandbox) -> None:
+    seen: list[float] = []
+    started = time.monotonic()
+    execution = remote.run_code("import time\nprint('a', flush=True)\ntime.sleep(1.2)\nprint('b')\nvalue = 21\nvalue * 2", on_stdout=lambda message: seen.append(time.monotonic() - started))
+    assert execution.text == "42" and execution.logs.stdout == ["a\n", "b\n"]
+    assert seen[1] - seen[0] > 0.9
+    assert remote.run_code("value").text == "21"
+    assert remote.run_code("console.log([1,2].length)", language="javascript").logs.stdout == ["2\n"]
+    assert remote.run_code("1/0").error.name == "ZeroDivisionError"
+    context = remote.create_code_context(language="bash")
+    assert remote.run_code("echo $((2+3))", context=context).logs.stdout == ["5\n"]
+    assert context.id in [item.id for item in remote.list_code_contexts()]
+
+
+def test_timeout_interrupts_and_state_survives(remote: Sandbox) -> None:
+    remote.run_code("kept = 'yes'")
+    execution = remote.run_code("import time\nwhile True: time.sleep(0.01)", timeout=1)
+    assert execution.error is not None and execution.error.name == "TimeoutError"
+    assert remote.run_code("kept").text == "'yes'"
+
+
+def test_files_and_commands(remote: Sandbox) -> None:
+    payload = bytes(range(256)) * 1000
+    remote.files.write("/home/user/blob.bin", payload)
+    assert bytes(remote.files.read("/home/user/blob.bin", format="bytes")) == payload
+    assert [entry.name for entry in remote.files.list("/home/user")] == ["blob.bin"]
+    with pytest.raises(NotFoundException):
+        remote.files.read("/home/user/missing")
+    assert remote.commands.run("echo $X", envs={"X": "1"}).stdout == "1\n"
+    with pytest.raises(CommandExitException):
+        remote.commands.run("exit 4")
+    cat = remote.commands.run("cat", background=True, stdin=True)
+    remote.commands.send_stdin(cat.pid, "through the server\n")
+    remote.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "through the server\n"
+
+
+def test_lifecycle_pause_metrics_info(remote: Sandbox, server: Server, keys: Keys) -> None:
+    info = remote.get_info()
+    assert info.metadata == {"client": "python"} and info.limits["memory_mb"] == 512
+    remote.set_timeout(200)
+    assert remote.get_info().end_at.timestamp() - time.time() > 150
+    remote.run_code("n = 1")
+    remote.pause()
+    with pytest.raises(SandboxPausedException):
+        remote.run_code("n")
+    remote.resume()
+    assert remote.run_code("n + 1").text == "2"
+    assert remote.get_metrics().mem_used > 0
+    again = Sandbox.connect(remote.sandbox_id, api_url=server.url, api_key=keys.alpha)
+    assert again.run_code("n").text == "1"
+    with pytest.raises(SandboxException):
+        Sandbox.connect(remote.sandbox_id, api_url=server.url, api_key=keys.beta)
+
+
+def test_kill_ends_it(server: Server, keys: Keys) -> None:
+    sandbox = Sandbox.create(timeout=60, api_url=server.url, api_key=keys.alpha)
+    sandbox.kill()
+    assert not sandbox.is_running()
+    with pytest.raises(SandboxException):
+        sandbox.run_code("1")
+
+
+def test_async_client(server: Server, keys: Keys) -> None:
+    async def scenario() -> None:
+        sandbox = await AsyncSandbox.create(timeout=60, api_url=server.url, api_key=keys.alpha)
+        try:
+            lines: list[str] = []
+            execution = await sandbox.run_code("print('x'); 3 * 3", on_stdout=lambda message: lines.append(message.line))
+            assert execution.text == "9" and lines == ["x\n"]
+            await sandbox.files.write("f.txt", "async")
+            assert await sandbox.files.read("f.txt") == "async"
+            result = await sandbox.commands.run("cat f.txt", cwd="/home/user")
+            assert result.stdout == "async"
+            task = asyncio.create_task(sandbox.run_code("import time; time.sleep(30)"))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await sandbox.run_code("'still here'", timeout=10)).text == "'still here'"
+        finally:
+            await sandbox.kill()
+
+    asyncio.run(scenario())
+
+
+def test_bad_key_is_refused(server: Server) -> None:
+    with pytest.raises(SandboxException, match="401"):
+        Sandbox.create(api_url=server.url, api_key="e2b_" + "1" * 40)
+    with pytest.raises(SandboxException, match="missing API key"):
+        Sandbox.create(api_url=server.url, api_key=None)
