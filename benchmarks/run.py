@@ -3,7 +3,9 @@
     python benchmarks/run.py [--quick] [--json PATH]
 
 Prints p50 / p99 of each figure and the ratio baseline / sandcell (above 1:
-sandcell is faster or smaller), and writes the same figures as JSON.
+sandcell is faster or smaller), and writes the same figures as JSON. The
+server figures compare HTTP with the same call in-process (below 1: the
+cost of HTTP).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from sandcell import Sandbox
+
+sys.path.insert(0, str(Path(__file__).parent))
+import server  # noqa: E402 - benchmarks/server.py
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -149,6 +154,8 @@ def main() -> None:
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
     add("javascript context create -> first result", sandcell_language_start("javascript", "1+1", max(3, starts // 2)), None)
     add("bash context create -> first result", sandcell_language_start("bash", "echo 2", max(3, starts // 2)), None)
+    for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
+        add(name, over_http, in_process)
     private, charged = sandcell_idle_memory(idle)
     add("idle sandbox private memory", [private], [jupyter_memory], "MiB")
     add("idle sandbox cgroup memory (processes + files)", [charged], None, "MiB")

@@ -257,3 +257,12 @@ def test_metrics(sbx: Sandbox) -> None:
     metrics = sbx.get_metrics()
     assert metrics and metrics[-1].mem_used > 0 and metrics[-1].disk_used >= 10_000_000
     assert metrics[-1].mem_total >= metrics[-1].mem_used and metrics[-1].cpu_count >= 1
+
+
+def test_e2b_quick_start_as_in_the_readme() -> None:
+    sandbox = Sandbox.create()
+    execution = sandbox.run_code("print('hello world')")
+    assert execution.logs.stdout == ["hello world\n"]
+    files = sandbox.files.list("/")
+    assert {"home", "tmp", "usr"} <= {entry.name for entry in files}
+    sandbox.kill()
