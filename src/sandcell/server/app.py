@@ -24,6 +24,7 @@ from .e2b.interpreter import interpreter_app
 from . import native
 from .errors import ApiError, api_error_handler, validation_error_handler
 from .manager import LiveSandbox, SandboxManager, ServerConfig
+from .observability import Metrics, Observed
 from .store import Store
 
 log = logging.getLogger("sandcell.server")
@@ -113,4 +114,5 @@ class SandcellServer:
 
 
 def create_app(db: Path | str, config: ServerConfig | None = None) -> ASGIApp:
-    return SandcellServer(SandboxManager(Store(db), config))
+    manager = SandboxManager(Store(db), config)
+    return Observed(SandcellServer(manager), Metrics(manager))

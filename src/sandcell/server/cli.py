@@ -21,6 +21,7 @@ def serve(
     port: int = typer.Option(49982, help="port to listen on"),
     db: Path = DB_OPTION,
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
+    log_format: str = typer.Option("json", help="json (one object per line) or text"),
     max_upload_mb: int = typer.Option(512, help="largest file upload accepted, in MiB"),
     max_sandboxes: int = typer.Option(100, help="live sandboxes allowed per team"),
 ) -> None:
@@ -29,11 +30,13 @@ def serve(
 
     from .app import create_app
     from .manager import ServerConfig
+    from .observability import configure_logging
 
     console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
     console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
     config = ServerConfig(max_upload_bytes=max_upload_mb * 1024 * 1024, max_sandboxes_per_team=max_sandboxes)
-    uvicorn.run(create_app(db, config), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    configure_logging(log_level, structured=log_format == "json")
+    uvicorn.run(create_app(db, config), host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
 
 
 @keys.command("create")

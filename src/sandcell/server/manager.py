@@ -8,6 +8,7 @@ has its reason written down.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import hmac
 import logging
@@ -62,6 +63,8 @@ class SandboxManager:
         self.config = config or ServerConfig()
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._live: dict[str, LiveSandbox] = {}
+        self.created = 0
+        self.ended: collections.Counter[str] = collections.Counter()
         self._reaper: asyncio.Task[None] | None = None
 
     # -- server lifetime ------------------------------------------------------
@@ -105,12 +108,14 @@ class SandboxManager:
             return
         reason = live.sandbox.stop_reason or "the sandbox stopped"
         self.store.update_sandbox(live.id, state="ended", reason=reason, ended_at=now())
+        self.ended["ended"] += 1
         log.info("sandbox %s ended: %s", live.id, reason)
 
     async def _end(self, live: LiveSandbox, state: str, reason: str) -> None:
         self._live.pop(live.id, None)
         await live.sandbox.kill()
         self.store.update_sandbox(live.id, state=state, reason=reason, ended_at=now())
+        self.ended[state] += 1
 
     # -- lifecycle ------------------------------------------------------------
     async def create(
@@ -141,8 +146,12 @@ class SandboxManager:
         self.store.add_sandbox(record)
         live = LiveSandbox(record, sandbox, secrets.token_urlsafe(24))
         self._live[live.id] = live
+        self.created += 1
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
         return live
+
+    def live(self) -> list[LiveSandbox]:
+        return list(self._live.values())
 
     def _check_timeout(self, timeout: float | None) -> float:
         if timeout is None:
