@@ -1,0 +1,29 @@
+"""E2B's official JavaScript SDK (``@e2b/code-interpreter`` from npm, pinned by package-lock.json), unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from serving import Keys, Server
+
+CLIENT = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="module")
+def installed() -> Path:
+    if not (CLIENT / "node_modules" / "@e2b" / "code-interpreter").is_dir():
+        npm = shutil.which("npm")
+        assert npm, "npm is installed by `sandcell setup`"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, check=True, capture_output=True, timeout=600)
+    return CLIENT
+
+
+def test_js_sdk_quick_calls(installed: Path, server: Server, keys: Keys) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": keys.alpha}
+    done = subprocess.run(["node", "sdk_check.mjs"], cwd=installed, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("ok")
