@@ -266,3 +266,12 @@ def test_e2b_quick_start_as_in_the_readme() -> None:
     files = sandbox.files.list("/")
     assert {"home", "tmp", "usr"} <= {entry.name for entry in files}
     sandbox.kill()
+
+
+def test_command_timeout_kills_the_command_as_envd_does(sbx: Sandbox) -> None:
+    with pytest.raises(TimeoutException):
+        sbx.commands.run("sleep 100", timeout=1.5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sbx.commands.list():
+        time.sleep(0.1)
+    assert sbx.commands.list() == []

@@ -60,6 +60,8 @@ ERROR_CODES: list[tuple[type[Exception], Code]] = [
 ]
 WATCH_BACKLOG = 10_000
 KEEPALIVE_SECONDS = 30
+DEADLINE_SLACK = 0.25
+_KILLS: set[asyncio.Future[Any]] = set()  # kills in flight, held until done
 EVENT_TYPES = {name.lower(): member for name, member in fs.EventType.__members__.items()}
 FILE_TYPES = {FileType.FILE: fs.FileType.FILE, FileType.DIR: fs.FileType.DIRECTORY}
 
@@ -221,9 +223,16 @@ def _end_event(exit_code: int, error: str | None) -> pb.ProcessEvent:
     return pb.ProcessEvent(event=Oneof("end", pb.ProcessEvent.EndEvent(exit_code=exit_code, exited=exit_code >= 0, status=status, error=error)))
 
 
-async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any]) -> AsyncIterator[Any]:
-    """A command's output as envd events, as it comes; the end event carries its exit code."""
+async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], deadline_ms: float | None = None) -> AsyncIterator[Any]:
+    """A command's output as envd events, as it comes; the end event carries its exit code.
+
+    Past ``deadline_ms`` (the client's Connect timeout on ``Start``) the
+    command is killed, as envd does: that is what ``commands.run(timeout=)``
+    means to E2B's SDKs.
+    """
     queue: asyncio.Queue[pb.ProcessEvent | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    deadline = None if deadline_ms is None else loop.time() + deadline_ms / 1000
 
     async def pump() -> None:
         try:
@@ -239,12 +248,24 @@ async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any]) -> AsyncI
 
     task = asyncio.create_task(pump())
     try:
-        while (event := await queue.get()) is not None:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), None if deadline is None else max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise ConnectError(Code.DEADLINE_EXCEEDED, f"the command ran past its timeout of {deadline_ms / 1000:g} s and was killed") from None
+            if event is None:
+                break
             yield wrap(event)
         await task  # re-raises a failure of the sandbox itself
     finally:
-        # A client that goes away leaves the process running, as envd does.
         task.cancel()
+        # The client's own timer may close the stream a moment before ours
+        # fires; either way a command past its deadline dies. A client that
+        # merely goes away leaves it running.
+        if not task.done() and deadline is not None and loop.time() >= deadline - DEADLINE_SLACK:
+            killing = asyncio.ensure_future(handle.kill())
+            _KILLS.add(killing)
+            killing.add_done_callback(_KILLS.discard)
 
 
 class ProcessService(Services):
@@ -284,7 +305,7 @@ class ProcessService(Services):
             )
         yield pb.StartResponse(event=_start_event(handle.pid))
         async with connect_errors():
-            async for event in _events(handle, lambda event: pb.StartResponse(event=event)):
+            async for event in _events(handle, lambda event: pb.StartResponse(event=event), ctx.timeout_ms):
                 yield event
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext[Any, Any]) -> AsyncIterator[pb.ConnectResponse]:
