@@ -1042,7 +1042,7 @@ def test_kill_leaves_nothing(make_sandbox: Callable[..., Sandbox], witnesses: Wi
     assert gone(pids, host_uid), [pid for pid in pids if alive_as(pid, host_uid)]
     assert not any(path.exists() for path in dirs), dirs
     assert host_pids_of_uid(host_uid) == []
-    assert process.process.poll() is not None, "the launcher is still running"
+    assert not process.alive, "the launcher is still running"
     assert not sbx.is_running()
     with pytest.raises(SandboxException):
         sbx.run_code("1")
@@ -1069,7 +1069,7 @@ sbx.run_code("x = 1")
 sbx.run_code("1", language="javascript")
 process = sbx._core.process
 print(json.dumps({"dirs": [str(d) for d in process.cgroup.dirs], "pids": sorted(process.cgroup.pids()),
-                  "host_uid": process.host_uid, "launcher": process.process.pid}), flush=True)
+                  "host_uid": process.host_uid, "launcher": process.launcher_pid}), flush=True)
 if sys.argv[1] == "exit":
     os._exit(0)
 time.sleep(120)

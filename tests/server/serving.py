@@ -43,10 +43,10 @@ class Server:
         return self.process.poll() is None and httpx.get(self.url + "/openapi.json", timeout=5).status_code == 200
 
 
-def start_server(db: Path, log: Path, port: int | None = None) -> Server:
+def start_server(db: Path, log: Path, port: int | None = None, extra: list[str] | None = None) -> Server:
     port = port or free_port()
     with log.open("ab") as sink:
-        process = subprocess.Popen([str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB)], stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), *(extra or [])], stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -241,11 +241,13 @@ def test_watch_dir_reports_changes(sbx: Sandbox) -> None:
 def test_pause_and_resume_keep_state(sbx: Sandbox) -> None:
     sbx.run_code("import time; counter = 0")
     sbx.commands.run("while true; do date +%s%N >> /tmp/ticks; sleep 0.05; done", background=True)
+    time.sleep(0.5)
     sbx.pause()
     assert sbx.get_info().state.value == "paused"
     time.sleep(1)
     resumed = Sandbox.connect(sbx.sandbox_id)
     assert resumed.get_info().state.value == "running"
+    time.sleep(0.5)
     ticks = [int(line) for line in resumed.files.read("/tmp/ticks").split()]
     gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
     assert max(gaps) > 0.9e9, "nothing ran while the sandbox was paused"

@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
+import signal
+import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .cgroups import Cgroup, CgroupManager
 from .image import PACKAGE_DIR, SANDBOX_UID, Image, ImageMissing
 from .limits import Limits
 from .seccomp import filter_fd
 
-__all__ = ["Limits", "Policy", "SandboxProcess", "launch", "ImageMissing"]
+__all__ = ["Limits", "Policy", "SandboxProcess", "attach", "launch", "ImageMissing"]
 
 HOME = "/home/user"
 WORK_DIR = "/tmp/.sandcell"
@@ -107,31 +111,51 @@ def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
 
 
 class SandboxProcess:
-    """One running sandbox as the host sees it: pipes, cgroup, launcher."""
+    """One running sandbox as the host sees it: protocol pipes, cgroup, and the launcher that owns its lifetime.
 
-    def __init__(self, process: subprocess.Popen[bytes], lifeline: int, cgroup: Cgroup | None, host_uid: int | None) -> None:
-        self.process = process
+    The launcher is this process's child when we launched it, or any process
+    when we attached to a detachable sandbox an earlier host started.
+    """
+
+    def __init__(
+        self,
+        requests: BinaryIO,
+        events: BinaryIO,
+        launcher_pid: int,
+        lifeline: int,
+        cgroup: Cgroup | None,
+        host_uid: int | None,
+        popen: subprocess.Popen[bytes] | None = None,
+        stderr_log: Path | None = None,
+    ) -> None:
+        self.stdin = requests
+        self.stdout = events
         self.cgroup = cgroup
         self.host_uid = host_uid
+        self.launcher_pid = launcher_pid
+        self._popen = popen
+        self._pidfd = os.pidfd_open(launcher_pid)
+        self._stderr_log = stderr_log
         self._lifeline = lifeline
         self._lock = threading.Lock()
-        self.diagnostics: list[str] = []
-        self._stderr_reader = threading.Thread(target=self._read_stderr, name="sandcell-diagnostics", daemon=True)
-        self._stderr_reader.start()
+        self._lines: list[str] = []
+        if popen is not None and popen.stderr is not None:
+            threading.Thread(target=self._read_stderr, args=(popen.stderr,), name="sandcell-diagnostics", daemon=True).start()
+
+    def _read_stderr(self, stderr: BinaryIO) -> None:
+        for line in stderr:
+            self._lines.append(line.decode(errors="replace").rstrip())
+            del self._lines[:-50]
 
     @property
-    def stdin(self):  # type: ignore[no-untyped-def]
-        return self.process.stdin
-
-    @property
-    def stdout(self):  # type: ignore[no-untyped-def]
-        return self.process.stdout
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.diagnostics.append(line.decode(errors="replace").rstrip())
-            del self.diagnostics[:-50]
+    def diagnostics(self) -> list[str]:
+        """The last lines the launcher, bubblewrap and the supervisor wrote to stderr."""
+        if self._stderr_log is None:
+            return self._lines
+        try:
+            return self._stderr_log.read_text(errors="replace").splitlines()[-50:]
+        except OSError:
+            return []
 
     def oom_kills(self) -> int:
         return self.cgroup.oom_kills() if self.cgroup else 0
@@ -149,30 +173,55 @@ class SandboxProcess:
         """Pause or resume every process of the sandbox; ``False`` without a cgroup freezer."""
         return self.cgroup.freeze(frozen) if self.cgroup else False
 
-    def kill(self, timeout: float = 10.0) -> None:
-        """Kill every process of the sandbox and remove its cgroup."""
-        with self._lock:
-            if self._lifeline >= 0:
-                os.close(self._lifeline)
-                self._lifeline = -1
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.cgroup is not None and self.cgroup.exists():
-            self.cgroup.kill()
-            self.cgroup.remove()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+    def wait(self, timeout: float) -> bool:
+        """Wait for the launcher (and so the sandbox) to end; ``True`` if it has."""
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return bool(select.select([self._pidfd], [], [], timeout)[0])
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.wait(0)
+
+    def _release(self, order: bytes) -> None:
+        with self._lock:
+            if self._lifeline >= 0:
+                try:
+                    os.write(self._lifeline, order)
+                except OSError:
+                    pass
+                os.close(self._lifeline)
+                self._lifeline = -1
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """Kill every process of the sandbox and remove its cgroup."""
+        self._release(b"k")
+        if not self.wait(timeout):
+            os.kill(self.launcher_pid, signal.SIGKILL)
+            self.wait(timeout)
+        if self.cgroup is not None and self.cgroup.exists():
+            self.cgroup.kill()
+            self.cgroup.remove()
+        self._close_pipes()
+
+    def detach(self) -> None:
+        """Let go of a detachable sandbox without killing it: another host may attach to it.
+
+        The pipes stay open: the connection's reader thread is blocked on
+        them, and they close with this process.
+        """
+        self._release(b"")
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.stdin, self.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
 
 _manager: CgroupManager | None = None
@@ -188,7 +237,17 @@ def cgroup_manager() -> CgroupManager:
         return _manager
 
 
-def launch(policy: Policy, name: str, image: Image | None = None) -> SandboxProcess:
+def attach_dir() -> Path:
+    """Where detachable sandboxes' launchers listen: only this host user can reach it."""
+    base = Path("/run") if os.geteuid() == 0 else Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandcell-{os.geteuid()}")
+    directory = base / "sandcell"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    return directory
+
+
+def launch(policy: Policy, name: str, image: Image | None = None, detachable: bool = False, orphan_grace: float = 600.0) -> SandboxProcess:
+    """Start a sandbox; a ``detachable`` one survives this process for ``orphan_grace`` seconds, waiting for ``attach``."""
     image = image or Image()
     image.check()
     manager = cgroup_manager()
@@ -198,6 +257,8 @@ def launch(policy: Policy, name: str, image: Image | None = None) -> SandboxProc
     seccomp_fd = filter_fd()
     lifeline_read, lifeline_write = os.pipe()
     os.set_inheritable(lifeline_write, False)
+    requests_read, requests_write = os.pipe()
+    events_read, events_write = os.pipe()
     config = {
         "name": name,
         "argv": bwrap_argv(image, policy, seccomp_fd),
@@ -209,6 +270,16 @@ def launch(policy: Policy, name: str, image: Image | None = None) -> SandboxProc
         "lifeline_fd": lifeline_read,
         "seccomp_fd": seccomp_fd,
     }
+    kept: tuple[int, ...] = ()
+    stderr: int | BinaryIO = subprocess.PIPE
+    stderr_log = None
+    if detachable:
+        # The launcher keeps the host's pipe ends to hand to the next host; its
+        # stderr is a file, since a pipe to a dead host would break.
+        kept = (requests_write, events_read)
+        stderr_log = attach_dir() / f"{name}.log"
+        config["attach"] = {"socket": str(attach_dir() / f"{name}.sock"), "log": str(stderr_log), "host_fds": list(kept), "grace": orphan_grace}
+        stderr = stderr_log.open("ab")
     # The launcher runs per sandbox and must start fast: bare packages stand in
     # for sandcell/__init__.py and isolation/__init__.py, so it loads only
     # launcher.py and cgroups.py, not the host API (40 ms saved).
@@ -221,20 +292,54 @@ def launch(policy: Policy, name: str, image: Image | None = None) -> SandboxProc
     try:
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", boot, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(lifeline_read, seccomp_fd),
+            stdin=requests_read,
+            stdout=events_write,
+            stderr=stderr,
+            pass_fds=(lifeline_read, seccomp_fd, *kept),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             cwd="/",
             start_new_session=True,
         )
     except BaseException:
-        os.close(lifeline_write)
+        for fd in (lifeline_write, requests_write, events_read):
+            os.close(fd)
         if cgroup:
             cgroup.remove()
         raise
     finally:
+        for fd in (lifeline_read, seccomp_fd, requests_read, events_write):
+            os.close(fd)
+        if not isinstance(stderr, int):
+            stderr.close()
+    requests, events = os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb")
+    return SandboxProcess(requests, events, process.pid, lifeline_write, cgroup, host_uid, popen=process, stderr_log=stderr_log)
+
+
+def attach(name: str) -> SandboxProcess:
+    """Take over a detachable sandbox whose host has gone: its pipes, and a new lifeline.
+
+    Raises ``OSError`` when the sandbox is gone, or still has a live host.
+    """
+    lifeline_read, lifeline_write = os.pipe()
+    os.set_inheritable(lifeline_write, False)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(10)
+            connection.connect(str(attach_dir() / f"{name}.sock"))
+            socket.send_fds(connection, [b"attach"], [lifeline_read])
+            message, fds, _, _ = socket.recv_fds(connection, 4096, 2)
+    except BaseException:
+        os.close(lifeline_write)
+        raise
+    finally:
         os.close(lifeline_read)
-        os.close(seccomp_fd)
-    return SandboxProcess(process, lifeline_write, cgroup, host_uid)
+    answer = json.loads(message or b"{}")
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        os.close(lifeline_write)
+        raise OSError(answer.get("error") or "the launcher handed over no pipes")
+    manager = cgroup_manager()
+    cgroup = manager.existing(name) if manager.available else None
+    requests, events = os.fdopen(fds[0], "wb"), os.fdopen(fds[1], "rb")
+    return SandboxProcess(requests, events, answer["launcher"], lifeline_write, cgroup, None, stderr_log=attach_dir() / f"{name}.log")

@@ -135,6 +135,14 @@ class Cgroup:
             return _write(state, wanted) and _poll(lambda: state.read_text().strip() == wanted)
         return False
 
+    def frozen(self) -> bool:
+        """Whether the group is frozen now (a paused sandbox)."""
+        if self.v2 is not None and (self.v2 / "cgroup.freeze").exists():
+            return _read_int(self.v2 / "cgroup.events", "frozen") == 1
+        if "freezer" in self.v1:
+            return (self.v1["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        return False
+
     def kill(self) -> None:
         """SIGKILL every process in the group, including ones forking right now."""
         if self.v2 is not None and _write(self.v2 / "cgroup.kill", "1"):
@@ -192,6 +200,13 @@ class CgroupManager:
     @property
     def available(self) -> bool:
         return bool(self.v2_root or self.v1_roots)
+
+    def existing(self, name: str) -> Cgroup | None:
+        """The groups a sandbox started by an earlier host process still has."""
+        group = Cgroup(name, v1={controller: root / PARENT / name for controller, root in self.v1_roots.items() if (root / PARENT / name).is_dir()})
+        if self.v2_root is not None and (self.v2_root / PARENT / name).is_dir():
+            group.v2 = self.v2_root / PARENT / name
+        return group if group.dirs else None
 
     def create(self, name: str, limits: Limits) -> Cgroup:
         group = Cgroup(name)

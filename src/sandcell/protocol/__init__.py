@@ -27,6 +27,10 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 DONE = "done"
 FAIL = "fail"
 TERMINAL = frozenset({DONE, FAIL})
+# Written raw (not as a frame) by the supervisor, followed by the host's
+# nonce, after a ``resync``: a host taking over a sandbox skips everything
+# before it. A frame never starts with these bytes (its header would be 4 GiB).
+RESYNC_MARK = b"\xff\xff\xff\xffsandcell-resync:"
 
 
 class ProtocolError(Exception):

@@ -170,6 +170,23 @@ async def run_code(sup: Supervisor, request: dict[str, Any], payload: bytes, emi
     return await context.execute(request["code"], request.get("env") or {}, float(timeout) if timeout else None, emit)
 
 
+@handler("resync")
+async def resync(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """A new host took over from one that died: end what the old one asked for, then mark where its frames end."""
+    marker = protocol.RESYNC_MARK + bytes.fromhex(request["marker"])
+    mine = asyncio.current_task()
+    orphans = [task for task in sup.tasks.values() if task is not mine]
+    for task in orphans:
+        task.cancel()
+    if orphans:
+        await asyncio.wait(orphans, timeout=sup.runtime.kill_grace + 2)
+    assert sup.writer is not None
+    async with sup.write_lock:
+        sup.writer.write(marker)
+        await sup.writer.drain()
+    return {}
+
+
 @handler("cancel")
 async def cancel(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     task = sup.tasks.get(request["target"])

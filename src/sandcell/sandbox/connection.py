@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import queue
+import secrets
+import select
 import threading
+import time
 from typing import Any, BinaryIO, Callable, Protocol
 
 from sandcell import protocol
@@ -53,15 +57,53 @@ def failure(name: str, message: str) -> Frame:
     return {"type": protocol.FAIL, "error": {"name": name, "message": message}}, b""
 
 
+class Rejoined:
+    """The events pipe of a taken-over sandbox, starting right after the resync marker."""
+
+    def __init__(self, already_read: bytes, events: BinaryIO) -> None:
+        self._pending = already_read
+        self._events = events
+
+    def read(self, size: int) -> bytes:
+        if self._pending:
+            taken, self._pending = self._pending[:size], self._pending[size:]
+            return taken
+        return self._events.read(size)
+
+
+def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
+    """Find where a new host's frames begin on pipes a dead host left mid-stream.
+
+    The supervisor cancels the old host's requests, then writes the marker with
+    our nonce; whatever comes before it (the rest of a frame the old host half
+    read, answers to its requests) is skipped.
+    """
+    nonce = secrets.token_bytes(16)
+    marker = protocol.RESYNC_MARK + nonce
+    requests.write(protocol.encode({"op": "resync", "id": "resync", "marker": nonce.hex()}))
+    requests.flush()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([events], [], [], left)[0]:
+            raise TimeoutError(f"the sandbox did not answer a resync within {timeout:g} s")
+        chunk = os.read(events.fileno(), 1 << 16)
+        if not chunk:
+            raise EOFError("the sandbox closed its pipe during the resync")
+        seen = seen[-len(marker):] + chunk
+    return Rejoined(seen[seen.index(marker) + len(marker):], events)
+
+
 class Connection:
-    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str]) -> None:
+    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str], first_id: int = 1) -> None:
         self._requests = requests
         self._events = events
         self._death_reason = death_reason
         self._streams: dict[int, Stream] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
         self.hello = threading.Event()
         self.closed_reason: str | None = None
         self._reader = threading.Thread(target=self._read, name="sandcell-connection", daemon=True)

@@ -12,6 +12,7 @@ import atexit
 import datetime
 import math
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -19,9 +20,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sandcell.isolation import Limits, Policy, SandboxProcess, launch
+from sandcell.isolation import Limits, Policy, SandboxProcess, attach, launch
 
-from .connection import Connection
+from .connection import Connection, resync
 from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
 
 START_TIMEOUT = 60.0
@@ -40,36 +41,105 @@ class HostUsage:
 _live: weakref.WeakSet[SandboxCore] = weakref.WeakSet()
 
 
+RESYNC_TIMEOUT = 15.0
+
+
 @atexit.register
 def _kill_all() -> None:
     for core in list(_live):
-        core.kill("the Python process that owned the sandbox exited")
+        if core.detachable:
+            core.detach()  # the next server process takes it over
+        else:
+            core.kill("the Python process that owned the sandbox exited")
 
 
 class SandboxCore:
-    def __init__(self, timeout: float | None, envs: dict[str, str] | None, limits: Limits | None, metadata: dict[str, str] | None, network: bool = False) -> None:
+    def __init__(
+        self,
+        timeout: float | None,
+        envs: dict[str, str] | None,
+        limits: Limits | None,
+        metadata: dict[str, str] | None,
+        network: bool = False,
+        detachable: bool = False,
+        orphan_grace: float = 600.0,
+    ) -> None:
+        """Start a sandbox; a ``detachable`` one outlives this process by ``orphan_grace`` seconds, waiting for ``attach``."""
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive (seconds) or None")
         for name, value in (envs or {}).items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ValueError("envs must map str to str")
-        self.sandbox_id = uuid.uuid4().hex[:20]
-        self.policy = Policy(limits=limits or Limits(), envs=dict(envs or {}), network=network)
+        sandbox_id = uuid.uuid4().hex[:20]
+        policy = Policy(limits=limits or Limits(), envs=dict(envs or {}), network=network)
+        try:
+            process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
+        except OSError as exc:
+            raise SandboxException(f"cannot start a sandbox: {exc}") from exc
+        self._adopt(sandbox_id, policy, metadata, process, Connection(process.stdin, process.stdout, self.death_reason), detachable)
+        self.set_timeout(timeout)
+
+    @classmethod
+    def attach(cls, sandbox_id: str, limits: Limits, metadata: dict[str, str], started_at: datetime.datetime, network: bool) -> SandboxCore:
+        """Take over a detachable sandbox a previous host process started; its timeout is the caller's to set.
+
+        Whatever the old host had asked for is cancelled; request ids start at
+        a random point, so late answers to the old host cannot be mistaken
+        for answers to the new one.
+        """
+        try:
+            process = attach(sandbox_id)
+        except OSError as exc:
+            raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
+        frozen = process.cgroup is not None and process.cgroup.frozen()
+        core = cls.__new__(cls)
+        try:
+            if frozen:
+                process.freeze(False)  # it must answer the resync
+            events = resync(process.stdin, process.stdout, RESYNC_TIMEOUT)  # type: ignore[arg-type]
+        except (OSError, EOFError, TimeoutError) as exc:
+            process.kill()
+            raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
+        connection = Connection(process.stdin, events, core.death_reason, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
+        connection.hello.set()
+        core._adopt(sandbox_id, Policy(limits=limits, network=network), metadata, process, connection, detachable=True, started_at=started_at)
+        if frozen:
+            core.pause()
+        return core
+
+    def _adopt(
+        self,
+        sandbox_id: str,
+        policy: Policy,
+        metadata: dict[str, str] | None,
+        process: SandboxProcess,
+        connection: Connection,
+        detachable: bool,
+        started_at: datetime.datetime | None = None,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.policy = policy
         self.metadata = dict(metadata or {})
-        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.started_at = started_at or datetime.datetime.now(datetime.timezone.utc)
         self.end_at: datetime.datetime | None = None
+        self.detachable = detachable
         self._killed: str | None = None
         self._paused_left: float | None = None  # while paused: the seconds its timeout had left (inf: none)
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._cpu_mark = (time.monotonic(), 0.0)  # (when, cpu seconds) of the previous metrics sample
-        try:
-            self.process: SandboxProcess = launch(self.policy, self.sandbox_id)
-        except OSError as exc:
-            raise SandboxException(f"cannot start a sandbox: {exc}") from exc
-        self.connection = Connection(self.process.stdin, self.process.stdout, self.death_reason)  # type: ignore[arg-type]
+        self.process = process
+        self.connection = connection
         _live.add(self)
-        self.set_timeout(timeout)
+
+    def detach(self) -> None:
+        """Let this process go without killing the sandbox (detachable only): the next server attaches to it."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self.process.detach()
+        _live.discard(self)
 
     def wait_started(self) -> None:
         if not self.connection.hello.wait(START_TIMEOUT) or self.connection.closed_reason:
@@ -91,7 +161,7 @@ class SandboxCore:
             return f"the sandbox is not running: {self._killed}"
         oom = self.oom_reason()
         try:
-            self.process.process.wait(5)
+            self.process.wait(5)
         except Exception:  # noqa: BLE001 - only for the message
             pass
         if oom or any("oom" in line for line in self.process.diagnostics):

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandcell.isolation import Limits
-from sandcell.sandbox import AsyncSandbox
+from sandcell.sandbox import AsyncSandbox, SandboxException
+from sandcell.sandbox.core import SandboxCore
 
 from .errors import ApiError
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
@@ -37,13 +38,20 @@ class ServerConfig:
     max_sandboxes_per_team: int = 100
     max_upload_bytes: int = 512 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+    # How long sandboxes wait for the server to come back after it stops;
+    # with kill_on_exit they end with it instead.
+    orphan_grace: float = 600.0
+    kill_on_exit: bool = False
 
 
 @dataclass
 class LiveSandbox:
     record: SandboxRecord
     sandbox: AsyncSandbox
-    access_token: str
+
+    @property
+    def access_token(self) -> str:
+        return self.record.access_token
 
     @property
     def id(self) -> str:
@@ -69,31 +77,45 @@ class SandboxManager:
 
     # -- server lifetime ------------------------------------------------------
     async def start(self) -> None:
-        self.account_for_previous_runs()
+        await self.take_over_previous_runs()
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> None:
+        """Stop: sandboxes stay up for the next server to take over, unless ``kill_on_exit``."""
         if self._reaper is not None:
             self._reaper.cancel()
         for live in list(self._live.values()):
-            await self._end(live, "stopped", "the server shut down")
+            if self.config.kill_on_exit:
+                await self._end(live, "stopped", "the server shut down")
+            else:
+                live.sandbox._core.detach()
+                self._live.pop(live.id, None)
 
-    def account_for_previous_runs(self) -> list[SandboxRecord]:
-        """Mark sandboxes a previous server process left behind as lost, with why.
-
-        A sandbox's processes die with the server that started them (the
-        launcher holds a lifeline to it), so one listed as live by another
-        server instance cannot be reached any more.
-        """
-        lost = []
+    async def take_over_previous_runs(self) -> None:
+        """Re-attach the sandboxes a previous server process left running; record why any could not be."""
         for record in self.store.sandboxes(states=LIVE_STATES):
-            if record.server_instance != self.instance:
-                reason = f"lost: the server that ran it (instance {record.server_instance}) stopped, and its processes ended with it"
+            if record.server_instance == self.instance:
+                continue
+            try:
+                core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet)
+            except SandboxException as exc:
+                reason = f"lost when the server restarted: {exc}"
                 self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())
-                lost.append(record)
-        if lost:
-            log.warning("%d sandbox(es) from a previous server run were lost", len(lost))
-        return lost
+                self.ended["lost"] += 1
+                log.warning("sandbox %s lost: %s", record.id, exc)
+                continue
+            live = LiveSandbox(record, AsyncSandbox(core))
+            record.server_instance = self.instance
+            record.state = "paused" if core.paused else "running"
+            self._live[record.id] = live
+            self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
+            left = None if record.end_at is None else (record.end_at - now()).total_seconds()
+            if left is not None and left <= 0:
+                await self._end(live, "ended", "it reached its timeout while the server was down")
+                continue
+            if left is not None:
+                core.set_timeout(left)
+            log.info("sandbox %s re-attached (%s)", record.id, record.state)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -135,16 +157,19 @@ class SandboxManager:
             raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes; kill some first")
         limits = limits or self.config.limits
         try:
-            sandbox = await AsyncSandbox.create(timeout=timeout, envs=envs, limits=limits, metadata=metadata, network=allow_internet)
+            core = await asyncio.to_thread(SandboxCore, timeout, envs, limits, metadata, allow_internet, True, self.config.orphan_grace)
+            await asyncio.to_thread(core.wait_started)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        sandbox = AsyncSandbox(core)
         info = await sandbox.get_info()
         record = SandboxRecord(
             id=sandbox.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
             allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+            access_token=secrets.token_urlsafe(24),
         )
         self.store.add_sandbox(record)
-        live = LiveSandbox(record, sandbox, secrets.token_urlsafe(24))
+        live = LiveSandbox(record, sandbox)
         self._live[live.id] = live
         self.created += 1
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)

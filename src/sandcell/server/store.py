@@ -2,7 +2,9 @@
 
 The registry is what makes a restart honest: every sandbox the server ever
 handed out has a row, so after a restart each one is either found again or
-reported with the reason it ended, never silently forgotten.
+reported with the reason it ended, never silently forgotten. The file is
+private to the server's user (mode 600): it holds the sandboxes' data-plane
+tokens, which clients keep using across a restart.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     started_at TEXT NOT NULL,
     end_at TEXT,
     ended_at TEXT,
-    server_instance TEXT NOT NULL
+    server_instance TEXT NOT NULL,
+    access_token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS sandboxes_team_state ON sandboxes(team_id, state);
 """
@@ -104,6 +107,8 @@ class SandboxRecord:
     server_instance: str
     reason: str | None = None
     ended_at: datetime.datetime | None = field(default=None)
+    # The data-plane token E2B clients hold; kept so they work on after a server restart.
+    access_token: str = ""
 
 
 class Store:
@@ -118,6 +123,9 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
+            if "access_token" not in columns:  # a registry from before tokens were kept
+                self._db.execute("ALTER TABLE sandboxes ADD COLUMN access_token TEXT NOT NULL DEFAULT ''")
         if str(path) != ":memory:":
             Path(path).chmod(0o600)  # it holds key hashes and sandbox metadata
 
@@ -189,14 +197,14 @@ class Store:
 
     def add_sandbox(self, record: SandboxRecord) -> None:
         self._run(
-            "INSERT INTO sandboxes (id, team_id, template, metadata, limits, allow_internet, state, reason, started_at, end_at, ended_at, server_instance)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sandboxes (id, team_id, template, metadata, limits, allow_internet, state, reason, started_at, end_at, ended_at, server_instance, access_token)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             record.id, record.team_id, record.template, json.dumps(record.metadata), json.dumps(record.limits), int(record.allow_internet),
-            record.state, record.reason, _iso(record.started_at), _iso(record.end_at), _iso(record.ended_at), record.server_instance,
+            record.state, record.reason, _iso(record.started_at), _iso(record.end_at), _iso(record.ended_at), record.server_instance, record.access_token,
         )
 
     def update_sandbox(self, sandbox_id: str, **changes: Any) -> None:
-        columns = {"state", "reason", "end_at", "ended_at"}
+        columns = {"state", "reason", "end_at", "ended_at", "server_instance"}
         if not changes or not set(changes) <= columns:
             raise ValueError(f"cannot update {sorted(set(changes) - columns)}")
         values = [_iso(value) if isinstance(value, datetime.datetime) else value for value in changes.values()]
@@ -208,7 +216,7 @@ class Store:
             id=row["id"], team_id=row["team_id"], template=row["template"], metadata=json.loads(row["metadata"]),
             limits=json.loads(row["limits"]), allow_internet=bool(row["allow_internet"]), state=row["state"],
             started_at=_parse(row["started_at"]), end_at=_parse(row["end_at"]), server_instance=row["server_instance"],  # type: ignore[arg-type]
-            reason=row["reason"], ended_at=_parse(row["ended_at"]),
+            reason=row["reason"], ended_at=_parse(row["ended_at"]), access_token=row["access_token"],
         )
 
     def sandbox(self, sandbox_id: str) -> SandboxRecord | None:
