@@ -238,7 +238,8 @@ def test_uploads_and_downloads_through_the_chat_command(server, tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert (out / "doubled.csv").read_text() == "x,y\n1,2\n2,4\n3,6\n"
-    assert "uploaded" in completed.stdout and "downloaded" in completed.stdout
+    assert "uploaded" in completed.stdout
+    assert completed.stdout.index(f"saved {out / 'doubled.csv'}") < completed.stdout.index("The sum is 6"), "shown right after its cell"
     assert "I uploaded data.csv" in json.dumps(server.requests[0]["messages"])
     assert (tmp_path / "s.ipynb").exists()
 
