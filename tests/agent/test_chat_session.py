@@ -17,6 +17,7 @@ ESC_ENTER = "\x1b\r"
 CTRL_C = "\x03"
 CTRL_D = "\x04"
 UP = "\x1b[A"
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"  # how a terminal wraps a paste (bracketed paste mode)
 PROMPT = "you>"  # prompt_toolkit draws the space after it as a cursor move
 
 
@@ -49,7 +50,7 @@ def tool_results(server: ScriptedServer, request: int) -> dict[str, Any]:
 
 
 def test_a_terminal_session_keeps_multi_line_questions_and_their_history(server, tmp_path):
-    server.replies = [text("first answer"), text("second answer"), text("third answer")]
+    server.replies = [text("first answer"), text("second answer"), text("third answer"), text("fourth answer")]
     terminal = spawn_chat(server, tmp_path)
     terminal.send("first line" + ESC_ENTER + "second line\r")
     terminal.expect_exact("first answer")
@@ -62,11 +63,14 @@ def test_a_terminal_session_keeps_multi_line_questions_and_their_history(server,
     terminal.send(UP + "\r")  # the last question again, from the history
     terminal.expect_exact("third answer")
     terminal.expect_exact(PROMPT)
+    terminal.send(PASTE_START + "pasted one\npasted two" + PASTE_END + "\r")
+    terminal.expect_exact("fourth answer")
+    terminal.expect_exact(PROMPT)
     terminal.send(CTRL_D)
     terminal.expect(pexpect.EOF)
     terminal.close()
     assert terminal.exitstatus == 0
-    assert [asked(server, n) for n in range(3)] == ["first line\nsecond line", "alpha \nbeta", "alpha \nbeta"]
+    assert [asked(server, n) for n in range(4)] == ["first line\nsecond line", "alpha \nbeta", "alpha \nbeta", "pasted one\npasted two"]
     history = (tmp_path / ".cache" / "sandcell" / "chat_history").read_text()
     assert "+first line\n+second line\n" in history and "+alpha \n+beta\n" in history
     assert "dropped" not in history
