@@ -54,3 +54,11 @@ def test_demo_runs_all_three_languages() -> None:
     assert completed.returncode == 0, completed.stderr
     assert "218922995834555169026" in completed.stdout  # the 100th Fibonacci number, from JavaScript BigInts
     assert "I am user in /tmp on sandbox" in completed.stdout
+
+
+def test_chat_help_says_how_to_use_a_session() -> None:
+    completed = sandcell("chat", "--help")
+    assert completed.returncode == 0, completed.stderr
+    text = " ".join(completed.stdout.replace("│", " ").split())
+    for promise in ("Esc+Enter", "a line ending in \\ starts a new line", "~/.cache/sandcell/chat_history", "Ctrl-C stops", "Ctrl-D", "--timings"):
+        assert promise in text, promise

@@ -60,7 +60,7 @@ def run(
 
 @app.command()
 def chat(
-    prompt: str = typer.Argument(None, help="a question; without it, an interactive session"),
+    prompt: str = typer.Argument(None, help="a question; without it, an interactive session (or the lines of stdin, when it is not a terminal)"),
     provider: str = typer.Option(None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"),
     model: str = typer.Option(None, help="the model name for openai (default gpt-4o)"),
     max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
@@ -69,17 +69,26 @@ def chat(
     output_dir: Path = typer.Option(Path("sandcell-output"), help="where charts and the files the code writes under /home/user/outputs are saved"),
     files: list[Path] = typer.Option([], "--file", exists=True, dir_okay=False, help="upload a file into /home/user (repeatable)"),
     save: Path = typer.Option(None, "--save", help="export the conversation as a Jupyter notebook (.ipynb)"),
+    timings: bool = typer.Option(False, "--timings", help="at the end, print where each step's time went: model, sandbox, agent overhead"),
 ) -> None:
-    """Ask a model that can run code in a sandbox."""
+    """Ask a model that can run code in a sandbox.
+
+    In a session: Enter sends; Esc+Enter (Alt+Enter) or a line ending in \\ starts
+    a new line, and a paste keeps its lines; up/down browse the history
+    (~/.cache/sandcell/chat_history); Ctrl-C stops the model or the running code
+    and the session goes on; Ctrl-D or "exit" ends it. Piped stdin: one question
+    per line, a trailing \\ continues it.
+    """
     import os
 
     from rich.progress import Progress
-    from rich.syntax import Syntax
 
     from sandcell import Sandbox
-    from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, TextDelta
+    from sandcell.agent import Agent, ProviderError
     from sandcell.agent.providers.local import LocalProvider
     from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
+    from sandcell.agent.session import chat_questions, run_session
+    from sandcell.agent.view import ChatView, timings_table
 
     provider = provider or ("openai" if os.environ.get("OPENAI_API_KEY") else "local")
     try:
@@ -98,47 +107,20 @@ def chat(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 
-    def show(event: object) -> None:
-        if isinstance(event, TextDelta):
-            console.print(event.text, end="", markup=False, highlight=False)
-        elif isinstance(event, CodeCell):
-            console.print()
-            console.print(Syntax(event.code, {"javascript": "js"}.get(event.language, event.language), theme="ansi_dark"))
-        elif isinstance(event, CellOutput):
-            console.print(event.rendered, style="dim", markup=False, highlight=False)
-        elif isinstance(event, Notice):
-            console.print(f"[yellow]{event.text}[/yellow]")
-        elif isinstance(event, Answer):
-            console.print()
-
-    def ask_before(cell: CodeCell) -> bool:
-        return typer.confirm(f"run this {cell.language} code?", default=True)
-
+    view = ChatView(console)
     with Sandbox.create(timeout=None) as sandbox:
-        agent = Agent(chosen, sandbox, on_event=show, max_steps=max_steps, output_dir=output_dir, approve=ask_before if approve else None, run_timeout=run_timeout)
+        agent = Agent(chosen, sandbox, on_event=view, max_steps=max_steps, output_dir=output_dir, approve=view.approve if approve else None, run_timeout=run_timeout)
         for local in files:
             console.print(f"[dim]uploaded {local} to {agent.upload(local)}[/dim]")
-        questions = [prompt] if prompt else None
-        while True:
-            question = questions.pop(0) if questions else (None if questions is not None else typer.prompt("you", default="", show_default=False))
-            if not question or question.strip() in ("exit", "quit"):
-                break
-            try:
-                agent.ask(question)
-            except ProviderError as exc:
-                console.print(f"[red]{exc}[/red]")
-                if questions is not None:
-                    raise typer.Exit(1) from None
-            except KeyboardInterrupt:
-                console.print("[yellow]interrupted[/yellow]")
-            for path in agent.download():
-                console.print(f"[dim]downloaded {path}[/dim]")
-        for image in agent.images.saved:
-            console.print(f"[dim]saved {image.path}[/dim]")
+        failures = run_session(agent, view, chat_questions(prompt, view))
+        if timings:
+            console.print(timings_table(agent.timings))
         if save is not None:
             from sandcell.agent.notebook import save as save_notebook
 
             console.print(f"[dim]notebook saved to {save_notebook(agent.transcript, save)}[/dim]")
+    if failures:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Each POST /v1/chat/completions takes the next scripted reply. A reply is a list
 of streamed deltas (sent as server-sent events, or merged into one JSON answer
-when the client did not ask to stream), an HTTP error, or a stall.
+when the client did not ask to stream), the same after a delay (a model that
+thinks), an HTTP error, or a stall.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class Stall:
 
 
 @dataclass
+class Delayed:
+    """Deltas sent only after ``seconds``: the time a real model takes to its first token."""
+
+    seconds: float
+    deltas: list[dict[str, Any]]
+
+
+@dataclass
 class ScriptedServer:
     replies: list[Any] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -61,6 +70,9 @@ class ScriptedServer:
                 if isinstance(reply, Stall):
                     time.sleep(reply.seconds)
                     reply = Failure(504, "stalled")
+                if isinstance(reply, Delayed):
+                    time.sleep(reply.seconds)
+                    reply = reply.deltas
                 if isinstance(reply, Failure):
                     self._json(reply.status, {"error": {"message": reply.message, "type": "server_error"}})
                 elif body.get("stream"):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from sandcell import Sandbox
-from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, TextDelta
+from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, Saved, TextDelta, Thinking
 from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
 
-from .scripted_server import Failure, ScriptedServer, Stall, exec_code, text, tool_call
+from .scripted_server import Delayed, Failure, ScriptedServer, Stall, exec_code, text, tool_call
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +136,55 @@ def test_long_output_is_cut_in_the_middle(server, sandbox, tmp_path):
 
 def test_images_are_saved_for_the_person_and_described_to_the_model(server, sandbox, tmp_path):
     server.replies = [exec_code("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"), text("here is the chart")]
-    agent, _ = make_agent(server, sandbox, tmp_path)
+    agent, events = make_agent(server, sandbox, tmp_path)
     agent.ask("plot")
     content = tool_messages(server, 1)[0]["content"]
     assert re.search(r"\[image/png \d+x\d+ saved as chart-1.png", content), content
     assert (tmp_path / "chart-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    output = next(i for i, e in enumerate(events) if isinstance(e, CellOutput))
+    assert events[output + 1] == Saved([tmp_path / "chart-1.png"]), "named right after its cell"
+
+
+def test_output_files_are_saved_after_the_cell_that_wrote_them_once_per_version(server, make_sandbox, tmp_path):
+    write = "import os\nos.makedirs('/home/user/outputs/sub', exist_ok=True)\nopen('/home/user/outputs/sub/a.txt', 'w').write({!r})"
+    server.replies = [exec_code(write.format("one")), exec_code("print('untouched')", call_id="call_2"), exec_code(write.format("two, longer"), call_id="call_3"), text("ok")]
+    agent, events = make_agent(server, make_sandbox(), tmp_path)
+    agent.ask("write")
+    kinds = [type(e).__name__ for e in events if not isinstance(e, (Thinking, TextDelta))]
+    assert kinds == ["CodeCell", "CellOutput", "Saved", "CodeCell", "CellOutput", "CodeCell", "CellOutput", "Saved", "Answer"]
+    assert [e.paths for e in events if isinstance(e, Saved)] == [[tmp_path / "sub" / "a.txt"]] * 2
+    assert (tmp_path / "sub" / "a.txt").read_text() == "two, longer"
+
+
+def test_each_step_records_where_its_time_went(server, sandbox, tmp_path):
+    server.replies = [Delayed(0.3, text("Sleeping. ") + exec_code("import time; time.sleep(0.4)")), Delayed(0.2, text("done"))]
+    agent, _ = make_agent(server, sandbox, tmp_path)
+    started = time.perf_counter()
+    agent.ask("go")
+    wall = time.perf_counter() - started
+    first, second = agent.timings
+    for step in agent.timings:
+        assert min(step.model, step.sandbox, step.overhead) >= 0
+        assert step.model + step.sandbox + step.overhead == pytest.approx(step.total)
+        assert 0 < step.first_token <= step.model
+        assert step.overhead < 0.2
+    assert 0.3 <= first.first_token < 1 and 0.4 <= first.sandbox < 1.5
+    assert 0.2 <= second.first_token < 1 and second.sandbox == 0
+    assert sum(step.total for step in agent.timings) == pytest.approx(wall, abs=0.02), "the steps account for the whole question"
+
+
+def test_time_spent_waiting_for_approval_is_left_out(server, sandbox, tmp_path):
+    def slow_yes(cell: CodeCell) -> bool:
+        time.sleep(0.5)
+        return True
+
+    server.replies = [exec_code("1 + 1"), text("ok")]
+    agent, _ = make_agent(server, sandbox, tmp_path, approve=slow_yes)
+    started = time.perf_counter()
+    agent.ask("go")
+    wall = time.perf_counter() - started
+    assert wall - sum(step.total for step in agent.timings) >= 0.5
+    assert agent.timings[0].sandbox > 0 and agent.timings[0].overhead < 0.2
 
 
 def test_a_model_that_never_stops_calling_tools_is_stopped(server, sandbox, tmp_path):
@@ -238,7 +283,8 @@ def test_uploads_and_downloads_through_the_chat_command(server, tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert (out / "doubled.csv").read_text() == "x,y\n1,2\n2,4\n3,6\n"
-    assert "uploaded" in completed.stdout and "downloaded" in completed.stdout
+    assert "uploaded" in completed.stdout
+    assert completed.stdout.index(f"saved {out / 'doubled.csv'}") < completed.stdout.index("The sum is 6"), "shown right after its cell"
     assert "I uploaded data.csv" in json.dumps(server.requests[0]["messages"])
     assert (tmp_path / "s.ipynb").exists()
 
@@ -254,6 +300,7 @@ def test_an_interrupted_run_leaves_a_conversation_the_model_accepts(server, sand
     agent.on_event = interrupt_when_running
     with pytest.raises(KeyboardInterrupt):
         agent.ask("sleep")
+    assert len(agent.timings) == 1, "an interrupted step is timed too"
     answered = {m["tool_call_id"] for m in agent.messages if m["role"] == "tool"}
     assert answered == {"call_slow", "call_next"}
     agent.on_event = lambda event: None

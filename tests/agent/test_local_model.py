@@ -25,7 +25,9 @@ def provider():
 def numbers_printed(question: str, language: str, provider: LocalProvider, tmp_path) -> list[str]:
     events: list = []
     with Sandbox.create() as sandbox:
-        Agent(provider, sandbox, on_event=events.append, output_dir=tmp_path, run_timeout=20, max_steps=4).ask(question)
+        agent = Agent(provider, sandbox, on_event=events.append, output_dir=tmp_path, run_timeout=20, max_steps=4)
+        agent.ask(question)
+    assert agent.timings and all(0 < step.first_token <= step.model for step in agent.timings), "each turn's first token is timed"
     cells = [event for event in events if isinstance(event, CodeCell)]
     assert cells and all(cell.language == language for cell in cells)
     outputs = ["".join(event.execution.logs.stdout) for event in events if isinstance(event, CellOutput)]

@@ -1,6 +1,10 @@
 """The code interpreter agent: a model, the exec_code tool, and a sandbox."""
 
-from .loop import Agent, Answer, CellOutput, CodeCell, Event, Notice, TextDelta
+from .loop import Agent, Answer, CellOutput, CodeCell, Event, Notice, Saved, TextDelta, Thinking
 from .providers import ModelTurn, Provider, ProviderError, ToolCall
+from .timing import StepTiming
 
-__all__ = ["Agent", "Answer", "CellOutput", "CodeCell", "Event", "ModelTurn", "Notice", "Provider", "ProviderError", "TextDelta", "ToolCall"]
+__all__ = [
+    "Agent", "Answer", "CellOutput", "CodeCell", "Event", "ModelTurn", "Notice", "Provider", "ProviderError", "Saved", "StepTiming",
+    "TextDelta", "Thinking", "ToolCall",
+]

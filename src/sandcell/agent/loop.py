@@ -8,12 +8,14 @@ an event, so a CLI, a web UI or a test can show or check it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Union
 
 from sandcell.sandbox import Execution, Sandbox
 
 from .providers import ModelTurn, Provider
+from .timing import StepClock, StepTiming
 from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render
 
 SYSTEM_PROMPT = (
@@ -27,6 +29,11 @@ SYSTEM_PROMPT = (
 DEFAULT_RUN_TIMEOUT = 60.0
 OUTPUTS_DIR = "/home/user/outputs"
 DEFAULT_MAX_STEPS = 10
+
+
+@dataclass
+class Thinking:
+    """The model has been asked and nothing of its turn has arrived yet (a UI shows a spinner)."""
 
 
 @dataclass
@@ -47,6 +54,13 @@ class CellOutput:
 
 
 @dataclass
+class Saved:
+    """Files the last cell produced, now on the person's disk: its images and what it wrote under outputs."""
+
+    paths: list[Path]
+
+
+@dataclass
 class Notice:
     """Something the person should know that is neither model text nor code output."""
 
@@ -58,7 +72,7 @@ class Answer:
     text: str
 
 
-Event = Union[TextDelta, CodeCell, CellOutput, Notice, Answer]
+Event = Union[Thinking, TextDelta, CodeCell, CellOutput, Saved, Notice, Answer]
 
 
 @dataclass
@@ -103,31 +117,52 @@ class Agent:
         self.run_timeout = run_timeout
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
         self.transcript: list[Entry] = []
+        self.timings: list[StepTiming] = []
+        self._outputs_seen: dict[str, tuple[int, datetime]] = {}  # path -> (size, modified time) when last saved
 
     def ask(self, question: str) -> str:
-        """One question; returns the model's final answer."""
+        """One question; returns the model's final answer.
+
+        A KeyboardInterrupt (Ctrl-C) stops the model turn or the code running
+        now and propagates; the conversation stays valid for the next question.
+        Every step, interrupted ones included, adds its ``StepTiming``.
+        """
         self.messages.append({"role": "user", "content": question})
         self.transcript.append(Said("user", question))
         for _ in range(self.max_steps):
-            turn = self.provider.complete(self.messages, [EXEC_CODE], lambda text: self.on_event(TextDelta(text)))
-            self.messages.append(self._assistant_message(turn))
-            if turn.text:
-                self.transcript.append(Said("assistant", turn.text))
-            if not turn.tool_calls:
-                self.on_event(Answer(turn.text))
-                return turn.text
-            for number, call in enumerate(turn.tool_calls):
-                try:
-                    result = self._run_tool(call.name, call.arguments)
-                except KeyboardInterrupt:
-                    # Every tool call needs its answer, or the next request is refused.
-                    for pending in turn.tool_calls[number:]:
-                        self.messages.append({"role": "tool", "tool_call_id": pending.id, "content": "error: the user interrupted this run"})
-                    raise
-                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            clock = StepClock()
+            try:
+                answer = self._step(clock)
+            finally:
+                self.timings.append(clock.stop())
+            if answer is not None:
+                return answer
         notice = f"Stopped after {self.max_steps} steps: the model kept calling tools without answering."
         self.on_event(Notice(notice))
         return notice
+
+    def _step(self, clock: StepClock) -> str | None:
+        """One model turn and the code it asks for; the model's answer if it gave one."""
+        self.on_event(Thinking())
+        with clock.measuring("model"):
+            turn = self.provider.complete(self.messages, [EXEC_CODE], lambda text: self.on_event(TextDelta(text)))
+        clock.first_token = turn.first_token
+        self.messages.append(self._assistant_message(turn))
+        if turn.text:
+            self.transcript.append(Said("assistant", turn.text))
+        if not turn.tool_calls:
+            self.on_event(Answer(turn.text))
+            return turn.text
+        for number, call in enumerate(turn.tool_calls):
+            try:
+                result = self._run_tool(call.name, call.arguments, clock)
+            except KeyboardInterrupt:
+                # Every tool call needs its answer, or the next request is refused.
+                for pending in turn.tool_calls[number:]:
+                    self.messages.append({"role": "tool", "tool_call_id": pending.id, "content": "error: the user interrupted this run"})
+                raise
+            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+        return None
 
     def upload(self, local: Path) -> str:
         """Put a file of the person's into /home/user; returns its path in the sandbox."""
@@ -136,17 +171,23 @@ class Agent:
         self.messages.append({"role": "user", "content": f"(I uploaded {local.name}; it is at {remote}.)"})
         return remote
 
-    def download(self, remote_dir: str = OUTPUTS_DIR) -> list[Path]:
-        """Copy what the code wrote under ``remote_dir`` to the output directory."""
-        if not self.sandbox.files.exists(remote_dir):
+    def _save_outputs(self) -> list[Path]:
+        """Copy the files under /home/user/outputs that are new or changed since the last cell.
+
+        Run after every cell, so the person learns where a file is as soon as
+        it exists, and each file is copied once per version, not once per cell.
+        """
+        if not self.sandbox.files.exists(OUTPUTS_DIR):
             return []
         saved = []
-        for entry in self.sandbox.files.list(remote_dir, depth=20):
-            if entry.type.value != "file":
+        for entry in self.sandbox.files.list(OUTPUTS_DIR, depth=20):
+            stamp = (entry.size, entry.modified_time)
+            if entry.type.value != "file" or self._outputs_seen.get(entry.path) == stamp:
                 continue
-            target = self.output_dir / Path(entry.path).relative_to(remote_dir)
+            target = self.output_dir / Path(entry.path).relative_to(OUTPUTS_DIR)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.sandbox.files.read(entry.path, format="bytes"))
+            self._outputs_seen[entry.path] = stamp
             saved.append(target)
         return saved
 
@@ -160,7 +201,7 @@ class Agent:
             ]
         return message
 
-    def _run_tool(self, name: str, arguments: str) -> str:
+    def _run_tool(self, name: str, arguments: str, clock: StepClock) -> str:
         if name != "exec_code":
             self.on_event(Notice(f"The model called an unknown tool {name!r}."))
             return f"error: there is no tool named {name!r}; the only tool is exec_code(code, language)"
@@ -171,10 +212,18 @@ class Agent:
             return f"error: {exc}"
         cell = CodeCell(language, code)
         self.on_event(cell)
-        if self.approve is not None and not self.approve(cell):
-            return "error: the user declined to run this code"
-        execution = self.sandbox.run_code(code, language=language, timeout=self.run_timeout)
+        if self.approve is not None:
+            with clock.paused():
+                approved = self.approve(cell)
+            if not approved:
+                return "error: the user declined to run this code"
+        with clock.measuring("sandbox"):
+            execution = self.sandbox.run_code(code, language=language, timeout=self.run_timeout)
+        images_before = len(self.images.saved)
         rendered = render(execution, self.images)
         self.transcript.append(Ran(language, code, execution))
         self.on_event(CellOutput(execution, rendered))
+        saved = [image.path for image in self.images.saved[images_before:]] + self._save_outputs()
+        if saved:
+            self.on_event(Saved(saved))
         return rendered

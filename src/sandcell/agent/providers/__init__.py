@@ -26,6 +26,9 @@ class ToolCall:
 class ModelTurn:
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # Seconds from the request to the first token (text or tool call), when the
+    # provider streams: apart from the total, it tells prompt processing from generation.
+    first_token: float | None = None
 
 
 class Provider(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,17 +106,27 @@ class LocalProvider:
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]) -> ModelTurn:
         self.load()
+        started = time.perf_counter()
+        first_token: float | None = None
+        pieces: list[str] = []
         try:
-            answer = self._llama.create_chat_completion(
+            # Streamed only to time the first token (prompt processing); the JSON turn is shown once parsed.
+            for chunk in self._llama.create_chat_completion(
                 messages=schema_messages(messages),
                 response_format={"type": "json_object", "schema": TURN_SCHEMA},
                 temperature=0.0,
                 max_tokens=2048,
-            )
+                stream=True,
+            ):
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    first_token = first_token if first_token is not None else time.perf_counter() - started
+                    pieces.append(piece)
         except ValueError as exc:  # e.g. the conversation outgrew the context window
             raise ProviderError(f"the local model failed: {exc}") from None
         self._turns += 1
-        turn = parse_turn(answer["choices"][0]["message"]["content"] or "", self._turns)
+        turn = parse_turn("".join(pieces), self._turns)
+        turn.first_token = first_token
         if turn.text:
             on_text(turn.text)
         return turn

@@ -6,6 +6,7 @@ name first, arguments in pieces) and are put back together here.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import openai
@@ -26,9 +27,10 @@ class OpenAICompatibleProvider:
             raise ProviderError(f"{exc} (set OPENAI_API_KEY, or OPENAI_BASE_URL for another OpenAI-compatible server)") from None
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]) -> ModelTurn:
+        started = time.perf_counter()
         try:
             stream = self.client.chat.completions.create(model=self.model, messages=messages, tools=tools, stream=True)  # type: ignore[arg-type]
-            return self._collect(stream, on_text)
+            return self._collect(stream, on_text, started)
         except openai.APIStatusError as exc:
             raise ProviderError(f"the model server answered HTTP {exc.status_code}: {exc.message}") from None
         except openai.APITimeoutError:
@@ -37,13 +39,15 @@ class OpenAICompatibleProvider:
             raise ProviderError(f"cannot reach the model server: {exc}") from None
 
     @staticmethod
-    def _collect(stream: Any, on_text: Callable[[str], None]) -> ModelTurn:
+    def _collect(stream: Any, on_text: Callable[[str], None], started: float) -> ModelTurn:
         turn = ModelTurn()
         calls: dict[int, ToolCall] = {}
         for chunk in stream:
             if not chunk.choices:
                 continue
             delta = chunk.choices[0].delta
+            if turn.first_token is None and (delta.content or delta.tool_calls):
+                turn.first_token = time.perf_counter() - started
             if delta.content:
                 turn.text += delta.content
                 on_text(delta.content)
