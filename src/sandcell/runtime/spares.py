@@ -19,6 +19,8 @@ import sys
 
 from .contexts import CONTEXT_CLASSES, ENV_NAME, Context, Runtime
 
+REFILL_DELAY = 0.25
+
 
 class Spares:
     def __init__(self, runtime: Runtime, home: str, languages: list[str]) -> None:
@@ -60,7 +62,6 @@ class Spares:
         except Exception:  # noqa: BLE001 - reported by the task's callback; start cold
             self.fill()
             return None
-        self.fill()
         try:
             async with context.lock:
                 await context.adopt(cwd, env)
@@ -71,6 +72,10 @@ class Spares:
             print(f"sandcell supervisor: the spare {language} context was dropped: {exc}", file=sys.stderr)
             await context.stop()
             return None
+        finally:
+            # Later, not now: starting the next one takes the sandbox's CPU
+            # from the first cell the caller is about to run.
+            asyncio.get_running_loop().call_later(REFILL_DELAY, self.fill)
         return context
 
     async def stop(self) -> None:
