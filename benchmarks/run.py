@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sandcell import Sandbox
+from sandcell import Sandbox, SandboxPool
 
 sys.path.insert(0, str(Path(__file__).parent))
 import server  # noqa: E402 - benchmarks/server.py
@@ -39,11 +39,13 @@ def timed(function: Callable[[], object], repeat: int) -> list[float]:
     return samples
 
 
-def private_mib(pids: set[int]) -> float:
-    """Private (unshared) memory of these processes, in MiB."""
+def private_mib(pids: set[int], name: str | None = None) -> float:
+    """Private (unshared) memory of these processes (only those called ``name``, if given), in MiB."""
     total = 0
     for pid in pids:
         try:
+            if name is not None and Path(f"/proc/{pid}/comm").read_text().strip() != name:
+                continue
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith(("Private_Clean:", "Private_Dirty:")):
                     total += int(line.split()[1])
@@ -54,29 +56,74 @@ def private_mib(pids: set[int]) -> float:
 
 # -- sandcell --------------------------------------------------------------------
 def sandcell_create_to_first_result() -> None:
-    with Sandbox.create() as sandbox:
+    with Sandbox.create(pool=False) as sandbox:
         assert sandbox.run_code("1+1").text == "2"
 
 
 def sandcell_round_trips(repeat: int) -> list[float]:
-    with Sandbox.create() as sandbox:
+    with Sandbox.create(pool=False) as sandbox:
         sandbox.run_code("1+1")
         return timed(lambda: sandbox.run_code("1+1"), repeat)
 
 
-def sandcell_language_start(language: str, code: str, repeat: int) -> list[float]:
-    with Sandbox.create() as sandbox:
+def sandcell_language_start(language: str, code: str, repeat: int, pool: SandboxPool | None = None) -> list[float]:
+    """Context create -> first result; in a pooled sandbox each one is its spare
+    (the spare's background refill is waited for, untimed)."""
+    if pool is not None:
+        pool.warm(timeout=120)
+    with Sandbox.create(pool=pool or False) as sandbox:
         def first_result() -> None:
             context = sandbox.create_code_context(language=language)
             sandbox.run_code(code, context=context)
             sandbox.remove_code_context(context)
 
-        return timed(first_result, repeat)
+        samples = []
+        for _ in range(repeat):
+            time.sleep(1.0 if pool else 0.0)
+            samples += timed(first_result, 1)
+        return samples
+
+
+def pooled_create_to_first_result(pool: SandboxPool, code: str, expected: str, repeat: int) -> list[float]:
+    """create -> first result, each from a full pool (the refill is waited for, untimed; the kill is not timed)."""
+    samples = []
+    for _ in range(repeat):
+        while pool.ready() < pool.size:
+            time.sleep(0.05)
+        started = time.perf_counter()
+        sandbox = Sandbox.create(pool=pool)
+        text = sandbox.run_code(code).text
+        samples.append((time.perf_counter() - started) * 1000)
+        assert text == expected and sandbox._core.policy.preload, "not from the pool"
+        sandbox.kill()
+    return samples
+
+
+def cold_create_to_first_result(code: str, repeat: int) -> list[float]:
+    def once() -> None:
+        with Sandbox.create(pool=False) as sandbox:
+            sandbox.run_code(code)
+
+    return timed(once, repeat)
+
+
+def pooled_idle_memory(size: int) -> dict[str, float]:
+    """Median private MiB of an idle sandbox waiting in a pool, and of its parts."""
+    with SandboxPool(size=size) as pool:
+        while pool.ready() < size:
+            time.sleep(0.1)
+        time.sleep(2)  # the spares start after the sandbox is ready
+        cores = list(pool._ready[next(iter(pool._ready))])
+        groups = [core.process.cgroup for core in cores if core.process.cgroup]
+        parts = {"all": None, "sandcell-zygote": "sandcell-zygote", "node": "node"}
+        figures = {part: statistics.median(private_mib(group.pids(), name) for group in groups) if groups else float("nan") for part, name in parts.items()}
+        figures["cgroup"] = statistics.median((core.memory_bytes() or 0) / 2**20 for core in cores)
+        return figures
 
 
 def sandcell_idle_memory(count: int) -> tuple[float, float]:
     """Private MiB per idle sandbox, and the cgroup's view (processes + files)."""
-    sandboxes = [Sandbox.create() for _ in range(count)]
+    sandboxes = [Sandbox.create(pool=False) for _ in range(count)]
     try:
         for sandbox in sandboxes:
             sandbox.run_code("1+1")
@@ -148,17 +195,29 @@ def main() -> None:
         rows.append(row)
 
     sandcell_create_to_first_result()  # warm the page cache for both sides
-    add("create -> first result of 1+1", timed(sandcell_create_to_first_result, starts), timed(jupyter_create_to_first_result, max(2, starts // 4)))
+    jupyter_starts = timed(jupyter_create_to_first_result, max(2, starts // 4))
+    add("create -> first result of 1+1", timed(sandcell_create_to_first_result, starts), jupyter_starts)
+    with SandboxPool(size=2) as pool:
+        add("  from the pool (kill not timed)", pooled_create_to_first_result(pool, "1+1", "2", starts), jupyter_starts)
+        pandas = "import pandas; 1+1"
+        add("  import pandas first, pool vs cold sandbox", pooled_create_to_first_result(pool, pandas, "2", starts), cold_create_to_first_result(pandas, max(2, starts // 4)))
+        for language, code in (("javascript", "1+1"), ("bash", "echo 2")):
+            cold = sandcell_language_start(language, code, max(3, starts // 2))
+            add(f"{language} context create -> first result", cold, None)
+            add("  spare (pooled sandbox) vs cold", sandcell_language_start(language, code, max(3, starts // 2), pool), cold)
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
-    add("javascript context create -> first result", sandcell_language_start("javascript", "1+1", max(3, starts // 2)), None)
-    add("bash context create -> first result", sandcell_language_start("bash", "echo 2", max(3, starts // 2)), None)
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)
     private, charged = sandcell_idle_memory(idle)
     add("idle sandbox private memory", [private], [jupyter_memory], "MiB")
     add("idle sandbox cgroup memory (processes + files)", [charged], None, "MiB")
+    pooled = pooled_idle_memory(idle // 4 or 1)
+    add("idle pooled sandbox private memory", [pooled["all"]], [private], "MiB")
+    add("  of which the preloaded zygote", [pooled["sandcell-zygote"]], None, "MiB")
+    add("  of which the spare node context", [pooled["node"]], None, "MiB")
+    add("idle pooled sandbox cgroup memory", [pooled["cgroup"]], [charged], "MiB")
 
     print(f"{'figure':48} {'p50':>9} {'p99':>9} {'baseline p50':>13} {'ratio':>7}")
     for row in rows:

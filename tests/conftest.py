@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from sandcell import Limits, Sandbox
+from sandcell import Limits, Sandbox, SandboxPool
 
 # A sandbox's own lifetime in tests: long enough for any test, short enough
 # that a leaked one does not outlive the test session by much.
 TEST_SANDBOX_TIMEOUT = 180
+POOL_FILL_WAIT = 120
 
 
-@pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
-    """A factory of sandboxes, ``make_sandbox(limits=Limits(...), **create_kwargs)``."""
+def sandbox_factory(create: Callable[..., Sandbox]) -> Iterator[Callable[..., Sandbox]]:
+    """``make(limits=Limits(...), **create_kwargs)``; what it made is killed at the end."""
     created: list[Sandbox] = []
 
     def make(limits: Limits | None = None, **kwargs: Any) -> Sandbox:
         kwargs.setdefault("timeout", TEST_SANDBOX_TIMEOUT)
-        sbx = Sandbox.create(limits=limits, **kwargs)
+        sbx = create(limits=limits, **kwargs)
         created.append(sbx)
         return sbx
 
@@ -30,6 +31,33 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
             sbx.kill()
         except Exception:  # noqa: BLE001 - teardown must go on
             pass
+
+
+def take_pooled(pool: SandboxPool, limits: Limits | None = None, network: bool = False, **kwargs: Any) -> Sandbox:
+    """A sandbox that surely comes from ``pool``: waits until one of its kind is ready."""
+    assert pool.warm(limits, network, timeout=POOL_FILL_WAIT), "the pool did not fill"
+    sbx = Sandbox.create(pool=pool, limits=limits, network=network, **kwargs)
+    assert sbx._core.policy.preload, "the sandbox did not come from the pool"
+    return sbx
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """A factory of cold-started sandboxes."""
+    yield from sandbox_factory(functools.partial(Sandbox.create, pool=False))
+
+
+@pytest.fixture(scope="session")
+def sandbox_pool() -> Iterator[SandboxPool]:
+    """One pool for the session; size 1, since every refill takes a core."""
+    with SandboxPool(size=1) as pool:
+        yield pool
+
+
+@pytest.fixture
+def make_pooled_sandbox(sandbox_pool: SandboxPool) -> Iterator[Callable[..., Sandbox]]:
+    """A factory of sandboxes handed out by the pool (each waits for a ready one)."""
+    yield from sandbox_factory(functools.partial(take_pooled, sandbox_pool))
 
 
 @pytest.fixture

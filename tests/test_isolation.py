@@ -36,6 +36,13 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="isolation tests need root (cgroups, unprivileged host uids)"),
 ]
 
+
+@pytest.fixture(params=["cold", "pooled"])
+def make_sandbox(request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox], make_pooled_sandbox: Callable[..., Sandbox]) -> Callable[..., Sandbox]:
+    """Every test here runs against cold and pooled sandboxes: their isolation must be identical."""
+    return make_sandbox if request.param == "cold" else make_pooled_sandbox
+
+
 HOST_ONLY_PATHS = ("/root", "/root/.pyenv", "/etc/shadow", "/etc/gshadow", "/work", "/work/main", "/var", "/boot", "/home/user/../../root")
 
 

@@ -37,13 +37,20 @@ ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "l
 
 @dataclass(frozen=True)
 class Policy:
-    """Everything that decides what one sandbox can do."""
+    """Everything that decides what one sandbox can do.
+
+    ``preload`` (modules the Python zygote imports) and ``spares`` (languages
+    of which a started context is kept ready) trade memory for speed; they
+    change nothing of what the code may do.
+    """
 
     limits: Limits = field(default_factory=Limits)
     envs: dict[str, str] = field(default_factory=dict)
     network: bool = False
     prestart: tuple[str, ...] = ("python",)
     kill_grace: float = 3.0
+    preload: tuple[str, ...] = ()
+    spares: tuple[str, ...] = ()
 
 
 def base_env(image: Image, envs: dict[str, str]) -> dict[str, str]:
@@ -102,6 +109,8 @@ def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
         "output_limit": limits.output_mb * 1024 * 1024,
         "kill_grace": policy.kill_grace,
         "prestart": list(policy.prestart),
+        "preload": list(policy.preload),
+        "spares": list(policy.spares),
         "rlimits": {"core": 0, "nofile": limits.open_files, "fsize": limits.disk_mb * 1024 * 1024, "nproc": limits.pids},
     }
     argv += ["--setenv", "SANDCELL_CONFIG", json.dumps(config)]

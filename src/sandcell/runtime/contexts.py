@@ -33,6 +33,7 @@ Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
 LANGUAGES = ("python", "javascript", "bash")
 LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
 EVENTS_CLOSED_GRACE = 1.0
+ADOPT_TIMEOUT = 10.0
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -55,6 +56,7 @@ class Runtime:
     base_env: dict[str, str]
     output_limit: int
     kill_grace: float
+    preload: tuple[str, ...] = ()
     zygote: PythonZygote | None = None
 
 
@@ -141,6 +143,7 @@ class Context:
         self._tasks: list[asyncio.Task[Any]] = []
         self._fds: list[int] = []
         self._request_fd = -1
+        self.launched_env: dict[str, str] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -155,6 +158,11 @@ class Context:
     def encode_request(self, code: str, env: dict[str, str]) -> bytes:
         return (json.dumps({"code": code, "env": env}) + "\n").encode()
 
+    def setup_request(self) -> bytes:
+        """The request that moves a started, unused interpreter to ``self.cwd``
+        with exactly ``process_env()`` as its environment; it answers ``ready``."""
+        raise NotImplementedError(f"{self.language} contexts cannot be kept as spares")
+
     def decode_event(self, line: bytes) -> dict[str, Any]:
         return json.loads(line)
 
@@ -167,7 +175,8 @@ class Context:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
 
-        self.process = await self._launch([request_r, event_w, out_w, err_w])
+        self.launched_env = self.process_env()
+        self.process = await self._launch([request_r, event_w, out_w, err_w], self.launched_env)
         for fd in (request_r, event_w, out_w, err_w):
             os.close(fd)
         self._request_fd = request_w
@@ -182,7 +191,7 @@ class Context:
         ]
         await self._await_ready()
 
-    async def _launch(self, fds: list[int]) -> Any:
+    async def _launch(self, fds: list[int], env: dict[str, str]) -> Any:
         """Start the interpreter on ``fds`` (requests, events, stdout, stderr)."""
         request_r, event_w, out_w, err_w = fds
 
@@ -198,7 +207,7 @@ class Context:
             stdout=out_w,
             stderr=err_w,
             cwd=self.cwd,
-            env=self.process_env(),
+            env=env,
             pass_fds=(3, 4),
             preexec_fn=wire_fds,
             start_new_session=True,
@@ -207,6 +216,18 @@ class Context:
     async def _await_ready(self) -> None:
         assert self._ready is not None
         await self._ready
+
+    async def adopt(self, cwd: str, env: dict[str, str]) -> None:
+        """Make this started, never used context the one asked for: ``cwd`` and
+        ``env`` apply as if it had been started with them (see ``Spares``)."""
+        if not self.alive:
+            raise RuntimeError(f"the spare {self.language} context is gone")
+        os.makedirs(cwd, exist_ok=True)
+        self.cwd, self.env = cwd, env
+        self._ready = asyncio.get_running_loop().create_future()
+        os.write(self._request_fd, self.setup_request())
+        await asyncio.wait_for(asyncio.shield(self._ready), ADOPT_TIMEOUT)
+        self.launched_env = self.process_env()
 
     async def stop(self) -> None:
         if self.process and self.process.returncode is None:
@@ -441,18 +462,21 @@ class PythonContext(Context):
         env.setdefault("IPYTHONDIR", os.path.join(self.runtime.work_dir, "ipython"))
         return env
 
-    async def _launch(self, fds: list[int]) -> Any:
+    async def _launch(self, fds: list[int], env: dict[str, str]) -> Any:
         zygote = self.runtime.zygote
         if zygote is not None and zygote.alive:
             try:
-                return await zygote.fork(fds, self.cwd, self.process_env())
+                return await zygote.fork(fds, self.cwd, env)
             except (RuntimeError, OSError):
                 pass  # start it the slow way
-        return await super()._launch(fds)
+        return await super()._launch(fds, env)
 
 
 def python_zygote(runtime: Runtime, home: str) -> PythonZygote:
-    boot = f"import sys; sys.path.insert(0, {runtime.stage!r}); from sandcell.runtime.python_kernel import zygote_main; zygote_main()"
+    boot = (
+        f"import sys; sys.path.insert(0, {runtime.stage!r}); "
+        f"from sandcell.runtime.python_kernel import zygote_main; zygote_main({list(runtime.preload)!r})"
+    )
     env = PythonContext(runtime, home, {}).process_env()
     return PythonZygote([runtime.python, "-E", "-s", "-c", boot], env, home)
 
@@ -467,6 +491,9 @@ class JavaScriptContext(Context):
     def process_env(self) -> dict[str, str]:
         return {**super().process_env(), "SANDCELL_ACORN": self.runtime.acorn}
 
+    def setup_request(self) -> bytes:
+        return (json.dumps({"setup": {"cwd": self.cwd, "env": self.process_env()}}) + "\n").encode()
+
 
 class BashContext(Context):
     language = "bash"
@@ -477,6 +504,17 @@ class BashContext(Context):
     async def _await_ready(self) -> None:
         return  # bash reads fd 3 as soon as it starts; there is no handshake
 
+    def setup_request(self) -> bytes:
+        """``cd`` and the change from the environment it started with, ending
+        in ``ready``; OLDPWD goes back to what a new bash has (exported, unset)."""
+        env = self.process_env()
+        gone = [name for name in self.launched_env if name not in env]
+        changed = [f"{name}={shlex.quote(value)}" for name, value in env.items() if self.launched_env.get(name) != value]
+        steps = [f"builtin cd -- {shlex.quote(self.cwd)}", "unset OLDPWD", "declare -x OLDPWD"]
+        steps += [f"unset -v {' '.join(gone)}"] if gone else []
+        steps += [f"export {' '.join(changed)}"] if changed else []
+        return ("; ".join([*steps, "__sandcell_status=ready"]) + "\n").encode()
+
     def encode_request(self, code: str, env: dict[str, str]) -> bytes:
         cell = os.path.join(self.runtime.work_dir, f"cell-{self.id}-{self.execution_count + 1}.sh")
         with open(cell, "w", encoding="utf-8") as handle:
@@ -485,11 +523,14 @@ class BashContext(Context):
         return f"{assignments} __sandcell_run {shlex.quote(cell)}\n".encode()
 
     def decode_event(self, line: bytes) -> dict[str, Any]:
+        if line.strip() == b"ready":
+            return {"type": "ready"}
         return {"type": "exit", "status": int(line.strip() or 0)}
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
         run = self.run
-        if run is None:
+        if event["type"] == "ready" or run is None:
+            await super()._handle_event(event)
             return
         status = event["status"]
         if status == 130 and run.interrupt_reason:

@@ -250,9 +250,25 @@ async function runCell(request) {
 // threadpool would make process.exit() (from a cell) hang forever.
 const requests = readline.createInterface({ input: new net.Socket({ fd: REQUESTS_FD, readable: true, writable: false }) });
 let queue = Promise.resolve();
+// A spare context (started before anyone asked for it) becomes the one asked
+// for: its cwd and exactly its environment, as if it had been started so.
+// A spare that cannot become it exits: the supervisor then starts one cold.
+function setup({ cwd, env }) {
+  try {
+    process.chdir(cwd);
+  } catch (error) {
+    process.stderr.write(`sandcell: cannot set up the context: ${error.message}\n`);
+    process.exit(70);
+  }
+  for (const key of Object.keys(process.env)) if (!(key in env)) delete process.env[key];
+  Object.assign(process.env, env);
+  sandboxGlobals.require = createRequire(path.join(process.cwd(), "__sandcell_cell__.js"));
+  send({ type: "ready" });
+}
+
 requests.on("line", (line) => {
   const request = JSON.parse(line);
-  queue = queue.then(() => runCell(request));
+  queue = queue.then(() => (request.setup ? setup(request.setup) : runCell(request)));
 });
 requests.on("close", () => process.exit(0));
 send({ type: "ready" });

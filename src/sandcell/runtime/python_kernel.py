@@ -263,8 +263,23 @@ def _become_context(fds: list[int], request: dict[str, Any]) -> None:
     os.environ.update(request["env"])
 
 
-def zygote_main() -> None:
-    """Keep a warm interpreter (IPython imported, a shell built) and fork contexts from it.
+def preload_modules(names: list[str]) -> None:
+    """Import ``names`` into the zygote, so a context's first ``import pandas`` is a lookup.
+
+    After the shell is built: matplotlib's inline backend hooks into the shell
+    it finds. One that fails to import is left to fail in the user's code.
+    """
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a broken package must not take the zygote down
+            print(f"sandcell zygote: cannot preload {name}: {exc}", file=sys.stderr)
+
+
+def zygote_main(preload: list[str] | None = None) -> None:
+    """Keep a warm interpreter (IPython imported, a shell built, ``preload`` imported) and fork contexts from it.
 
     The supervisor sends, over a SOCK_SEQPACKET socket on fd 3, a JSON request
     (cwd, env) with the new context's four fds; the answer is the child's pid.
@@ -279,6 +294,7 @@ def zygote_main() -> None:
     set_name("sandcell-zygote")
     channel = Channel()
     shell = build_shell(channel)
+    preload_modules(preload or [])
     link = socket.socket(fileno=ZYGOTE_FD)
 
     def reap(signum: int, frame: Any) -> None:

@@ -27,6 +27,7 @@ from . import files, watch
 from .hardening import set_dumpable, set_name
 from .commands import Commands
 from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
+from .spares import Spares
 
 Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {}
@@ -69,6 +70,7 @@ class Supervisor:
             base_env=config["env"],
             output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),
             kill_grace=float(config.get("kill_grace", 3.0)),
+            preload=tuple(config.get("preload", ())),
         )
         os.makedirs(self.runtime.work_dir, mode=0o700, exist_ok=True)
         seed_matplotlib_cache(config.get("mpl_cache"), self.runtime.base_env.get("MPLCONFIGDIR"))
@@ -79,6 +81,8 @@ class Supervisor:
         self.writer: asyncio.StreamWriter | None = None
         self.write_lock = asyncio.Lock()
         self.prestart = config.get("prestart", ["python"])
+        self.spares = Spares(self.runtime, self.home, config.get("spares", []))
+        self.default_lock = asyncio.Lock()
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         assert self.writer is not None
@@ -104,6 +108,7 @@ class Supervisor:
             if isinstance(outcome, BaseException):
                 print(f"sandcell supervisor: a default context failed to start: {outcome}", file=sys.stderr)
         await self.send({"type": "hello", "pid": os.getpid()})
+        self.spares.fill()
         while True:
             try:
                 prefix = await reader.readexactly(protocol.HEADER.size)
@@ -119,6 +124,7 @@ class Supervisor:
     async def shutdown(self) -> None:
         if self.runtime.zygote is not None:
             self.runtime.zygote.stop()
+        await self.spares.stop()
         await self.commands.stop_all()
         for context in self.contexts.values():
             await context.stop()
@@ -143,13 +149,33 @@ class Supervisor:
 
     # -- contexts -----------------------------------------------------------
     async def default_context(self, language: str) -> Context:
-        context = self.defaults.get(language)
-        if context is None:
-            context = CONTEXT_CLASSES[language](self.runtime, self.home, {})
-            self.defaults[language] = self.contexts[context.id] = context
-            async with context.lock:
-                await context.start()
+        async with self.default_lock:
+            context = self.defaults.get(language)
+            if context is None:
+                context = self.defaults[language] = await self.new_context(language, self.home, {})
         return context
+
+    async def new_context(self, language: str, cwd: str, env: dict[str, str]) -> Context:
+        """A started context: the language's spare if there is one, else a new start."""
+        context = await self.spares.take(language, cwd, env)
+        if context is None:
+            context = CONTEXT_CLASSES[language](self.runtime, cwd, env)
+            try:
+                async with context.lock:
+                    await context.start()
+            except BaseException:
+                await context.stop()
+                raise
+        self.contexts[context.id] = context
+        return context
+
+    async def restart_defaults(self) -> None:
+        """Restart the default contexts so they take the current environment (their state is lost)."""
+        async def restart(context: Context) -> None:
+            async with context.lock:
+                await context.restart()
+
+        await asyncio.gather(*(restart(context) for context in self.defaults.values()))
 
     def context(self, context_id: str) -> Context:
         try:
@@ -199,16 +225,26 @@ async def cancel(sup: Supervisor, request: dict[str, Any], payload: bytes, emit:
 async def create_context(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     language = normalize_language(request.get("language"))
     cwd = files.resolve(request.get("cwd") or sup.home, sup.home)
-    context = CONTEXT_CLASSES[language](sup.runtime, cwd, request.get("env") or {})
-    sup.contexts[context.id] = context
-    try:
-        async with context.lock:
-            await context.start()
-    except BaseException:
-        sup.contexts.pop(context.id, None)
-        await context.stop()
-        raise
+    context = await sup.new_context(language, cwd, request.get("env") or {})
     return {"context": context.describe()}
+
+
+@handler("set_env")
+async def set_env(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """Add sandbox-wide environment variables, as ``envs`` at create time would have.
+
+    A pooled sandbox is started before its envs are known and gets them
+    here, before it is handed out. They apply to every context and command
+    started from now on, and to the default contexts, which restart (a fork
+    for Python). Modules the zygote preloaded were imported before: what
+    they read from the environment at import time stays as it was.
+    """
+    env = request.get("env") or {}
+    if not all(isinstance(name, str) and isinstance(value, str) for name, value in env.items()):
+        raise ValueError("env must map str to str")
+    sup.runtime.base_env.update(env)
+    await sup.restart_defaults()
+    return {}
 
 
 @handler("list_contexts")

@@ -26,6 +26,7 @@ from .models import (
     WriteInfo,
 )
 from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
+from .pool import SandboxPool
 from .sync import CommandHandle, Sandbox, WatchHandle
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "SandboxInfo",
     "SandboxMetrics",
     "SandboxPausedException",
+    "SandboxPool",
     "TimeoutException",
     "WatchHandle",
     "WriteInfo",

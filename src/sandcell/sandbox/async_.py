@@ -18,6 +18,7 @@ from . import operations as ops
 from .connection import AsyncStream
 from .core import SandboxCore, new_core, server_core, timeout_error
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
+from .pool import SandboxPool
 from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
 
 
@@ -44,9 +45,10 @@ class AsyncSandbox:
         network: bool = False,
         api_url: str | None = None,
         api_key: str | None = None,
+        pool: SandboxPool | Literal[False] | None = None,
     ) -> AsyncSandbox:
         """Start a sandbox, here or on a ``sandcell serve`` server; see ``Sandbox.create``."""
-        core = await asyncio.to_thread(new_core, timeout, envs, limits, metadata, network, api_url, api_key)
+        core = await asyncio.to_thread(new_core, timeout, envs, limits, metadata, network, api_url, api_key, pool)
         await asyncio.to_thread(core.wait_started)
         return cls(core)
 

@@ -9,21 +9,27 @@ launcher's lifeline.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import math
 import os
+import queue
 import secrets
 import threading
 import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from sandcell import protocol
 from sandcell.isolation import Limits, Policy, SandboxProcess, attach, launch
 
-from .connection import Connection, resync
+from .connection import Connection, SyncStream, resync
 from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
+
+if TYPE_CHECKING:
+    from .pool import SandboxPool
 
 START_TIMEOUT = 60.0
 
@@ -53,31 +59,25 @@ def _kill_all() -> None:
             core.kill("the Python process that owned the sandbox exited")
 
 
+def check_create(timeout: float | None, envs: dict[str, str] | None) -> None:
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive (seconds) or None")
+    for name, value in (envs or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError("envs must map str to str")
+
+
 class SandboxCore:
-    def __init__(
-        self,
-        timeout: float | None,
-        envs: dict[str, str] | None,
-        limits: Limits | None,
-        metadata: dict[str, str] | None,
-        network: bool = False,
-        detachable: bool = False,
-        orphan_grace: float = 600.0,
-    ) -> None:
+    """A started sandbox; its owner's life of it begins with ``hand_out``."""
+
+    def __init__(self, policy: Policy, detachable: bool = False, orphan_grace: float = 600.0) -> None:
         """Start a sandbox; a ``detachable`` one outlives this process by ``orphan_grace`` seconds, waiting for ``attach``."""
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive (seconds) or None")
-        for name, value in (envs or {}).items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ValueError("envs must map str to str")
         sandbox_id = uuid.uuid4().hex[:20]
-        policy = Policy(limits=limits or Limits(), envs=dict(envs or {}), network=network)
         try:
             process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
         except OSError as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
-        self._adopt(sandbox_id, policy, metadata, process, Connection(process.stdin, process.stdout, self.death_reason), detachable)
-        self.set_timeout(timeout)
+        self._adopt(sandbox_id, policy, process, Connection(process.stdin, process.stdout, self.death_reason), detachable)  # type: ignore[arg-type]
 
     @classmethod
     def attach(cls, sandbox_id: str, limits: Limits, metadata: dict[str, str], started_at: datetime.datetime, network: bool) -> SandboxCore:
@@ -102,25 +102,17 @@ class SandboxCore:
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
         connection = Connection(process.stdin, events, core.death_reason, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
         connection.hello.set()
-        core._adopt(sandbox_id, Policy(limits=limits, network=network), metadata, process, connection, detachable=True, started_at=started_at)
+        core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
+        core.metadata, core.started_at = dict(metadata), started_at
         if frozen:
             core.pause()
         return core
 
-    def _adopt(
-        self,
-        sandbox_id: str,
-        policy: Policy,
-        metadata: dict[str, str] | None,
-        process: SandboxProcess,
-        connection: Connection,
-        detachable: bool,
-        started_at: datetime.datetime | None = None,
-    ) -> None:
+    def _adopt(self, sandbox_id: str, policy: Policy, process: SandboxProcess, connection: Connection, detachable: bool) -> None:
         self.sandbox_id = sandbox_id
         self.policy = policy
-        self.metadata = dict(metadata or {})
-        self.started_at = started_at or datetime.datetime.now(datetime.timezone.utc)
+        self.metadata: dict[str, str] = {}
+        self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.end_at: datetime.datetime | None = None
         self.detachable = detachable
         self._killed: str | None = None
@@ -140,6 +132,29 @@ class SandboxCore:
                 self._timer = None
         self.process.detach()
         _live.discard(self)
+
+    def hand_out(self, timeout: float | None, metadata: dict[str, str] | None) -> None:
+        """Give the sandbox to its user: ``started_at`` and the timeout clock start now.
+
+        A pooled sandbox was started long before; its user must see the
+        lifetime they asked for from the moment they got it.
+        """
+        self.metadata = dict(metadata or {})
+        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.set_timeout(timeout)
+
+    def add_envs(self, envs: dict[str, str]) -> None:
+        """Give a started sandbox (a pooled one) the envs it would have been created with."""
+        stream = SyncStream()
+        request_id = self.connection.open({"op": "set_env", "env": envs}, b"", stream)
+        try:
+            header, _ = stream.get(START_TIMEOUT)
+        except queue.Empty:
+            self.connection.forget(request_id)
+            raise SandboxException(f"the sandbox did not take its envs within {START_TIMEOUT:g} s") from None
+        if header["type"] == protocol.FAIL:
+            raise SandboxException(f"the sandbox did not take its envs: {(header.get('error') or {}).get('message')}")
+        self.policy = dataclasses.replace(self.policy, envs={**self.policy.envs, **envs})
 
     def wait_started(self) -> None:
         if not self.connection.hello.wait(START_TIMEOUT) or self.connection.closed_reason:
@@ -294,11 +309,28 @@ def new_core(
     network: bool,
     api_url: str | None,
     api_key: str | None,
+    pool: SandboxPool | Literal[False] | None = None,
 ) -> Any:
-    """A sandbox on this machine, or on the server named by ``api_url`` / ``SANDCELL_API_URL``."""
+    """A sandbox on this machine (from ``pool`` if it has one ready), or on the
+    server named by ``api_url`` / ``SANDCELL_API_URL``.
+
+    ``pool`` ``None`` means the process-wide pool that ``SANDCELL_POOL_SIZE``
+    turns on; ``False``, a cold start whatever the environment says.
+    """
     api_url = api_url or os.environ.get("SANDCELL_API_URL")
     if not api_url:
-        return SandboxCore(timeout, envs, limits, metadata, network)
+        from .pool import default_pool
+
+        check_create(timeout, envs)
+        limits = limits or Limits()
+        chosen = default_pool() if pool is None else pool or None
+        core = chosen.take(limits, network, envs or {}) if chosen else None
+        if core is None:
+            core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
+        core.hand_out(timeout, metadata)
+        return core
+    if pool:
+        raise ValueError("a SandboxPool holds sandboxes of this machine; it cannot serve api_url")
     from .remote import RemoteCore
 
     body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network}

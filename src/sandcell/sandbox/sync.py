@@ -13,6 +13,7 @@ from . import operations as ops
 from .connection import SyncStream
 from .core import SandboxCore, new_core, server_core, timeout_error
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
+from .pool import SandboxPool
 
 DEFAULT_RUN_TIMEOUT = 300.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
@@ -38,13 +39,19 @@ class Sandbox:
         network: bool = False,
         api_url: str | None = None,
         api_key: str | None = None,
+        pool: SandboxPool | Literal[False] | None = None,
     ) -> Sandbox:
         """Start a sandbox; it is killed after ``timeout`` seconds (``None``: never).
 
         With ``api_url`` (or ``SANDCELL_API_URL``) the sandbox runs on that
         ``sandcell serve``, authenticated by ``api_key`` (or ``SANDCELL_API_KEY``).
+
+        ``pool``: a ``SandboxPool`` to take a ready sandbox from (about a
+        round trip instead of a start; pandas already imported); ``None``,
+        the process-wide pool if ``SANDCELL_POOL_SIZE`` is set; ``False``,
+        always a cold start. Either way the sandbox is isolated alike.
         """
-        core = new_core(timeout, envs, limits, metadata, network, api_url, api_key)
+        core = new_core(timeout, envs, limits, metadata, network, api_url, api_key, pool)
         core.wait_started()
         return cls(core)
 

@@ -18,9 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandcell.isolation import Limits
+from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, SandboxException
-from sandcell.sandbox.core import SandboxCore
+from sandcell.sandbox.core import SandboxCore, check_create
 
 from .errors import ApiError
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
@@ -157,10 +157,13 @@ class SandboxManager:
             raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes; kill some first")
         limits = limits or self.config.limits
         try:
-            core = await asyncio.to_thread(SandboxCore, timeout, envs, limits, metadata, allow_internet, True, self.config.orphan_grace)
-            await asyncio.to_thread(core.wait_started)
+            check_create(timeout, envs)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        policy = Policy(limits=limits, envs=dict(envs or {}), network=allow_internet)
+        core = await asyncio.to_thread(SandboxCore, policy, True, self.config.orphan_grace)
+        await asyncio.to_thread(core.wait_started)
+        core.hand_out(timeout, metadata)
         sandbox = AsyncSandbox(core)
         info = await sandbox.get_info()
         record = SandboxRecord(
