@@ -59,7 +59,7 @@ def test_concurrent_creates_hand_out_each_sandbox_once(pool: SandboxPool) -> Non
     try:
         assert len(sandboxes) == 6
         assert len({sbx.sandbox_id for sbx in sandboxes}) == 6
-        assert len({sbx._core.process.process.pid for sbx in sandboxes}) == 6, "two callers got one sandbox"
+        assert len({sbx._core.process.launcher_pid for sbx in sandboxes}) == 6, "two callers got one sandbox"
         assert 1 <= sum(bool(sbx._core.policy.preload) for sbx in sandboxes) <= 3
         for index, sbx in enumerate(sandboxes):
             sbx.files.write("/home/user/owner", str(index))
@@ -215,7 +215,7 @@ taken = Sandbox.create(pool=pool, timeout=120)
 while pool.ready() < 2:
     time.sleep(0.1)
 cores = [taken._core, *pool._ready[next(iter(pool._ready))]]
-print(json.dumps([{"dirs": [str(d) for d in c.process.cgroup.dirs], "pids": sorted(c.process.cgroup.pids()), "launcher": c.process.process.pid} for c in cores]), flush=True)
+print(json.dumps([{"dirs": [str(d) for d in c.process.cgroup.dirs], "pids": sorted(c.process.cgroup.pids()), "launcher": c.process.launcher_pid} for c in cores]), flush=True)
 if sys.argv[1] == "exit":
     os._exit(0)
 time.sleep(120)

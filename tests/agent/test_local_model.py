@@ -12,7 +12,8 @@ from sandcell import Sandbox
 from sandcell.agent import Agent, CellOutput, CodeCell
 from sandcell.agent.providers.local import LocalProvider
 
-pytestmark = pytest.mark.slow
+# The final answer repeats 100 numbers: about 90 s of generation alone on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,9 @@ async def resync(sup: Supervisor, request: dict[str, Any], payload: bytes, emit:
 @handler("cancel")
 async def cancel(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     task = sup.tasks.get(request["target"])
-    if task is not None:
+    # A second cancel must not land inside the first one's clean-up (which
+    # interrupts the context and waits for it): only the first counts.
+    if task is not None and not task.cancelling():
         task.cancel()
     return {"cancelled": task is not None}
 
