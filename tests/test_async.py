@@ -23,6 +23,7 @@ from sandcell import (
     SandboxException,
     TimeoutException,
 )
+from sandcell.sandbox.connection import AsyncStream
 
 
 def run(coroutine):
@@ -161,6 +162,25 @@ def test_cancelling_the_awaiting_task_interrupts_the_code(asbx):
         started = time.monotonic()
         assert (await asbx.run_code("kept_after_cancel", timeout=10)).text == "7"
         assert time.monotonic() - started < 3
+
+    run(body())
+
+
+def test_a_second_cancel_during_the_first_ones_clean_up_spoils_nothing(asbx):
+    """A server forwarding a client's cancel, then its disconnect, cancels twice a few ms apart."""
+
+    async def body():
+        core = asbx._core
+        for attempt in range(5):
+            stream = AsyncStream()
+            request_id = core.connection.open({"op": "run_code", "code": "import time; time.sleep(30)", "language": "python", "env": {}, "timeout": None}, b"", stream)
+            await asyncio.sleep(0.3)
+            core.cancel(request_id)
+            await asyncio.sleep(0.02)
+            core.cancel(request_id)
+            while (await stream.get(10))[0]["type"] not in ("done", "fail"):
+                pass
+            assert (await asbx.run_code(f"'answer {attempt}'", timeout=10)).text == f"'answer {attempt}'"
 
     run(body())
 
