@@ -7,12 +7,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from pooling import take_pooled
+
 from sandcell import Limits, Sandbox, SandboxPool
 
 # A sandbox's own lifetime in tests: long enough for any test, short enough
 # that a leaked one does not outlive the test session by much.
 TEST_SANDBOX_TIMEOUT = 180
-POOL_FILL_WAIT = 120
 
 
 def sandbox_factory(create: Callable[..., Sandbox]) -> Iterator[Callable[..., Sandbox]]:
@@ -31,14 +32,6 @@ def sandbox_factory(create: Callable[..., Sandbox]) -> Iterator[Callable[..., Sa
             sbx.kill()
         except Exception:  # noqa: BLE001 - teardown must go on
             pass
-
-
-def take_pooled(pool: SandboxPool, limits: Limits | None = None, network: bool = False, **kwargs: Any) -> Sandbox:
-    """A sandbox that surely comes from ``pool``: waits until one of its kind is ready."""
-    assert pool.warm(limits, network, timeout=POOL_FILL_WAIT), "the pool did not fill"
-    sbx = Sandbox.create(pool=pool, limits=limits, network=network, **kwargs)
-    assert sbx._core.policy.preload, "the sandbox did not come from the pool"
-    return sbx
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from sandcell import Limits, Sandbox, SandboxPool
 
-from conftest import POOL_FILL_WAIT, take_pooled
+from pooling import POOL_FILL_WAIT, take_pooled
 
 pytestmark = pytest.mark.timeout(240)
 
