@@ -110,10 +110,12 @@ class SandboxManager:
             self._live[record.id] = live
             self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
             left = None if record.end_at is None else (record.end_at - now()).total_seconds()
-            if left is not None and left <= 0:
+            if core.paused:
+                core.set_timeout(self.config.default_timeout)  # a paused sandbox's clock starts when it is resumed
+            elif left is not None and left <= 0:
                 await self._end(live, "ended", "it reached its timeout while the server was down")
                 continue
-            if left is not None:
+            elif left is not None:
                 core.set_timeout(left)
             log.info("sandbox %s re-attached (%s)", record.id, record.state)
 
