@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import time
+
 import pytest
 
 from sandcell import AsyncSandbox, CommandExitException, CommandHandle, NotFoundException, Sandbox, TimeoutException
@@ -46,7 +48,11 @@ def test_two_handles_on_one_pid_both_see_output_and_the_exit(sbx):
 
 
 def test_connect_late_sees_only_new_output(sbx):
-    handle = sbx.commands.run("echo early; read line; echo late:$line", background=True)
+    handle = sbx.commands.run("echo early; touch /tmp/early-printed; read line; echo late:$line", background=True)
+    deadline = time.monotonic() + 10
+    while not sbx.files.exists("/tmp/early-printed") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the supervisor has passed "early" on by now
     follower = sbx.commands.connect(handle.pid)
     handle.send_stdin("x\n")
     assert follower.wait().stdout == "late:x\n"

@@ -16,13 +16,14 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .e2b import control
 from .e2b.envd import envd_app
 from .e2b.interpreter import interpreter_app
 from . import native
-from .errors import ApiError, api_error_handler, validation_error_handler
+from .errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .observability import Metrics, Observed
 from .store import Store
@@ -48,7 +49,7 @@ def control_app(manager: SandboxManager) -> FastAPI:
         version="0.1.0",
         description="Sandboxes for LLM-written code. `/v1` is sandcell's own API; the other routes are E2B's control plane.",
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler, RequestValidationError: validation_error_handler},
+        exception_handlers={ApiError: api_error_handler, RequestValidationError: validation_error_handler, StarletteHTTPException: http_error_handler},
     )
     app.state.manager = manager
     app.include_router(native.router)

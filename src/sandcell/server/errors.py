@@ -6,6 +6,7 @@ our errors into their own exceptions with our message in them.
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -25,6 +26,12 @@ class ApiError(Exception):
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown route, wrong method) in the one error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    return ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}").response()
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
