@@ -23,7 +23,7 @@ from sandcell.server.store import Store
 
 
 @contextmanager
-def running_server() -> Iterator[tuple[str, str]]:
+def running_server(pool: int) -> Iterator[tuple[str, str]]:
     """A real server on a free loopback port, and a key for it."""
     with tempfile.TemporaryDirectory() as root, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -32,7 +32,8 @@ def running_server() -> Iterator[tuple[str, str]]:
         db = Path(root) / "server.db"
         key = Store(db).create_key("bench")[1]
         sandcell = Path(sys.executable).with_name("sandcell")
-        process = subprocess.Popen([str(sandcell), "serve", "--port", str(port), "--db", str(db), "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [str(sandcell), "serve", "--port", str(port), "--db", str(db), "--log-level", "warning", "--pool", str(pool), "--kill-on-exit"]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(300):
@@ -45,6 +46,10 @@ def running_server() -> Iterator[tuple[str, str]]:
         finally:
             process.terminate()
             process.wait(30)
+
+
+def pool_ready(url: str) -> bool:
+    return any(line.startswith("sandcell_pool_ready ") and float(line.split()[1]) >= 1 for line in httpx.get(url + "/metrics").text.splitlines())
 
 
 def figures(timed: Callable[[Callable[[], object], int], list[float]], starts: int, trips: int) -> list[tuple[str, list[float], list[float]]]:
@@ -60,7 +65,7 @@ def figures(timed: Callable[[Callable[[], object], int], list[float]], starts: i
         local_trips = timed(lambda: local.run_code("1+1"), trips)
     local_starts = timed(local_create, starts)
 
-    with running_server() as (url, key):
+    with running_server(pool=0) as (url, key):
         os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=key)
 
         def e2b_create() -> None:
@@ -82,8 +87,25 @@ def figures(timed: Callable[[Callable[[], object], int], list[float]], starts: i
         with Sandbox.create(api_url=url, api_key=key) as remote:
             remote.run_code("1+1")
             client_trips = timed(lambda: remote.run_code("1+1"), trips)
+
+    with running_server(pool=1) as (url, key):
+        os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=key)
+
+        def pooled_create() -> None:
+            while not pool_ready(url):  # each create takes the one ready sandbox; not timed
+                time.sleep(0.1)
+            started = time.perf_counter()
+            sandbox = E2BSandbox.create()
+            assert sandbox.run_code("1+1").text == "2"
+            pooled_starts.append((time.perf_counter() - started) * 1000)
+            sandbox.kill()
+
+        pooled_starts: list[float] = []
+        for _ in range(starts):
+            pooled_create()
     return [
         ("http: e2b SDK create -> first result (vs in-process)", e2b_starts, local_starts),
+        ("http: e2b SDK create from the server's pool", pooled_starts, local_starts),
         ("http: sandcell client create -> first result", client_starts, local_starts),
         ("http: e2b SDK run_code('1+1') (vs in-process)", e2b_trips, local_trips),
         ("http: sandcell client run_code('1+1')", client_trips, local_trips),

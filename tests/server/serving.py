@@ -46,7 +46,7 @@ class Server:
 def start_server(db: Path, log: Path, port: int | None = None, extra: list[str] | None = None) -> Server:
     port = port or free_port()
     with log.open("ab") as sink:
-        process = subprocess.Popen([str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), *(extra or [])], stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), "--pool", "0", *(extra or [])], stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

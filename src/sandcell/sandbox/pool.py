@@ -54,12 +54,23 @@ class SandboxPool:
     sandbox at a time, so refilling takes at most one core from the callers.
     """
 
-    def __init__(self, size: int = 2, *, preload: Sequence[str] = PRELOAD, spares: Sequence[str] = SPARES) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        preload: Sequence[str] = PRELOAD,
+        spares: Sequence[str] = SPARES,
+        detachable: bool = False,
+        orphan_grace: float = 600.0,
+    ) -> None:
+        """``detachable``: sandboxes that outlive this process (the server's; see ``SandboxCore``)."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"a pool's size must be a positive integer, not {size!r}")
         self.size = size
         self.preload = tuple(preload)
         self.spares = tuple(spares)
+        self.detachable = detachable
+        self.orphan_grace = orphan_grace
         self._ready: dict[Key, collections.deque[SandboxCore]] = {(Limits(), False): collections.deque()}
         self._cond = threading.Condition()
         self._closed = False
@@ -159,7 +170,8 @@ class SandboxPool:
     def _add(self, key: Key) -> None:
         limits, network = key
         try:
-            core = SandboxCore(Policy(limits=limits, network=network, preload=self.preload, spares=self.spares))
+            policy = Policy(limits=limits, network=network, preload=self.preload, spares=self.spares)
+            core = SandboxCore(policy, self.detachable, self.orphan_grace)
             core.wait_started()
         except Exception as exc:  # noqa: BLE001 - the thread must go on; create() starts cold meanwhile
             if self._closed:

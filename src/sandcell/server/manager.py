@@ -21,6 +21,7 @@ from typing import Any
 from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, SandboxException
 from sandcell.sandbox.core import SandboxCore, check_create
+from sandcell.sandbox.pool import SandboxPool
 
 from .errors import ApiError
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
@@ -42,6 +43,8 @@ class ServerConfig:
     # with kill_on_exit they end with it instead.
     orphan_grace: float = 600.0
     kill_on_exit: bool = False
+    # Started sandboxes kept ready (numpy, pandas, matplotlib imported): create becomes a hand-over.
+    pool_size: int = 0
 
 
 @dataclass
@@ -74,16 +77,21 @@ class SandboxManager:
         self.created = 0
         self.ended: collections.Counter[str] = collections.Counter()
         self._reaper: asyncio.Task[None] | None = None
+        self.pool: SandboxPool | None = None
 
     # -- server lifetime ------------------------------------------------------
     async def start(self) -> None:
         await self.take_over_previous_runs()
         self._reaper = asyncio.create_task(self._reap_forever())
+        if self.config.pool_size:
+            self.pool = SandboxPool(self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace)
 
     async def close(self) -> None:
         """Stop: sandboxes stay up for the next server to take over, unless ``kill_on_exit``."""
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.pool is not None:
+            await asyncio.to_thread(self.pool.close)
         for live in list(self._live.values()):
             if self.config.kill_on_exit:
                 await self._end(live, "stopped", "the server shut down")
@@ -162,9 +170,11 @@ class SandboxManager:
             check_create(timeout, envs)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        policy = Policy(limits=limits, envs=dict(envs or {}), network=allow_internet)
-        core = await asyncio.to_thread(SandboxCore, policy, True, self.config.orphan_grace)
-        await asyncio.to_thread(core.wait_started)
+        core = await asyncio.to_thread(self.pool.take, limits, allow_internet, dict(envs or {})) if self.pool else None
+        if core is None:
+            policy = Policy(limits=limits, envs=dict(envs or {}), network=allow_internet)
+            core = await asyncio.to_thread(SandboxCore, policy, True, self.config.orphan_grace)
+            await asyncio.to_thread(core.wait_started)
         core.hand_out(timeout, metadata)
         sandbox = AsyncSandbox(core)
         info = await sandbox.get_info()

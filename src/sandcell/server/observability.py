@@ -33,6 +33,8 @@ class SandboxCollector:
         for state in ("running", "paused"):
             live.add_metric([state], sum(1 for sandbox in self.manager.live() if sandbox.record.state == state))
         yield live
+        if self.manager.pool is not None:
+            yield GaugeMetricFamily("sandcell_pool_ready", "Started sandboxes waiting in the pool (default kind)", value=self.manager.pool.ready())
         yield CounterMetricFamily("sandcell_sandboxes_created", "Sandboxes created", value=self.manager.created)
         ended = CounterMetricFamily("sandcell_sandboxes_ended", "Sandboxes ended, by how (killed, ended, stopped)", labels=["state"])
         for state, count in sorted(self.manager.ended.items()):
