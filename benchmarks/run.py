@@ -11,6 +11,7 @@ cost of HTTP).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sandcell import Sandbox, SandboxPool
+from sandcell import AsyncSandbox, Sandbox, SandboxPool
 
 sys.path.insert(0, str(Path(__file__).parent))
 import server  # noqa: E402 - benchmarks/server.py
@@ -64,6 +65,28 @@ def sandcell_round_trips(repeat: int) -> list[float]:
     with Sandbox.create(pool=False) as sandbox:
         sandbox.run_code("1+1")
         return timed(lambda: sandbox.run_code("1+1"), repeat)
+
+
+def sandcell_throughput(sandboxes: int, runs_each: int) -> float:
+    """Trivial runs per second across many sandboxes at once (asyncio, one process)."""
+
+    async def measure() -> float:
+        opened = await asyncio.gather(*(AsyncSandbox.create(pool=False) for _ in range(sandboxes)))
+        try:
+            for sandbox in opened:
+                await sandbox.run_code("1+1")
+
+            async def runs(sandbox: AsyncSandbox) -> None:
+                for _ in range(runs_each):
+                    await sandbox.run_code("1+1")
+
+            started = time.perf_counter()
+            await asyncio.gather(*(runs(sandbox) for sandbox in opened))
+            return sandboxes * runs_each / (time.perf_counter() - started)
+        finally:
+            await asyncio.gather(*(sandbox.kill() for sandbox in opened))
+
+    return asyncio.run(measure())
 
 
 def sandcell_language_start(language: str, code: str, repeat: int, pool: SandboxPool | None = None) -> list[float]:
@@ -207,6 +230,8 @@ def main() -> None:
             add("  spare (pooled sandbox) vs cold", sandcell_language_start(language, code, max(3, starts // 2), pool), cold)
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
+    spread = (10, 20) if args.quick else (50, 40)
+    add(f"run_code('1+1') throughput across {spread[0]} sandboxes", [sandcell_throughput(*spread)], None, "/s")
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)

@@ -128,6 +128,9 @@ class Context:
     """A running interpreter; subclasses say how to start it and talk to it."""
 
     language = ""
+    # Whether the kernel waits, after each event, for an empty line on its
+    # request pipe saying the event was forwarded (see python_kernel.Channel).
+    acknowledges_events = False
 
     def __init__(self, runtime: Runtime, cwd: str, env: dict[str, str], context_id: str | None = None) -> None:
         self.id = context_id or uuid.uuid4().hex[:16]
@@ -337,6 +340,14 @@ class Context:
             self._died(status)
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
+        await self._dispatch_event(event)
+        if self.acknowledges_events and event.get("type") not in ("ready", "done") and self._request_fd >= 0:
+            try:
+                os.write(self._request_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
+            except OSError:
+                pass
+
+    async def _dispatch_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "ready":
             if self._ready and not self._ready.done():
@@ -451,6 +462,7 @@ def describe_status(status: int) -> str:
 
 class PythonContext(Context):
     language = "python"
+    acknowledges_events = True
 
     def command(self) -> list[str]:
         boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main()"

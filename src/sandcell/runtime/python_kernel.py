@@ -19,10 +19,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import signal
-import struct
 import sys
-import termios
 import threading
 import time
 from typing import Any
@@ -32,45 +31,27 @@ EVENTS_FD = 4
 TAKEN_WAIT = 5.0
 
 
-def _pending(fd: int) -> int:
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return 0
-
-
-def wait_taken(fd: int) -> None:
-    """Wait until the supervisor has read everything written to ``fd``.
-
-    The supervisor reads an event only after draining the output pipes, and
-    forwards it before it reads them again; so once the event has left the
-    pipe, whatever this process prints next cannot overtake it.
-    """
-    deadline = None
-    delay = 0.00002
-    while _pending(fd):
-        now = time.monotonic()
-        deadline = deadline or now + TAKEN_WAIT
-        if now > deadline:
-            return  # a stalled reader: give up on ordering rather than hang
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.002)
-
-
 class Channel:
     """The kernel's end of its JSON-lines channel (fds 3 and 4).
 
     Created unattached in a zygote, which builds the shell around it before
     any context exists; each forked context then attaches to its own fds.
+
+    Output and events travel on different pipes, so their order is kept by
+    a handshake: after an event that output may follow, the kernel waits
+    for the supervisor's acknowledgement (an empty line on the request
+    pipe). The supervisor drains the output pipes before it reads an event
+    and acknowledges once it has forwarded the event, so output printed
+    before an event arrives before it, and output printed after, after.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._incoming = b""
         self.owner = -1
 
     def attach(self) -> None:
         self._events = os.fdopen(EVENTS_FD, "w", buffering=1, encoding="utf-8")
-        self._requests = os.fdopen(REQUESTS_FD, "r", encoding="utf-8")
         self.owner = os.getpid()
 
     @property
@@ -91,11 +72,33 @@ class Channel:
             self._events.write(line)
             self._events.flush()
             if event["type"] not in ("ready", "done"):  # nothing of this cell can follow those
-                wait_taken(EVENTS_FD)
+                self._await_acknowledgement()
+
+    def _await_acknowledgement(self) -> None:
+        deadline = time.monotonic() + TAKEN_WAIT
+        while not self._incoming.startswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([REQUESTS_FD], [], [], left)[0]:
+                return  # a stalled supervisor: give up on ordering rather than hang
+            chunk = os.read(REQUESTS_FD, 65536)
+            if not chunk:
+                return
+            self._incoming += chunk
+        self._incoming = self._incoming[1:]
 
     def receive(self) -> dict[str, Any] | None:
-        line = self._requests.readline()
-        return json.loads(line) if line else None
+        """The next request; acknowledgements that came too late to be waited for are skipped."""
+        while True:
+            line, newline, rest = self._incoming.partition(b"\n")
+            if newline:
+                self._incoming = rest
+                if line.strip():
+                    return json.loads(line)
+                continue
+            chunk = os.read(REQUESTS_FD, 65536)
+            if not chunk:
+                return None
+            self._incoming += chunk
 
 
 def _jsonable(format_dict: dict[str, Any]) -> dict[str, Any]:
