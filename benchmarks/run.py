@@ -89,6 +89,30 @@ def sandcell_throughput(sandboxes: int, runs_each: int) -> float:
     return asyncio.run(measure())
 
 
+def sandcell_density(count: int) -> tuple[int, float, float]:
+    """Start ``count`` sandboxes and hold them idle: how many answer, cgroup MiB each, seconds to start them all."""
+
+    async def measure() -> tuple[int, float, float]:
+        gate = asyncio.Semaphore(4)
+        held: list[AsyncSandbox] = []
+
+        async def start() -> None:
+            async with gate:
+                held.append(await AsyncSandbox.create(pool=False, timeout=900))
+
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(*(start() for _ in range(count)))
+            elapsed = time.perf_counter() - started
+            answering = sum([(await sandbox.run_code("1+1")).text == "2" for sandbox in held])
+            charged = sum(sandbox._core.process.memory_bytes() or 0 for sandbox in held) / 2**20
+            return answering, charged / count, elapsed
+        finally:
+            await asyncio.gather(*(sandbox.kill() for sandbox in held))
+
+    return asyncio.run(measure())
+
+
 def sandcell_language_start(language: str, code: str, repeat: int, pool: SandboxPool | None = None) -> list[float]:
     """Context create -> first result; in a pooled sandbox each one is its spare
     (the spare's background refill is waited for, untimed)."""
@@ -235,6 +259,9 @@ def main() -> None:
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)
+    answering, each, elapsed = sandcell_density(10 if args.quick else 200)
+    add(f"idle sandboxes held at once (all answering: {answering})", [answering], None, "")
+    add(f"  cgroup memory each, of {answering} held (started in {elapsed:.0f} s)", [each], None, "MiB")
     private, charged = sandcell_idle_memory(idle)
     add("idle sandbox private memory", [private], [jupyter_memory], "MiB")
     add("idle sandbox cgroup memory (processes + files)", [charged], None, "MiB")
