@@ -73,6 +73,8 @@ def test_malformed_requests(api: httpx.Client, bystander: Sandbox) -> None:
     assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "timeout": -5}), 400, "timeout")
     assert_error(api.get("/sandboxes/does-not-exist"), 404, "not found")
     assert_error(api.get("/no/such/route"), 404, "not found")
+    assert_error(api.post(f"/sandboxes/{bystander.sandbox_id}/fork", json={}), 501, "does not support forking")
+    assert_error(api.get("/templates"), 501, "templates")
     assert_error(api.put("/v2/sandboxes"), 405, "not allowed")
     assert_error(api.post("/v1/sandboxes", json={"timeout": "x"}), 400, "timeout")
     assert_error(api.post(f"/sandboxes/{bystander.sandbox_id}/timeout", content=b"\xff\xfe"), 400)

@@ -196,3 +196,29 @@ async def metrics(sandbox_id: str, request: Request, team: Team = Depends(curren
             "diskTotal": sample.disk_total,
         }
     ])
+
+
+UNSUPPORTED = {
+    "/sandboxes/{sandbox_id}/fork": "forking a sandbox",
+    "/sandboxes/{sandbox_id}/snapshots": "snapshots",
+    "/sandboxes/{sandbox_id}/network": "changing a sandbox's network policy",
+    "/sandboxes/{sandbox_id}/logs": "sandbox logs",
+    "/v2/sandboxes/{sandbox_id}/logs": "sandbox logs",
+    "/snapshots": "snapshots",
+    "/templates": "building templates (sandcell has one image: templates base and code-interpreter-v1)",
+    "/v2/templates": "building templates (sandcell has one image: templates base and code-interpreter-v1)",
+    "/volumes": "volumes",
+    "/secrets": "secrets",
+}
+
+
+def _not_supported(what: str) -> Any:
+    async def answer(request: Request, team: Team = Depends(current_team)) -> JSONResponse:
+        raise ApiError(501, f"sandcell does not support {what} yet")
+
+    return answer
+
+
+for _path, _what in UNSUPPORTED.items():
+    router.add_api_route(_path, _not_supported(_what), methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    router.add_api_route(_path + "/{rest:path}", _not_supported(_what), methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
