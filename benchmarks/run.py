@@ -113,6 +113,20 @@ def sandcell_density(count: int) -> tuple[int, float, float]:
     return asyncio.run(measure())
 
 
+def sandcell_fork(megabytes: int, repeat: int) -> list[float]:
+    """``Sandbox.fork()`` of a sandbox holding a DataFrame of ``megabytes`` MB (the fork's kill not timed)."""
+    with Sandbox.create(pool=False) as source:
+        source.run_code(f"import numpy as np, pandas as pd\nframe = pd.DataFrame(np.random.rand({megabytes * 1_000_000 // 8 // 4}, 4))")
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            child = source.fork()
+            samples.append((time.perf_counter() - started) * 1000)
+            assert child.run_code("frame.shape[1]").text == "4"
+            child.kill()
+        return samples
+
+
 def sandcell_language_start(language: str, code: str, repeat: int, pool: SandboxPool | None = None) -> list[float]:
     """Context create -> first result; in a pooled sandbox each one is its spare
     (the spare's background refill is waited for, untimed)."""
@@ -259,6 +273,8 @@ def main() -> None:
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)
+    megabytes = 10 if args.quick else 100
+    add(f"sbx.fork() with a {megabytes} MB DataFrame (pickled, copied)", sandcell_fork(megabytes, 2 if args.quick else 5), None)
     answering, each, elapsed = sandcell_density(10 if args.quick else 200)
     add(f"idle sandboxes held at once (all answering: {answering})", [answering], None, "")
     add(f"  cgroup memory each, of {answering} held (started in {elapsed:.0f} s)", [each], None, "MiB")

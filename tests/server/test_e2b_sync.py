@@ -277,3 +277,20 @@ def test_command_timeout_kills_the_command_as_envd_does(sbx: Sandbox) -> None:
     while time.monotonic() < deadline and sbx.commands.list():
         time.sleep(0.1)
     assert sbx.commands.list() == []
+
+
+def test_fork_carries_state_and_files_into_an_independent_sandbox(sbx: Sandbox) -> None:
+    sbx.run_code("import pandas as pd\ntable = pd.DataFrame({'v': [1, 2, 3]})\ntotal = 6")
+    sbx.files.write("/home/user/kept.txt", "before the fork")
+    child, sibling = sbx.fork(count=2)
+    sibling.kill()
+    try:
+        assert child.sandbox_id != sbx.sandbox_id
+        assert child.run_code("int(table.v.sum()) == total").text == "True"
+        assert child.files.read("/home/user/kept.txt") == "before the fork"
+        child.run_code("total = 0")
+        child.files.write("/home/user/kept.txt", "changed in the fork")
+        assert sbx.run_code("total").text == "6"
+        assert sbx.files.read("/home/user/kept.txt") == "before the fork"
+    finally:
+        child.kill()

@@ -112,3 +112,17 @@ def test_bad_key_is_refused(server: Server) -> None:
         Sandbox.create(api_url=server.url, api_key="e2b_" + "1" * 40)
     with pytest.raises(SandboxException, match="missing API key"):
         Sandbox.create(api_url=server.url, api_key=None)
+
+
+def test_fork_on_the_server(remote: Sandbox) -> None:
+    remote.run_code("state = {'steps': 3}")
+    remote.files.write("/home/user/f.txt", "server fork")
+    child = remote.fork()
+    try:
+        assert child.run_code("state['steps']").text == "3"
+        assert child.files.read("/home/user/f.txt") == "server fork"
+        assert child.get_info().limits["memory_mb"] == 512
+        child.run_code("state['steps'] = 0")
+        assert remote.run_code("state['steps']").text == "3"
+    finally:
+        child.kill()

@@ -158,8 +158,9 @@ class Context:
     def process_env(self) -> dict[str, str]:
         return {**self.runtime.base_env, **self.env}
 
-    def encode_request(self, code: str, env: dict[str, str]) -> bytes:
-        return (json.dumps({"code": code, "env": env}) + "\n").encode()
+    def encode_request(self, code: str, env: dict[str, str], silent: bool = False) -> bytes:
+        """``silent``: no history, no execution count, no displayed result (Python only: the fork helpers)."""
+        return (json.dumps({"code": code, "env": env, "silent": silent}) + "\n").encode()
 
     def setup_request(self) -> bytes:
         """The request that moves a started, unused interpreter to ``self.cwd``
@@ -385,7 +386,7 @@ class Context:
             self._request_fd = -1
 
     # -- running code -------------------------------------------------------
-    async def execute(self, code: str, env: dict[str, str], timeout: float | None, emit: Emit) -> dict[str, Any]:
+    async def execute(self, code: str, env: dict[str, str], timeout: float | None, emit: Emit, silent: bool = False) -> dict[str, Any]:
         for name in env:
             if not ENV_NAME.match(name):
                 raise ValueError(f"invalid environment variable name {name!r}")
@@ -395,7 +396,7 @@ class Context:
             run = self.run = Run(emit, self.runtime.output_limit)
             try:
                 try:
-                    os.write(self._request_fd, self.encode_request(code, env))
+                    os.write(self._request_fd, self.encode_request(code, env, silent))
                 except BrokenPipeError:
                     pass  # it died just now; its events reader reports how, as this run's error
                 outcome = await self._wait(run, timeout)
@@ -527,7 +528,7 @@ class BashContext(Context):
         steps += [f"export {' '.join(changed)}"] if changed else []
         return ("; ".join([*steps, "__sandcell_status=ready"]) + "\n").encode()
 
-    def encode_request(self, code: str, env: dict[str, str]) -> bytes:
+    def encode_request(self, code: str, env: dict[str, str], silent: bool = False) -> bytes:
         cell = os.path.join(self.runtime.work_dir, f"cell-{self.id}-{self.execution_count + 1}.sh")
         with open(cell, "w", encoding="utf-8") as handle:
             handle.write(code + "\n")

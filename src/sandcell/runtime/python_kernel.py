@@ -202,7 +202,8 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
     try:
         interrupts.running = True
         try:
-            outcome = shell.run_cell(request["code"], store_history=True)
+            silent = bool(request.get("silent"))
+            outcome = shell.run_cell(request["code"], store_history=not silent, silent=silent)
         finally:
             interrupts.running = False
         if not outcome.success:

@@ -193,7 +193,7 @@ async def run_code(sup: Supervisor, request: dict[str, Any], payload: bytes, emi
     else:
         context = await sup.default_context(normalize_language(request.get("language")))
     timeout = request.get("timeout")
-    return await context.execute(request["code"], request.get("env") or {}, float(timeout) if timeout else None, emit)
+    return await context.execute(request["code"], request.get("env") or {}, float(timeout) if timeout else None, emit, bool(request.get("silent")))
 
 
 @handler("resync")

@@ -136,6 +136,10 @@ class AsyncSandbox:
     async def remove_code_context(self, context: Context | str) -> None:
         await self._call(ops.context_op("remove_context", context))
 
+    async def fork(self, timeout: float | None = 300) -> AsyncSandbox:
+        """A new, independent sandbox with a copy of this one's files and Python state; see ``Sandbox.fork``."""
+        return AsyncSandbox(await asyncio.to_thread(self._core.fork, timeout))
+
     async def kill(self) -> None:
         await asyncio.to_thread(self._core.kill, "it was killed")
 

@@ -143,6 +143,20 @@ class SandboxCore:
         self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.set_timeout(timeout)
 
+    def fork(self, timeout: float | None) -> SandboxCore:
+        """A new sandbox like this one, with a copy of its files and Python state (see ``fork.py``)."""
+        from .fork import copy_state
+        from .sync import Sandbox
+
+        child = local_core(timeout, self.policy.envs, self.policy.limits, self.metadata, self.policy.network, None)
+        child.wait_started()
+        try:
+            copy_state(Sandbox(self), Sandbox(child))
+        except BaseException:
+            child.kill("the fork failed")
+            raise
+        return child
+
     def add_envs(self, envs: dict[str, str]) -> None:
         """Give a started sandbox (a pooled one) the envs it would have been created with."""
         stream = SyncStream()
@@ -301,6 +315,27 @@ class SandboxCore:
         return self.process.memory_bytes()
 
 
+def local_core(
+    timeout: float | None,
+    envs: dict[str, str] | None,
+    limits: Limits | None,
+    metadata: dict[str, str] | None,
+    network: bool,
+    pool: SandboxPool | Literal[False] | None,
+) -> SandboxCore:
+    """A sandbox on this machine, from ``pool`` if it has one ready (``None``: the process-wide pool, if any)."""
+    from .pool import default_pool
+
+    check_create(timeout, envs)
+    limits = limits or Limits()
+    chosen = default_pool() if pool is None else pool or None
+    core = chosen.take(limits, network, envs or {}) if chosen else None
+    if core is None:
+        core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
+    core.hand_out(timeout, metadata)
+    return core
+
+
 def new_core(
     timeout: float | None,
     envs: dict[str, str] | None,
@@ -319,16 +354,7 @@ def new_core(
     """
     api_url = api_url or os.environ.get("SANDCELL_API_URL")
     if not api_url:
-        from .pool import default_pool
-
-        check_create(timeout, envs)
-        limits = limits or Limits()
-        chosen = default_pool() if pool is None else pool or None
-        core = chosen.take(limits, network, envs or {}) if chosen else None
-        if core is None:
-            core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
-        core.hand_out(timeout, metadata)
-        return core
+        return local_core(timeout, envs, limits, metadata, network, pool)
     if pool:
         raise ValueError("a SandboxPool holds sandboxes of this machine; it cannot serve api_url")
     from .remote import RemoteCore

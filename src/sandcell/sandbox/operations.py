@@ -124,11 +124,13 @@ class RunCode(Operation):
         oom_check: Callable[[], str | None],
         kill_grace: float,
         output_limit: int,
+        silent: bool = False,
     ) -> None:
         if not isinstance(code, str):
             raise InvalidArgumentException("code must be a string")
         wait = None if timeout is None else timeout + kill_grace + 30.0
-        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(envs or {}), timeout=timeout)
+        fields = {"silent": True} if silent else {}
+        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(envs or {}), timeout=timeout, **fields)
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()

@@ -194,6 +194,10 @@ class RemoteCore:
             self._client.delete(self._path)
             self._killed = reason
 
+    def fork(self, timeout: float | None) -> RemoteCore:
+        """The server forks it (``POST /v1/sandboxes/{id}/fork``)."""
+        return RemoteCore(self._client, self._checked(self._client.post(f"{self._path}/fork", json={"timeout": timeout}, timeout=STREAM_TIMEOUT)).json())
+
     def set_timeout(self, timeout: float | None) -> None:
         if timeout is None:
             raise SandboxException("a server-side sandbox always has a timeout; pass seconds")

@@ -162,6 +162,17 @@ class Sandbox:
         self._call(ops.context_op("remove_context", context))
 
     # -- lifecycle -------------------------------------------------------------
+    def fork(self, timeout: float | None = 300) -> Sandbox:
+        """A new, independent sandbox with a copy of this one's ``/home/user`` and Python state.
+
+        The default Python context's variables, functions, classes, modules
+        and open pyplot figures are copied (pickled with dill inside the
+        sandboxes); objects that cannot be pickled are left behind with a
+        warning. JavaScript and Bash state is not copied. Changes on either
+        side are invisible to the other.
+        """
+        return Sandbox(self._core.fork(timeout))
+
     def kill(self) -> None:
         """Kill every process of the sandbox; its files are gone with it."""
         self._core.kill("it was killed")

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandcell.isolation import Limits, Policy
-from sandcell.sandbox import AsyncSandbox, SandboxException
+from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException
+from sandcell.sandbox.fork import copy_state
 from sandcell.sandbox.core import SandboxCore, check_create
 from sandcell.sandbox.pool import SandboxPool
 
-from .errors import ApiError
+from .errors import ApiError, status_for
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
 log = logging.getLogger("sandcell.server")
@@ -241,6 +242,19 @@ class SandboxManager:
 
     async def kill(self, live: LiveSandbox) -> None:
         await self._end(live, "killed", "it was killed through the API")
+
+    async def fork(self, team: Team, live: LiveSandbox, timeout: float | None) -> LiveSandbox:
+        """A new sandbox of the team with a copy of ``live``'s files and Python state (``Sandbox.fork``)."""
+        if live.paused:
+            raise ApiError(409, f"sandbox {live.id} is paused; resume it before forking")
+        policy = live.sandbox._core.policy
+        child = await self.create(team, live.record.template, timeout, live.record.metadata, policy.envs, live.record.allow_internet, policy.limits)
+        try:
+            await asyncio.to_thread(copy_state, Sandbox(live.sandbox._core), Sandbox(child.sandbox._core))
+        except SandboxException as exc:
+            await self._end(child, "ended", f"the fork failed: {exc}")
+            raise ApiError(status_for(exc), f"cannot fork sandbox {live.id}: {exc}") from None
+        return child
 
     async def set_timeout(self, live: LiveSandbox, timeout: float) -> None:
         timeout = self._check_timeout(timeout)

@@ -66,6 +66,10 @@ class Timeout(BaseModel):
     timeout: float
 
 
+class Fork(BaseModel):
+    timeout: float | None = Field(None, description="the new sandbox's timeout (server default if unset)")
+
+
 class RunCode(BaseModel):
     code: str
     language: str | None = Field(None, description="python (default), javascript or bash")
@@ -154,6 +158,13 @@ async def set_timeout(sandbox_id: str, body: Timeout, request: Request, team: Te
     live = _live(request, sandbox_id, team)
     await manager_of(request).set_timeout(live, body.timeout)
     return sandbox_out(live.record)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201, response_model=SandboxOut)
+async def fork(sandbox_id: str, body: Fork, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
+    """A new sandbox with a copy of this one's /home/user and Python state; see ``Sandbox.fork``."""
+    child = await manager_of(request).fork(team, _live(request, sandbox_id, team), body.timeout)
+    return sandbox_out(child.record)
 
 
 @router.post("/sandboxes/{sandbox_id}/pause", response_model=SandboxOut)

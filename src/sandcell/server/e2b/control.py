@@ -179,6 +179,23 @@ async def connect(sandbox_id: str, request: Request, team: Team = Depends(curren
     return await _resume(manager, live, timeout)
 
 
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+async def fork(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
+    manager = manager_of(request)
+    live = manager.get(team, sandbox_id)
+    body = await json_object(request, required=False)
+    count = 1 if body.get("count") is None else body["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
+        raise ApiError(400, "count must be an integer from 1 to 10")
+    results: list[dict[str, Any]] = []
+    for _ in range(count):
+        try:
+            results.append({"sandbox": sandbox_json(await manager.fork(team, live, optional_number(body, "timeout")))})
+        except ApiError as exc:
+            results.append({"error": {"code": exc.status, "message": exc.message}})
+    return JSONResponse(results, status_code=201)
+
+
 @router.get("/sandboxes/{sandbox_id}/metrics")
 async def metrics(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     live = manager_of(request).get(team, sandbox_id)
@@ -199,7 +216,6 @@ async def metrics(sandbox_id: str, request: Request, team: Team = Depends(curren
 
 
 UNSUPPORTED = {
-    "/sandboxes/{sandbox_id}/fork": "forking a sandbox",
     "/sandboxes/{sandbox_id}/snapshots": "snapshots",
     "/sandboxes/{sandbox_id}/network": "changing a sandbox's network policy",
     "/sandboxes/{sandbox_id}/logs": "sandbox logs",
