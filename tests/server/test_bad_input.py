@@ -136,3 +136,21 @@ def test_client_disconnecting_mid_stream_interrupts_the_run(server: Server, byst
     assert bystander.run_code("'free again'", timeout=20).text == "'free again'"
     assert time.monotonic() - started < 5, "the abandoned run kept the context busy"
     assert server.alive()
+
+
+def test_no_route_reads_a_body_past_the_limit(api: httpx.Client, bystander: Sandbox) -> None:
+    def chunks(head: bytes = b"") -> Iterator[bytes]:
+        yield head
+        for _ in range(MAX_UPLOAD_MB + 3):
+            yield b"z" * (1024 * 1024)
+
+    part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    multipart = data_plane(bystander) | {"Content-Type": "multipart/form-data; boundary=xyz"}
+    assert_error(api.post("/files", content=chunks(part), headers=multipart), 413, "limit")
+    assert_error(api.post("/v2/sandboxes", content=chunks(), headers={"Content-Type": "application/json"}), 413, "limit")
+    host, port = str(api.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port))) as sock:  # a declared terabyte is refused before it is sent
+        sock.sendall(f"POST /v1/sandboxes HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {10**12}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+    # Without a Content-Length, FastAPI reports the cut-off body as unparseable: refused either way.
+    assert api.post("/v1/sandboxes", content=chunks(), headers={"Content-Type": "application/json"}).status_code in (400, 413)

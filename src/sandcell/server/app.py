@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .e2b import control
 from .e2b.envd import envd_app
@@ -99,6 +99,51 @@ class DataPlane:
         await (self.envd if port == ENVD_PORT else self.interpreter)(scope, receive, send)
 
 
+class BodyTooLarge(ApiError):
+    """Raised from ``receive``: every app's ApiError handler answers it with a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than the server's limit of {limit} bytes")
+
+
+class BodyLimit:
+    """No request body past ``limit`` bytes reaches any route, with or without a Content-Length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            await BodyTooLarge(self.limit).response()(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge(self.limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge as exc:
+            if not started:
+                await exc.response()(scope, receive, send)
+
+
 class SandcellServer:
     def __init__(self, manager: SandboxManager) -> None:
         self.manager = manager
@@ -116,4 +161,6 @@ class SandcellServer:
 
 def create_app(db: Path | str, config: ServerConfig | None = None) -> ASGIApp:
     manager = SandboxManager(Store(db), config)
-    return Observed(SandcellServer(manager), Metrics(manager))
+    # Room above the largest upload for a frame's header or a multipart envelope.
+    limit = manager.config.max_upload_bytes + 1024 * 1024
+    return Observed(BodyLimit(SandcellServer(manager), limit), Metrics(manager))

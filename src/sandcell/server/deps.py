@@ -21,9 +21,24 @@ def current_team(request: Request) -> Team:
     return authenticate(request, manager_of(request).store)
 
 
+MAX_JSON_BODY = 64 * 1024 * 1024  # a code cell may be long; a JSON body is not a file upload
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 once it passes ``limit`` (with or without a Content-Length)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    return bytes(body)
+
+
 async def json_object(request: Request, required: bool = True) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong with it."""
-    raw = await request.body()
+    raw = await bounded_body(request, MAX_JSON_BODY)
     if not raw.strip():
         if required:
             raise ApiError(400, "the request needs a JSON body")

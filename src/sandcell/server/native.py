@@ -22,13 +22,16 @@ from sandcell.isolation import Limits
 from sandcell.sandbox.connection import AsyncStream, Frame
 from sandcell.sandbox.models import CommandExitException, SandboxException
 
-from .deps import current_team, manager_of
+from .deps import bounded_body, current_team, manager_of
 from .errors import ApiError, status_for
 from .manager import LiveSandbox
 from .streaming import execution_lines, until_gone
 from .store import LIVE_STATES, SandboxRecord, Team
 
 FRAMES = "application/x-sandcell-frames"
+# Requests only the host itself may make: a client's own cancel goes through
+# /requests/{id}/cancel, and a resync would cut the server's stream.
+HOST_ONLY_OPS = frozenset({"cancel", "hello", "resync"})
 router = APIRouter(prefix="/v1", tags=["sandcell"])
 
 
@@ -237,7 +240,7 @@ async def download(sandbox_id: str, request: Request, path: str, team: Team = De
 async def upload(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> dict[str, Any]:
     """Write the raw request body to ``path`` (parents are created)."""
     live = _live(request, sandbox_id, team)
-    data = await _bounded_body(request, manager_of(request).config.max_upload_bytes)
+    data = await bounded_body(request, manager_of(request).config.max_upload_bytes)
     info = await _call(live.sandbox.files.write(path, data))
     return dataclasses.asdict(info)
 
@@ -265,17 +268,6 @@ async def run_command(sandbox_id: str, body: RunCommand, request: Request, team:
     return CommandOut(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code, error=result.error)
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    return bytes(body)
-
-
 # -- the frame tunnel used by the Python client ------------------------------------------
 
 
@@ -290,7 +282,7 @@ async def supervisor_request(sandbox_id: str, request: Request, team: Team = Dep
     live = _live(request, sandbox_id, team)
     if live.paused:
         raise ApiError(409, f"sandbox {sandbox_id} is paused; resume it first")
-    body = await _bounded_body(request, manager_of(request).config.max_upload_bytes + 65536)
+    body = await bounded_body(request, manager_of(request).config.max_upload_bytes + 65536)
     try:
         frame = protocol.read_frame(io.BytesIO(body))
     except (protocol.ProtocolError, EOFError, ValueError) as exc:
@@ -298,7 +290,7 @@ async def supervisor_request(sandbox_id: str, request: Request, team: Team = Dep
     if frame is None:
         raise ApiError(400, "the body holds no frame")
     header, payload = frame
-    if not isinstance(header.get("op"), str) or header["op"] in ("cancel", "hello"):
+    if not isinstance(header.get("op"), str) or header["op"] in HOST_ONLY_OPS:
         raise ApiError(400, "the frame needs an op (cancel through /requests/{id}/cancel)")
     core = live.sandbox._core
     stream = AsyncStream()

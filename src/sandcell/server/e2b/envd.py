@@ -45,7 +45,7 @@ from sandcell.sandbox.models import (
     SandboxException,
     TimeoutException,
 )
-from sandcell.server.errors import status_for
+from sandcell.server.errors import ApiError, api_error_handler, status_for
 from sandcell.server.manager import SandboxManager
 
 log = logging.getLogger("sandcell.server")
@@ -429,7 +429,10 @@ def files_app(manager: SandboxManager) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(status_code=204)
 
-    return Starlette(routes=[Route("/files", download, methods=["GET"]), Route("/files", upload, methods=["POST"]), Route("/health", health)])
+    return Starlette(
+        routes=[Route("/files", download, methods=["GET"]), Route("/files", upload, methods=["POST"]), Route("/health", health)],
+        exception_handlers={ApiError: api_error_handler},
+    )
 
 
 class UndecodableRequests:
