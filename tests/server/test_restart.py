@@ -108,3 +108,10 @@ def test_kill_on_exit_and_an_expired_grace_are_reported(tmp_path: Path) -> None:
         assert Sandbox.list(api_key=key, api_url=server.url).next_items() == []
     finally:
         server.stop()
+
+
+def test_a_second_server_on_the_same_registry_is_refused(server: Server) -> None:
+    with pytest.raises(RuntimeError, match="exited"):
+        start_server(server.db, server.log)
+    assert "another sandcell serve is using the registry" in server.log.read_text()
+    assert server.alive()

@@ -82,6 +82,7 @@ class SandboxManager:
 
     # -- server lifetime ------------------------------------------------------
     async def start(self) -> None:
+        self.store.claim_for_server()
         await self.take_over_previous_runs()
         self._reaper = asyncio.create_task(self._reap_forever())
         if self.config.pool_size:

@@ -10,8 +10,10 @@ tokens, which clients keep using across a restart.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -115,6 +117,8 @@ class Store:
     """One SQLite file; safe to share between the event loop and worker threads."""
 
     def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._server_lock: int | None = None
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -128,6 +132,22 @@ class Store:
                 self._db.execute("ALTER TABLE sandboxes ADD COLUMN access_token TEXT NOT NULL DEFAULT ''")
         if str(path) != ":memory:":
             Path(path).chmod(0o600)  # it holds key hashes and sandbox metadata
+
+    def claim_for_server(self) -> None:
+        """Make this process the one server of this registry (until it exits).
+
+        Two servers on one registry would each take the other's sandboxes
+        for lost; ``sandcell keys`` needs no claim and works beside a server.
+        """
+        if self.path == ":memory:" or self._server_lock is not None:
+            return
+        handle = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise RuntimeError(f"another sandcell serve is using the registry {self.path}") from None
+        self._server_lock = handle
 
     def close(self) -> None:
         with self._lock:
