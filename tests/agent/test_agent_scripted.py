@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandcell import Sandbox
-from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, ProviderError, Saved, TextDelta, Thinking
+from sandcell.agent import Agent, Answer, CellOutput, CodeCell, Notice, Output, ProviderError, Saved, TextDelta, Thinking
 from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
 
 from .scripted_server import Delayed, Failure, ScriptedServer, Stall, exec_code, text, tool_call
@@ -151,7 +151,7 @@ def test_output_files_are_saved_after_the_cell_that_wrote_them_once_per_version(
     agent, events = make_agent(server, make_sandbox(), tmp_path)
     agent.ask("write")
     kinds = [type(e).__name__ for e in events if not isinstance(e, (Thinking, TextDelta))]
-    assert kinds == ["CodeCell", "CellOutput", "Saved", "CodeCell", "CellOutput", "CodeCell", "CellOutput", "Saved", "Answer"]
+    assert kinds == ["CodeCell", "CellOutput", "Saved", "CodeCell", "Output", "CellOutput", "CodeCell", "CellOutput", "Saved", "Answer"]
     assert [e.paths for e in events if isinstance(e, Saved)] == [[tmp_path / "sub" / "a.txt"]] * 2
     assert (tmp_path / "sub" / "a.txt").read_text() == "two, longer"
 
@@ -305,3 +305,33 @@ def test_an_interrupted_run_leaves_a_conversation_the_model_accepts(server, sand
     assert answered == {"call_slow", "call_next"}
     agent.on_event = lambda event: None
     assert agent.ask("and now?") == "ok"
+
+
+def test_a_cells_output_is_shown_as_it_comes_and_once(server, sandbox, tmp_path):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from sandcell.agent.view import ChatView
+
+    server.replies = [exec_code("import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('second')\n6 * 7"), text("done")]
+    seen: list = []
+    screen = io.StringIO()
+    view = ChatView(Console(file=screen, width=120))
+
+    def both(event):
+        seen.append((time.monotonic(), event))
+        view(event)
+
+    provider = OpenAICompatibleProvider(model="scripted", api_key="test", base_url=server.base_url, timeout=30, max_retries=0)
+    Agent(provider, sandbox, on_event=both, output_dir=tmp_path).ask("go")
+    chunks = [(when, event) for when, event in seen if isinstance(event, Output)]
+    finished = next(when for when, event in seen if isinstance(event, CellOutput))
+    assert [event.text for _, event in chunks] == ["first\n", "second\n"]
+    assert finished - chunks[0][0] > 0.8, "the first line must be shown while the cell still runs"
+    cell = next(event for _, event in seen if isinstance(event, CellOutput))
+    assert "stdout:" in cell.rendered and "stdout" not in cell.results and "42" in cell.results
+    shown = screen.getvalue()
+    assert len(re.findall(r"^first$", shown, re.M)) == 1 and len(re.findall(r"^second$", shown, re.M)) == 1, shown
+    assert "42" in shown

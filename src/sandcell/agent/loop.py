@@ -16,7 +16,7 @@ from sandcell.sandbox import Execution, Sandbox
 
 from .providers import ModelTurn, Provider
 from .timing import StepClock, StepTiming
-from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render
+from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render_parts
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant with a code interpreter. To compute, inspect data or make charts, call the "
@@ -48,9 +48,18 @@ class CodeCell:
 
 
 @dataclass
+class Output:
+    """A chunk of a running cell's stdout or stderr, as it comes."""
+
+    text: str
+    error: bool
+
+
+@dataclass
 class CellOutput:
     execution: Execution
-    rendered: str
+    rendered: str  # what the model is told
+    results: str  # the part of it that is not the streamed output: results, images, error
 
 
 @dataclass
@@ -72,7 +81,7 @@ class Answer:
     text: str
 
 
-Event = Union[Thinking, TextDelta, CodeCell, CellOutput, Saved, Notice, Answer]
+Event = Union[Thinking, TextDelta, CodeCell, Output, CellOutput, Saved, Notice, Answer]
 
 
 @dataclass
@@ -218,11 +227,18 @@ class Agent:
             if not approved:
                 return "error: the user declined to run this code"
         with clock.measuring("sandbox"):
-            execution = self.sandbox.run_code(code, language=language, timeout=self.run_timeout)
+            execution = self.sandbox.run_code(
+                code,
+                language=language,
+                timeout=self.run_timeout,
+                on_stdout=lambda message: self.on_event(Output(message.line, False)),
+                on_stderr=lambda message: self.on_event(Output(message.line, True)),
+            )
         images_before = len(self.images.saved)
-        rendered = render(execution, self.images)
+        output, rest = render_parts(execution, self.images)
+        rendered = "\n\n".join(output + rest) or "(no output)"
         self.transcript.append(Ran(language, code, execution))
-        self.on_event(CellOutput(execution, rendered))
+        self.on_event(CellOutput(execution, rendered, "\n\n".join(rest)))
         saved = [image.path for image in self.images.saved[images_before:]] + self._save_outputs()
         if saved:
             self.on_event(Saved(saved))

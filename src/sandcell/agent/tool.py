@@ -97,26 +97,27 @@ class ImageStore:
         return image
 
 
-def render(execution: Execution, images: ImageStore) -> str:
-    """What the model sees of one run."""
-    parts: list[str] = []
+def render_parts(execution: Execution, images: ImageStore) -> tuple[list[str], list[str]]:
+    """What the model sees of one run, in two parts: the output, and the rest (results, images, error)."""
+    output: list[str] = []
+    rest: list[str] = []
     stdout, stderr = "".join(execution.logs.stdout), "".join(execution.logs.stderr)
     if stdout:
-        parts.append("stdout:\n" + cut(stdout))
+        output.append("stdout:\n" + cut(stdout))
     if stderr:
-        parts.append("stderr:\n" + cut(stderr))
+        output.append("stderr:\n" + cut(stderr))
     for result in execution.results:
         if result.png:
             image = images.save(result.png)
             size = f" {image.width}x{image.height}" if image.width else ""
-            parts.append(f"[image/png{size} saved as {image.path.name} and shown to the user]")
+            rest.append(f"[image/png{size} saved as {image.path.name} and shown to the user]")
         elif result.text is not None:
             label = "result" if result.is_main_result else "display"
-            parts.append(f"{label}:\n" + cut(result.text))
+            rest.append(f"{label}:\n" + cut(result.text))
     if execution.error:
         error = execution.error
         trace = "\n".join(error.traceback.splitlines()[-TRACEBACK_LINES:])
-        parts.append(f"error: {error.name}: {error.value}" + (f"\n{trace}" if trace else ""))
+        rest.append(f"error: {error.name}: {error.value}" + (f"\n{trace}" if trace else ""))
         if error.name == "TimeoutError":
-            parts.append("hint: the code was too slow; use a faster approach (iterate instead of recursing, work on less data)")
-    return "\n\n".join(parts) or "(no output)"
+            rest.append("hint: the code was too slow; use a faster approach (iterate instead of recursing, work on less data)")
+    return output, rest

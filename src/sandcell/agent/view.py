@@ -14,7 +14,7 @@ from rich.status import Status
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .loop import Answer, CellOutput, CodeCell, Event, Notice, Saved, TextDelta, Thinking
+from .loop import Answer, CellOutput, CodeCell, Event, Notice, Output, Saved, TextDelta, Thinking
 from .timing import StepTiming
 
 SYNTAX_NAMES = {"javascript": "js"}
@@ -26,6 +26,7 @@ class ChatView:
     def __init__(self, console: Console) -> None:
         self.console = console
         self._status: Status | None = None
+        self._streamed = False  # the running cell's output has been shown as it came
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Thinking):
@@ -35,10 +36,16 @@ class ChatView:
         if isinstance(event, TextDelta):
             self.console.print(event.text, end="", markup=False, highlight=False)
         elif isinstance(event, CodeCell):
+            self._streamed = False
             self.console.print()
             self.console.print(Syntax(event.code, SYNTAX_NAMES.get(event.language, event.language), theme="ansi_dark"))
+        elif isinstance(event, Output):
+            self._streamed = True
+            self.console.print(event.text, end="", style="red" if event.error else "dim", markup=False, highlight=False)
         elif isinstance(event, CellOutput):
-            self.console.print(event.rendered, style="dim", markup=False, highlight=False)
+            shown = event.results if self._streamed else event.rendered
+            if shown:
+                self.console.print(shown, style="dim", markup=False, highlight=False)
         elif isinstance(event, Saved):
             for path in event.paths:
                 self.console.print(f"saved {path}", style="green", markup=False, highlight=False, soft_wrap=True)
