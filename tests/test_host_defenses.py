@@ -94,3 +94,46 @@ def test_pkill_python_stops_interpreters_not_the_sandbox():
         after = sandbox.run_code("'still here'")
         assert after.text == "'still here'" or (after.error is not None and after.error.name == "InterpreterDied")
         assert sandbox.run_code("2 + 2").text == "4"
+
+
+HIGH_FDS_OWNER = """
+import os, resource, sys
+from sandcell.isolation import Policy
+from sandcell.sandbox.core import SandboxCore
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+core = SandboxCore(Policy(), detachable=True, orphan_grace=30)
+core.wait_started()
+print(core.sandbox_id, flush=True)
+"""  # exits: the sandbox waits to be taken over
+
+
+def test_sandboxes_work_when_the_host_holds_fds_past_1024():
+    """select() cannot wait on fd 1024 and above; a host with many sandboxes has such fds."""
+    import datetime
+    import resource
+    import subprocess
+    import sys
+
+    from sandcell.isolation import Limits as IsolationLimits
+    from sandcell.sandbox.core import SandboxCore
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        sandbox = Sandbox.create(pool=False, timeout=60)
+        assert sandbox.run_code("1 + 1").text == "2"
+        sandbox.kill()
+        assert not sandbox.is_running()
+        owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER], capture_output=True, text=True, timeout=60)
+        sandbox_id = owner.stdout.strip()
+        assert sandbox_id, owner.stderr
+        taken = SandboxCore.attach(sandbox_id, IsolationLimits(), {}, datetime.datetime.now(datetime.timezone.utc), False)
+        assert Sandbox(taken).run_code("2 + 2").text == "4"
+        taken.kill()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -195,7 +195,9 @@ class SandboxProcess:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        return bool(select.select([self._pidfd], [], [], timeout)[0])
+        waiting = select.poll()  # not select(): a host with many sandboxes has fds past 1024
+        waiting.register(self._pidfd, select.POLLIN)
+        return bool(waiting.poll(timeout * 1000))
 
     @property
     def alive(self) -> bool:

@@ -122,8 +122,11 @@ def main() -> None:
     while status is None:
         waiting = [pidfd] + ([lifeline] if lifeline is not None else []) + ([attachable.listener] if attachable else [])
         timeout = None if orphaned_at is None else max(attachable.grace - (time.monotonic() - orphaned_at), 0)  # type: ignore[union-attr]
+        poller = select.poll()  # not select(): the host's fd numbers, which we keep, may pass 1024
+        for waited in waiting:
+            poller.register(waited, select.POLLIN)
         try:
-            ready, _, _ = select.select(waiting, [], [], timeout)
+            ready = {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
         except InterruptedError:
             continue
         if not ready:
@@ -135,7 +138,7 @@ def main() -> None:
             if not order:
                 os.close(lifeline)
                 lifeline, orphaned_at = None, time.monotonic()
-        if attachable is not None and attachable.listener in ready:
+        if attachable is not None and attachable.listener.fileno() in ready:
             taken = attachable.hand_over(attached=lifeline is not None)
             if taken is not None:
                 lifeline, orphaned_at = taken, None

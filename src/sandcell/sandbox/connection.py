@@ -84,9 +84,11 @@ def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
     requests.flush()
     deadline = time.monotonic() + timeout
     seen = b""
+    waiting = select.poll()  # not select(): a host with many sandboxes has fds past 1024
+    waiting.register(events, select.POLLIN)
     while marker not in seen:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([events], [], [], left)[0]:
+        if left <= 0 or not waiting.poll(left * 1000):
             raise TimeoutError(f"the sandbox did not answer a resync within {timeout:g} s")
         chunk = os.read(events.fileno(), 1 << 16)
         if not chunk:
