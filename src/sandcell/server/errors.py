@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sandcell.sandbox.models import InvalidArgumentException, NotEnoughSpaceException, NotFoundException, SandboxPausedException
+from sandcell.sandbox.models import InvalidArgumentException, NotEnoughSpaceException, NotFoundException, SandboxException, SandboxPausedException
 
 
 class ApiError(Exception):
@@ -26,6 +26,11 @@ class ApiError(Exception):
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def sandbox_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A sandbox error no route turned into an ApiError (a sandbox that fails to start, say)."""
+    return ApiError(status_for(exc), str(exc)).response()
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
