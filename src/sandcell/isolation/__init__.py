@@ -338,10 +338,17 @@ def attach(name: str) -> SandboxProcess:
     """
     lifeline_read, lifeline_write = os.pipe()
     os.set_inheritable(lifeline_write, False)
+    path = attach_dir() / f"{name}.sock"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(10)
-            connection.connect(str(attach_dir() / f"{name}.sock"))
+            try:
+                connection.connect(str(path))
+            except ConnectionRefusedError:
+                # Its launcher was killed outright: nothing listens, and nothing will.
+                path.unlink(missing_ok=True)
+                path.with_suffix(".log").unlink(missing_ok=True)
+                raise
             socket.send_fds(connection, [b"attach"], [lifeline_read])
             message, fds, _, _ = socket.recv_fds(connection, 4096, 2)
     except BaseException:
