@@ -103,31 +103,32 @@ class SandboxManager:
 
     async def take_over_previous_runs(self) -> None:
         """Re-attach the sandboxes a previous server process left running; record why any could not be."""
-        for record in self.store.sandboxes(states=LIVE_STATES):
-            if record.server_instance == self.instance:
-                continue
-            try:
-                core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet)
-            except SandboxException as exc:
-                reason = f"lost when the server restarted: {exc}"
-                self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())
-                self.ended["lost"] += 1
-                log.warning("sandbox %s lost: %s", record.id, exc)
-                continue
-            live = LiveSandbox(record, AsyncSandbox(core))
-            record.server_instance = self.instance
-            record.state = "paused" if core.paused else "running"
-            self._live[record.id] = live
-            self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
-            left = None if record.end_at is None else (record.end_at - now()).total_seconds()
-            if core.paused:
-                core.set_timeout(self.config.default_timeout)  # a paused sandbox's clock starts when it is resumed
-            elif left is not None and left <= 0:
-                await self._end(live, "ended", "it reached its timeout while the server was down")
-                continue
-            elif left is not None:
-                core.set_timeout(left)
-            log.info("sandbox %s re-attached (%s)", record.id, record.state)
+        left = [record for record in self.store.sandboxes(states=LIVE_STATES) if record.server_instance != self.instance]
+        await asyncio.gather(*(self._take_over(record) for record in left))
+
+    async def _take_over(self, record: SandboxRecord) -> None:
+        try:
+            core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet)
+        except SandboxException as exc:
+            reason = f"lost when the server restarted: {exc}"
+            self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())
+            self.ended["lost"] += 1
+            log.warning("sandbox %s lost: %s", record.id, exc)
+            return
+        live = LiveSandbox(record, AsyncSandbox(core))
+        record.server_instance = self.instance
+        record.state = "paused" if core.paused else "running"
+        self._live[record.id] = live
+        self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
+        left = None if record.end_at is None else (record.end_at - now()).total_seconds()
+        if core.paused:
+            core.set_timeout(self.config.default_timeout)  # a paused sandbox's clock starts when it is resumed
+        elif left is not None and left <= 0:
+            await self._end(live, "ended", "it reached its timeout while the server was down")
+            return
+        elif left is not None:
+            core.set_timeout(left)
+        log.info("sandbox %s re-attached (%s)", record.id, record.state)
 
     async def _reap_forever(self) -> None:
         while True:
