@@ -105,8 +105,11 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
 held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
 core = SandboxCore(Policy(), detachable=True, orphan_grace=30)
 core.wait_started()
+if sys.argv[1] == "hand-out":
+    core.hand_out(60, {})
 print(core.sandbox_id, flush=True)
-"""  # exits: the sandbox waits to be taken over
+os._exit(0)  # as if killed: a handed-out sandbox waits to be taken over, any other dies
+"""
 
 
 def test_sandboxes_work_when_the_host_holds_fds_past_1024():
@@ -127,7 +130,7 @@ def test_sandboxes_work_when_the_host_holds_fds_past_1024():
         assert sandbox.run_code("1 + 1").text == "2"
         sandbox.kill()
         assert not sandbox.is_running()
-        owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER], capture_output=True, text=True, timeout=60)
+        owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "hand-out"], capture_output=True, text=True, timeout=60)
         sandbox_id = owner.stdout.strip()
         assert sandbox_id, owner.stderr
         taken = SandboxCore.attach(sandbox_id, IsolationLimits(), {}, datetime.datetime.now(datetime.timezone.utc), False)
@@ -137,3 +140,20 @@ def test_sandboxes_work_when_the_host_holds_fds_past_1024():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_detachable_sandbox_not_yet_handed_out_dies_with_its_host():
+    """One still starting, or idle in a server's pool, must not linger as an orphan nobody will take back."""
+    import subprocess
+    import sys
+    import time
+
+    from sandcell.isolation import attach_dir
+
+    owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "idle"], capture_output=True, text=True, timeout=60)
+    sandbox_id = owner.stdout.strip()
+    assert sandbox_id, owner.stderr
+    deadline = time.monotonic() + 10
+    while (attach_dir() / f"{sandbox_id}.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (attach_dir() / f"{sandbox_id}.sock").exists(), "the launcher kept an idle sandbox alive"

@@ -224,6 +224,15 @@ class SandboxProcess:
             self.cgroup.remove()
         self._close_pipes()
 
+    def arm(self) -> None:
+        """From now on this detachable sandbox outlives its host (see the launcher)."""
+        with self._lock:
+            if self._lifeline >= 0:
+                try:
+                    os.write(self._lifeline, b"d")
+                except OSError:
+                    pass
+
     def detach(self) -> None:
         """Let go of a detachable sandbox without killing it: another host may attach to it.
 

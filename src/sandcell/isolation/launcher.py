@@ -12,9 +12,11 @@ this package), it
 3. removes the cgroups and exits with the sandbox's status.
 
 A *detachable* sandbox (the server's) outlives a host that dies without
-asking for the kill (a ``k`` on the lifeline): the launcher keeps the host's
-ends of the protocol pipes open and, for a grace period, hands them over a
-root-only Unix socket to the next host that attaches with a new lifeline.
+asking for the kill (a ``k`` on the lifeline), once it has been handed out
+(a ``d``; one still starting or idle in a pool dies with its host): the
+launcher keeps the host's ends of the protocol pipes open and, for a grace
+period, hands them over a root-only Unix socket to the next host that
+attaches with a new lifeline.
 
 Keeping this out of the host process means a host killed with SIGKILL still
 leaves nothing behind.
@@ -116,6 +118,7 @@ def main() -> None:
     os.close(config["seccomp_fd"])
     attachable = Attachable(config["attach"]) if config.get("attach") else None
     lifeline: int | None = config["lifeline_fd"]
+    armed = False
     orphaned_at = None
     pidfd = os.pidfd_open(pid)
     status = None
@@ -133,9 +136,11 @@ def main() -> None:
             break  # no host came back within the grace period
         if lifeline is not None and lifeline in ready:
             order = os.read(lifeline, 1)
-            if attachable is None or order == b"k":
-                break  # the host asked for the kill, or (not detachable) is gone
-            if not order:
+            if order == b"d":
+                armed = True  # handed out: from now on it outlives its host
+            elif order == b"k" or not (attachable and armed):
+                break  # the host asked for the kill, or is gone and the sandbox was not handed out
+            elif not order:
                 os.close(lifeline)
                 lifeline, orphaned_at = None, time.monotonic()
         if attachable is not None and attachable.listener.fileno() in ready:

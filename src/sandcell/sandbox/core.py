@@ -53,7 +53,7 @@ RESYNC_TIMEOUT = 15.0
 @atexit.register
 def _kill_all() -> None:
     for core in list(_live):
-        if core.detachable:
+        if core.detachable and core.handed_out:
             core.detach()  # the next server process takes it over
         else:
             core.kill("the Python process that owned the sandbox exited")
@@ -103,7 +103,7 @@ class SandboxCore:
         connection = Connection(process.stdin, events, core.death_reason, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
         connection.hello.set()
         core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
-        core.metadata, core.started_at = dict(metadata), started_at
+        core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True
         if frozen:
             core.pause()
         return core
@@ -115,6 +115,7 @@ class SandboxCore:
         self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.end_at: datetime.datetime | None = None
         self.detachable = detachable
+        self.handed_out = False
         self._killed: str | None = None
         self._paused_left: float | None = None  # while paused: the seconds its timeout had left (inf: none)
         self._lock = threading.Lock()
@@ -142,6 +143,9 @@ class SandboxCore:
         self.metadata = dict(metadata or {})
         self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.set_timeout(timeout)
+        self.handed_out = True
+        if self.detachable:
+            self.process.arm()
 
     def fork(self, timeout: float | None) -> SandboxCore:
         """A new sandbox like this one, with a copy of its files and Python state (see ``fork.py``)."""
