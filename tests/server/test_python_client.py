@@ -126,3 +126,13 @@ def test_fork_on_the_server(remote: Sandbox) -> None:
         assert remote.run_code("state['steps']").text == "3"
     finally:
         child.kill()
+
+
+def test_native_rest_command_with_a_non_zero_exit_is_an_answer(server: Server, keys: Keys, remote: Sandbox) -> None:
+    import httpx
+
+    answer = httpx.post(f"{server.url}/v1/sandboxes/{remote.sandbox_id}/commands", json={"cmd": "echo out; echo err >&2; exit 3"}, headers={"X-API-Key": keys.alpha})
+    assert answer.status_code == 200, answer.text
+    assert {key: answer.json()[key] for key in ("stdout", "stderr", "exit_code")} == {"stdout": "out\n", "stderr": "err\n", "exit_code": 3}
+    missing = httpx.get(f"{server.url}/v1/sandboxes/{remote.sandbox_id}/files", params={"path": "/home/user/none"}, headers={"X-API-Key": keys.alpha})
+    assert missing.status_code == 404 and set(missing.json()) == {"code", "message"}

@@ -19,13 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandcell.sandbox.models import SandboxException
-
 from . import native
 from .e2b import control
 from .e2b.envd import envd_app
 from .e2b.interpreter import interpreter_app
-from .errors import ApiError, api_error_handler, http_error_handler, sandbox_error_handler, validation_error_handler
+from .errors import ERROR_HANDLERS, ApiError, http_error_handler, validation_error_handler
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .observability import Metrics, Observed
 from .store import Store
@@ -51,12 +49,7 @@ def control_app(manager: SandboxManager) -> FastAPI:
         version="0.1.0",
         description="Sandboxes for LLM-written code. `/v1` is sandcell's own API; the other routes are E2B's control plane.",
         lifespan=lifespan,
-        exception_handlers={
-            ApiError: api_error_handler,
-            SandboxException: sandbox_error_handler,
-            RequestValidationError: validation_error_handler,
-            StarletteHTTPException: http_error_handler,
-        },
+        exception_handlers={**ERROR_HANDLERS, RequestValidationError: validation_error_handler, StarletteHTTPException: http_error_handler},
     )
     app.state.manager = manager
     app.include_router(native.router)
@@ -71,10 +64,6 @@ class DataPlane:
         self.manager = manager
         self.envd = envd_app(manager)
         self.interpreter = interpreter_app(manager)
-        for app in (self.envd, self.interpreter):
-            app.state.manager = manager
-            app.add_exception_handler(ApiError, api_error_handler)
-            app.add_exception_handler(SandboxException, sandbox_error_handler)
 
     def _authorize(self, headers: dict[bytes, bytes], port: bytes, path: str) -> LiveSandbox:
         live = self.manager.data_plane(headers[b"e2b-sandbox-id"].decode(errors="replace"))

@@ -51,3 +51,7 @@ def status_for(exc: Exception) -> int:
         if isinstance(exc, kind):
             return status
     return 502
+
+
+# What every app of the server answers errors with (the control app adds FastAPI's own).
+ERROR_HANDLERS = {ApiError: api_error_handler, SandboxException: sandbox_error_handler}

@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 from sandcell import protocol
 from sandcell.isolation import Limits
 from sandcell.sandbox.connection import AsyncStream, Frame
-from sandcell.sandbox.models import CommandExitException, SandboxException
+from sandcell.sandbox.models import CommandExitException
 
 from .deps import bounded_body, current_team, manager_of
-from .errors import ApiError, status_for
+from .errors import ApiError
 from .manager import LiveSandbox
 from .streaming import execution_lines, until_gone
 from .store import LIVE_STATES, SandboxRecord, Team
@@ -112,13 +112,6 @@ def _live(request: Request, sandbox_id: str, team: Team) -> LiveSandbox:
     return manager_of(request).get(team, sandbox_id)
 
 
-async def _call(coroutine: Any) -> Any:
-    try:
-        return await coroutine
-    except SandboxException as exc:
-        raise ApiError(status_for(exc), str(exc)) from None
-
-
 # -- lifecycle ---------------------------------------------------------------------
 
 
@@ -173,20 +166,20 @@ async def fork(sandbox_id: str, body: Fork, request: Request, team: Team = Depen
 @router.post("/sandboxes/{sandbox_id}/pause", response_model=SandboxOut)
 async def pause(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
     live = _live(request, sandbox_id, team)
-    await _call(manager_of(request).pause(live))
+    await manager_of(request).pause(live)
     return sandbox_out(live.record)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", response_model=SandboxOut)
 async def resume(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> SandboxOut:
     live = _live(request, sandbox_id, team)
-    await _call(manager_of(request).resume(live))
+    await manager_of(request).resume(live)
     return sandbox_out(live.record)
 
 
 @router.get("/sandboxes/{sandbox_id}/metrics")
 async def metrics(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> dict[str, Any]:
-    sample = await _call(_live(request, sandbox_id, team).sandbox.get_metrics())
+    sample = await _live(request, sandbox_id, team).sandbox.get_metrics()
     return dataclasses.asdict(sample)
 
 
@@ -209,30 +202,30 @@ async def run_code(sandbox_id: str, body: RunCode, request: Request, team: Team 
 
 @router.post("/sandboxes/{sandbox_id}/contexts")
 async def create_context(sandbox_id: str, body: CreateContext, request: Request, team: Team = Depends(current_team)) -> dict[str, str]:
-    context = await _call(_live(request, sandbox_id, team).sandbox.create_code_context(body.cwd, body.language, body.envs))
+    context = await _live(request, sandbox_id, team).sandbox.create_code_context(body.cwd, body.language, body.envs)
     return dataclasses.asdict(context)
 
 
 @router.get("/sandboxes/{sandbox_id}/contexts")
 async def list_contexts(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> list[dict[str, str]]:
-    return [dataclasses.asdict(context) for context in await _call(_live(request, sandbox_id, team).sandbox.list_code_contexts())]
+    return [dataclasses.asdict(context) for context in await _live(request, sandbox_id, team).sandbox.list_code_contexts()]
 
 
 @router.post("/sandboxes/{sandbox_id}/contexts/{context_id}/restart", status_code=204)
 async def restart_context(sandbox_id: str, context_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
-    await _call(_live(request, sandbox_id, team).sandbox.restart_code_context(context_id))
+    await _live(request, sandbox_id, team).sandbox.restart_code_context(context_id)
     return Response(status_code=204)
 
 
 @router.delete("/sandboxes/{sandbox_id}/contexts/{context_id}", status_code=204)
 async def remove_context(sandbox_id: str, context_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
-    await _call(_live(request, sandbox_id, team).sandbox.remove_code_context(context_id))
+    await _live(request, sandbox_id, team).sandbox.remove_code_context(context_id)
     return Response(status_code=204)
 
 
 @router.get("/sandboxes/{sandbox_id}/files", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
 async def download(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> Response:
-    data = await _call(_live(request, sandbox_id, team).sandbox.files.read(path, format="bytes"))
+    data = await _live(request, sandbox_id, team).sandbox.files.read(path, format="bytes")
     return Response(bytes(data), media_type="application/octet-stream")
 
 
@@ -241,19 +234,19 @@ async def upload(sandbox_id: str, request: Request, path: str, team: Team = Depe
     """Write the raw request body to ``path`` (parents are created)."""
     live = _live(request, sandbox_id, team)
     data = await bounded_body(request, manager_of(request).config.max_upload_bytes)
-    info = await _call(live.sandbox.files.write(path, data))
+    info = await live.sandbox.files.write(path, data)
     return dataclasses.asdict(info)
 
 
 @router.get("/sandboxes/{sandbox_id}/files/list")
 async def list_files(sandbox_id: str, request: Request, path: str, depth: int = 1, team: Team = Depends(current_team)) -> list[dict[str, Any]]:
-    entries = await _call(_live(request, sandbox_id, team).sandbox.files.list(path, depth))
+    entries = await _live(request, sandbox_id, team).sandbox.files.list(path, depth)
     return [dataclasses.asdict(entry) for entry in entries]
 
 
 @router.delete("/sandboxes/{sandbox_id}/files", status_code=204)
 async def remove_file(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> Response:
-    await _call(_live(request, sandbox_id, team).sandbox.files.remove(path))
+    await _live(request, sandbox_id, team).sandbox.files.remove(path)
     return Response(status_code=204)
 
 
@@ -262,7 +255,7 @@ async def run_command(sandbox_id: str, body: RunCommand, request: Request, team:
     """Run a command to its end; a non-zero exit is an answer, not an error."""
     sandbox = _live(request, sandbox_id, team).sandbox
     try:
-        result = await _call(sandbox.commands.run(body.cmd, envs=body.envs, cwd=body.cwd, timeout=body.timeout))
+        result = await sandbox.commands.run(body.cmd, envs=body.envs, cwd=body.cwd, timeout=body.timeout)
     except CommandExitException as exc:
         result = exc
     return CommandOut(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code, error=result.error)

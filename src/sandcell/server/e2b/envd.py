@@ -45,7 +45,8 @@ from sandcell.sandbox.models import (
     SandboxException,
     TimeoutException,
 )
-from sandcell.server.errors import ApiError, api_error_handler, status_for
+from sandcell.server.deps import bounded_body
+from sandcell.server.errors import ERROR_HANDLERS, ApiError
 from sandcell.server.manager import SandboxManager
 
 log = logging.getLogger("sandcell.server")
@@ -367,22 +368,19 @@ class ProcessService(Services):
 # -- /files and /health: plain HTTP beside the Connect services ---------------------
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message}, status_code=status)
-
-
 def files_app(manager: SandboxManager) -> Starlette:
     def sandbox_of(request: Request) -> AsyncSandbox:
         return manager.data_plane(request.headers.get("e2b-sandbox-id", "")).sandbox
 
-    async def download(request: Request) -> Response:
+    def path_of(request: Request) -> str:
         path = request.query_params.get("path")
         if not path:
-            return _error(400, "the path query parameter is required")
-        try:
-            data = await sandbox_of(request).files.read(_absolute(path), format="bytes")
-        except SandboxException as exc:
-            return _error(status_for(exc), str(exc))
+            raise ApiError(400, "the path query parameter is required")
+        return path
+
+    async def download(request: Request) -> Response:
+        path = path_of(request)
+        data = await sandbox_of(request).files.read(_absolute(path), format="bytes")
         name = os.path.basename(path)
         return Response(bytes(data), media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -393,45 +391,34 @@ def files_app(manager: SandboxManager) -> Starlette:
     async def upload(request: Request) -> Response:
         sandbox = sandbox_of(request)
         limit = manager.config.max_upload_bytes
-        if int(request.headers.get("content-length") or 0) > limit:
-            return _error(413, f"the upload is larger than the server's limit of {limit} bytes")
-        content_type = request.headers.get("content-type", "")
-        try:
-            if content_type.startswith("multipart/form-data"):
-                written = []
-                async with request.form(max_files=1000, max_part_size=limit) as form:
-                    for field_name, value in form.multi_items():
-                        if isinstance(value, str):
-                            continue
-                        path = request.query_params.get("path") if len(form) == 1 and request.query_params.get("path") else value.filename
-                        if not path:
-                            return _error(400, f"the part {field_name!r} names no file path")
-                        written.append(await write_one(sandbox, path, await value.read()))
-                return JSONResponse(written)
-            path = request.query_params.get("path")
-            if not path:
-                return _error(400, "the path query parameter is required")
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    return _error(413, f"the upload is larger than the server's limit of {limit} bytes")
-            data = bytes(body)
-            if request.headers.get("content-encoding") == "gzip":
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data = inflater.decompress(data, limit + 1)  # bounded: a gzip bomb stops at the limit
-                if len(data) > limit or not inflater.eof:
-                    return _error(413 if len(data) > limit else 400, "the gzip body is larger than the server's limit, or truncated")
-            return JSONResponse([await write_one(sandbox, path, data)])
-        except SandboxException as exc:
-            return _error(status_for(exc), str(exc))
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            if int(request.headers.get("content-length") or 0) > limit:
+                raise ApiError(413, f"the upload is larger than the server's limit of {limit} bytes")
+            written = []
+            async with request.form(max_files=1000, max_part_size=limit) as form:
+                for field_name, value in form.multi_items():
+                    if isinstance(value, str):
+                        continue
+                    path = request.query_params.get("path") if len(form) == 1 and request.query_params.get("path") else value.filename
+                    if not path:
+                        raise ApiError(400, f"the part {field_name!r} names no file path")
+                    written.append(await write_one(sandbox, path, await value.read()))
+            return JSONResponse(written)
+        path = path_of(request)
+        data = await bounded_body(request, limit)
+        if request.headers.get("content-encoding") == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(data, limit + 1)  # bounded: a gzip bomb stops at the limit
+            if len(data) > limit or not inflater.eof:
+                raise ApiError(413 if len(data) > limit else 400, "the gzip body is larger than the server's limit, or truncated")
+        return JSONResponse([await write_one(sandbox, path, data)])
 
     async def health(request: Request) -> Response:
         return Response(status_code=204)
 
     return Starlette(
         routes=[Route("/files", download, methods=["GET"]), Route("/files", upload, methods=["POST"]), Route("/health", health)],
-        exception_handlers={ApiError: api_error_handler},
+        exception_handlers=ERROR_HANDLERS,
     )
 
 

@@ -1,4 +1,7 @@
-"""E2B's code-interpreter server (port 49999): ``/execute`` as NDJSON, and ``/contexts``."""
+"""E2B's code-interpreter server (port 49999): ``/execute`` as NDJSON, and ``/contexts``.
+
+Sandbox errors are answered by the app's handlers, in E2B's shape.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandcell.sandbox import AsyncSandbox
-from sandcell.sandbox.models import Context, SandboxException
+from sandcell.sandbox.models import Context
 from sandcell.server.deps import json_object, string_map
-from sandcell.server.errors import ApiError, status_for
+from sandcell.server.errors import ERROR_HANDLERS
 from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import execution_lines
 
@@ -31,27 +34,18 @@ def interpreter_app(manager: SandboxManager) -> Starlette:
 
     async def create_context(request: Request) -> Response:
         body = await json_object(request, required=False)
-        try:
-            context = await sandbox_of(request).create_code_context(cwd=body.get("cwd"), language=body.get("language"))
-        except SandboxException as exc:
-            raise ApiError(status_for(exc), str(exc)) from None
+        context = await sandbox_of(request).create_code_context(cwd=body.get("cwd"), language=body.get("language"))
         return JSONResponse(_context_json(context))
 
     async def list_contexts(request: Request) -> Response:
         return JSONResponse([_context_json(context) for context in await sandbox_of(request).list_code_contexts()])
 
     async def restart_context(request: Request) -> Response:
-        try:
-            await sandbox_of(request).restart_code_context(request.path_params["context_id"])
-        except SandboxException as exc:
-            raise ApiError(status_for(exc), str(exc)) from None
+        await sandbox_of(request).restart_code_context(request.path_params["context_id"])
         return Response(status_code=204)
 
     async def remove_context(request: Request) -> Response:
-        try:
-            await sandbox_of(request).remove_code_context(request.path_params["context_id"])
-        except SandboxException as exc:
-            raise ApiError(status_for(exc), str(exc)) from None
+        await sandbox_of(request).remove_code_context(request.path_params["context_id"])
         return Response(status_code=204)
 
     async def health(request: Request) -> Response:
@@ -66,4 +60,5 @@ def interpreter_app(manager: SandboxManager) -> Starlette:
             Route("/contexts/{context_id}", remove_context, methods=["DELETE"]),
             Route("/health", health),
         ],
+        exception_handlers=ERROR_HANDLERS,
     )
