@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from .contexts import CONTEXT_CLASSES, ENV_NAME, Context, Runtime
+from .contexts import ENV_NAME, Context, Runtime, start_context
 
 REFILL_DELAY = 0.25
 
@@ -33,18 +33,8 @@ class Spares:
         """Start a spare for each language that has none (started or starting)."""
         for language in self.languages:
             if language not in self._starting:
-                task = self._starting[language] = asyncio.ensure_future(self._start(language))
+                task = self._starting[language] = asyncio.ensure_future(start_context(self.runtime, language, self.home, {}))
                 task.add_done_callback(_report_failure)
-
-    async def _start(self, language: str) -> Context:
-        context = CONTEXT_CLASSES[language](self.runtime, self.home, {})
-        try:
-            async with context.lock:
-                await context.start()
-        except BaseException:
-            await context.stop()
-            raise
-        return context
 
     async def take(self, language: str, cwd: str, env: dict[str, str]) -> Context | None:
         """The spare of ``language`` as a context in ``cwd`` with ``env``; ``None``: start one cold.

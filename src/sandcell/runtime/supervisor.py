@@ -26,7 +26,7 @@ from sandcell import protocol
 from . import files, watch
 from .hardening import set_dumpable, set_name
 from .commands import Commands
-from .contexts import CONTEXT_CLASSES, Context, Runtime, normalize_language, python_zygote
+from .contexts import Context, Runtime, normalize_language, python_zygote, start_context
 from .spares import Spares
 
 Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
@@ -159,13 +159,7 @@ class Supervisor:
         """A started context: the language's spare if there is one, else a new start."""
         context = await self.spares.take(language, cwd, env)
         if context is None:
-            context = CONTEXT_CLASSES[language](self.runtime, cwd, env)
-            try:
-                async with context.lock:
-                    await context.start()
-            except BaseException:
-                await context.stop()
-                raise
+            context = await start_context(self.runtime, language, cwd, env)
         self.contexts[context.id] = context
         return context
 

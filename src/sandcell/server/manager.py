@@ -133,9 +133,20 @@ class SandboxManager:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
-            for live in list(self._live.values()):
-                if live.sandbox.stop_reason is not None:
-                    self._forget(live)
+            self._forget_ended()
+
+    def _forget_ended(self) -> None:
+        for live in list(self._live.values()):
+            if live.sandbox.stop_reason is not None:
+                self._forget(live)
+
+    def _running(self, sandbox_id: str) -> LiveSandbox | None:
+        """The live sandbox of that id, if it still runs (one that ended meanwhile is recorded as ended)."""
+        live = self._live.get(sandbox_id)
+        if live is not None and live.sandbox.stop_reason is not None:
+            self._forget(live)
+            return None
+        return live
 
     def _forget(self, live: LiveSandbox) -> None:
         """Record why a sandbox ended by itself (timeout, crash, memory)."""
@@ -205,10 +216,7 @@ class SandboxManager:
 
     def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
         """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
-        live = self._live.get(sandbox_id)
-        if live is not None and live.sandbox.stop_reason is not None:
-            self._forget(live)
-            live = None
+        live = self._running(sandbox_id)
         if live is None or live.record.team_id != team.id:
             record = self.store.sandbox(sandbox_id)
             if record is not None and record.team_id == team.id and record.reason:
@@ -218,10 +226,8 @@ class SandboxManager:
 
     def data_plane(self, sandbox_id: str) -> LiveSandbox:
         """A live sandbox addressed by id alone; callers check its access token."""
-        live = self._live.get(sandbox_id)
-        if live is None or live.sandbox.stop_reason is not None:
-            if live is not None:
-                self._forget(live)
+        live = self._running(sandbox_id)
+        if live is None:
             record = self.store.sandbox(sandbox_id)
             reason = f": {record.reason}" if record is not None and record.reason else ""
             # "was not found" is what the SDKs read as "the sandbox is not running".
@@ -229,9 +235,7 @@ class SandboxManager:
         return live
 
     def records(self, team: Team, states: tuple[str, ...] = LIVE_STATES, metadata: dict[str, str] | None = None) -> list[SandboxRecord]:
-        for live in list(self._live.values()):
-            if live.sandbox.stop_reason is not None:
-                self._forget(live)
+        self._forget_ended()
         found = []
         for record in self.store.sandboxes(team.id, states):
             if metadata and any(record.metadata.get(key) != value for key, value in metadata.items()):
