@@ -19,12 +19,13 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .cgroups import Cgroup, CgroupManager
 from .image import PACKAGE_DIR, SANDBOX_UID, Image, ImageMissing
 from .limits import Limits
 from .seccomp import filter_fd
+from .template import TemplateUnavailable, template_socket
 
 __all__ = ["Limits", "Policy", "SandboxProcess", "attach", "launch", "ImageMissing"]
 
@@ -69,36 +70,37 @@ def base_env(image: Image, envs: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
-    disk = str(policy.limits.disk_mb * 1024 * 1024)
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not policy.network:
-        argv.append("--unshare-net")
-    argv += ["--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
-    argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
-    argv += ["--ro-bind", "/usr", "/usr"]
+def filesystem_argv(image: Image, disk_bytes: int) -> list[str]:
+    """The sandbox's file system as bubblewrap arguments: read-only system and image, writable tmpfs."""
+    binds = [("--ro-bind", "/usr", "/usr")]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
         if path.is_symlink():
-            argv += ["--symlink", os.readlink(path), str(path)]
+            binds.append(("--symlink", os.readlink(path), str(path)))
         elif path.is_dir():
-            argv += ["--ro-bind", str(path), str(path)]
-    for name in ETC_FROM_HOST:
-        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for path in sorted(image.etc.iterdir()):
-        argv += ["--ro-bind", str(path), f"/etc/{path.name}"]
-    for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage):
-        argv += ["--ro-bind", str(path), str(path)]
+            binds.append(("--ro-bind", str(path), str(path)))
+    binds += [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_FROM_HOST]
+    binds += [("--ro-bind", str(path), f"/etc/{path.name}") for path in sorted(image.etc.iterdir())]
+    binds += [("--ro-bind", str(path), str(path)) for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage)]
+    # bwrap makes the skeleton's directories (/etc, /opt...) 0700: fine for a
+    # cold sandbox, which owns them, not for a template's children, which don't.
+    parents = {str(parent) for _, _, destination in binds for parent in Path(destination).parents} - {"/"}
+    argv = [arg for parent in sorted(parents, key=lambda path: path.count("/")) for arg in ("--perms", "0755", "--dir", parent)]
+    argv += [arg for bind in binds for arg in bind]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for writable, perms in (("/tmp", "1777"), (HOME, "0755"), ("/dev/shm", "1777")):
-        argv += ["--size", disk, "--perms", perms, "--tmpfs", writable]
+        argv += ["--size", str(disk_bytes), "--perms", perms, "--tmpfs", writable]
     # The skeleton bwrap builds (/, /etc, /opt, /dev...) is a tmpfs of its own,
     # writable by the sandbox's uid and outside disk_mb: freeze it. Only the
     # mounts above stay writable (the remount is not recursive).
     argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
-    argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]
+    return argv
+
+
+def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
+    """What the in-sandbox supervisor is told: paths, environment, limits it applies itself."""
     limits = policy.limits
-    config = {
+    return {
         "python": str(image.python),
         "stage": str(image.stage),
         "acorn": str(image.acorn),
@@ -113,15 +115,31 @@ def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
         "spares": list(policy.spares),
         "rlimits": {"core": 0, "nofile": limits.open_files, "fsize": limits.disk_mb * 1024 * 1024, "nproc": limits.pids},
     }
+
+
+def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
+    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if not policy.network:
+        argv.append("--unshare-net")
+    argv += ["--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
+    argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
+    argv += filesystem_argv(image, policy.limits.disk_mb * 1024 * 1024)
+    argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]
+    config = supervisor_config(image, policy)
     argv += ["--setenv", "SANDCELL_CONFIG", json.dumps(config)]
+    argv += ["--", *runtime_command(image, "supervisor")]
+    return argv
+
+
+def runtime_command(image: Image, module: str) -> list[str]:
+    """The image's Python running ``sandcell.runtime.<module>.main()``."""
     # asyncio and shutil import ssl, bz2 and lzma only if they can; the
     # supervisor needs none of them (1.7 MiB and 14 ms per sandbox).
     boot = (
         "import sys; sys.modules.update(dict.fromkeys(('ssl', 'bz2', 'lzma')))\n"
-        f"sys.path.insert(0, {str(image.stage)!r}); from sandcell.runtime.supervisor import main; main()"
+        f"sys.path.insert(0, {str(image.stage)!r}); from sandcell.runtime.{module} import main; main()"
     )
-    argv += ["--", str(image.python), "-E", "-s", "-c", boot]
-    return argv
+    return [str(image.python), "-E", "-s", "-c", boot]
 
 
 class SandboxProcess:
@@ -145,7 +163,7 @@ class SandboxProcess:
         self.stdin = requests
         self.stdout = events
         self.cgroup = cgroup
-        self.host_uid = host_uid
+        self._host_uid = host_uid
         self.launcher_pid = launcher_pid
         self._popen = popen
         self._pidfd = os.pidfd_open(launcher_pid)
@@ -155,6 +173,19 @@ class SandboxProcess:
         self._lines: list[str] = []
         if popen is not None and popen.stderr is not None:
             threading.Thread(target=self._read_stderr, args=(popen.stderr,), name="sandcell-diagnostics", daemon=True).start()
+
+    @property
+    def host_uid(self) -> int | None:
+        """The unprivileged host uid every process of the sandbox runs as (``None`` when not started by root)."""
+        if self._host_uid is None and self.cgroup is not None:
+            for pid in sorted(self.cgroup.pids()):
+                try:
+                    with open(f"/proc/{pid}/status") as status:
+                        self._host_uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+                    break
+                except (OSError, StopIteration):
+                    continue
+        return self._host_uid
 
     def _read_stderr(self, stderr: BinaryIO) -> None:
         for line in stderr:
@@ -271,6 +302,27 @@ def attach_dir() -> Path:
     return directory
 
 
+def templates_enabled() -> bool:
+    """Sandboxes fork from a template unless ``SANDCELL_TEMPLATES=0`` (then each starts its own bubblewrap)."""
+    return os.environ.get("SANDCELL_TEMPLATES", "1") != "0"
+
+
+_template_warning = threading.Event()
+
+
+def template_for(image: Image, policy: Policy) -> Path | None:
+    """The socket of the template to fork ``policy``'s sandbox from, or ``None`` to start it cold."""
+    if not templates_enabled():
+        return None
+    try:
+        return template_socket(image, policy)
+    except (TemplateUnavailable, OSError) as exc:
+        if not _template_warning.is_set():
+            _template_warning.set()
+            print(f"sandcell: sandboxes start without a template ({exc})", file=sys.stderr)
+        return None
+
+
 def launch(policy: Policy, name: str, image: Image | None = None, detachable: bool = False, orphan_grace: float = 600.0) -> SandboxProcess:
     """Start a sandbox; a ``detachable`` one survives this process for ``orphan_grace`` seconds, waiting for ``attach``."""
     image = image or Image()
@@ -279,22 +331,27 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
     cgroup = manager.create(name, policy.limits) if manager.available else None
     root = os.geteuid() == 0
     host_uid = HOST_UID_BASE + secrets.randbelow(HOST_UID_SPAN) if root else None
-    seccomp_fd = filter_fd()
+    template = template_for(image, policy) if root and cgroup is not None else None
+    seccomp_fd = filter_fd() if template is None else None
     lifeline_read, lifeline_write = os.pipe()
     os.set_inheritable(lifeline_write, False)
     requests_read, requests_write = os.pipe()
     events_read, events_write = os.pipe()
-    config = {
+    config: dict[str, Any] = {
         "name": name,
-        "argv": bwrap_argv(image, policy, seccomp_fd),
         "cgroup_procs": cgroup.procs_files if cgroup else [],
         "v2": str(cgroup.v2) if cgroup and cgroup.v2 else None,
         "v1": {k: str(v) for k, v in cgroup.v1.items()} if cgroup else {},
-        "uid": host_uid,
-        "gid": host_uid,
         "lifeline_fd": lifeline_read,
         "seccomp_fd": seccomp_fd,
     }
+    if template is not None:
+        host_uid = None  # the template picks it from its range
+        request = {"config": supervisor_config(image, policy), "network": policy.network, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME}
+        config["template"] = {"socket": str(template), "request": request}
+    else:
+        assert seccomp_fd is not None
+        config.update(argv=bwrap_argv(image, policy, seccomp_fd), uid=host_uid, gid=host_uid)
     kept: tuple[int, ...] = ()
     stderr: int | BinaryIO = subprocess.PIPE
     stderr_log = None
@@ -320,7 +377,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
             stdin=requests_read,
             stdout=events_write,
             stderr=stderr,
-            pass_fds=(lifeline_read, seccomp_fd, *kept),
+            pass_fds=(lifeline_read, *(() if seccomp_fd is None else (seccomp_fd,)), *kept),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             cwd="/",
             start_new_session=True,
@@ -333,7 +390,8 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         raise
     finally:
         for fd in (lifeline_read, seccomp_fd, requests_read, events_write):
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         if not isinstance(stderr, int):
             stderr.close()
     requests, events = os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb")

@@ -40,10 +40,83 @@ from sandcell.isolation.cgroups import Cgroup
 PR_SET_PDEATHSIG = 1
 
 
-def start_sandbox(config: dict) -> int:
+class ForkedChild:
+    """The sandbox as our child: bubblewrap, started the cold way."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+
+    def status(self) -> int | None:
+        exited, raw = os.waitpid(self.pid, os.WNOHANG)
+        return os.waitstatus_to_exitcode(raw) & 0xFF if exited else None
+
+    def kill(self) -> int:
+        os.kill(self.pid, signal.SIGKILL)
+        _, raw = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(raw) & 0xFF
+
+
+class TemplateChild:
+    """The sandbox forked by a template (``sandcell.runtime.template``): its pid 1, not our child.
+
+    Its pid 1 reports the supervisor's exit status on the link before it
+    ends, and ends the sandbox when ``guard``, which only we hold, closes.
+    """
+
+    def __init__(self, config: dict) -> None:
+        guard_read, self.guard = os.pipe()
+        os.set_inheritable(self.guard, False)
+        self.link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.link.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.link.settimeout(30)
+        try:
+            self.link.connect(config["template"]["socket"])
+            socket.send_fds(self.link, [json.dumps(config["template"]["request"]).encode()], [0, 1, 2, guard_read])
+        finally:
+            os.close(guard_read)
+        joining = self.receive_pid()
+        for procs in config["cgroup_procs"]:
+            with open(procs, "w") as handle:
+                handle.write(str(joining))
+        self.link.send(b"go")
+        self.pidfd = os.pidfd_open(self.receive_pid())
+
+    def receive_pid(self) -> int:
+        """The sender's pid, translated by the kernel into our pid namespace."""
+        message, ancillary, _, _ = self.link.recvmsg(4096, socket.CMSG_SPACE(12))
+        if message in (b"joining", b"running"):
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    return int.from_bytes(data[:4], sys.byteorder)
+        error = json.loads(message).get("error") if message.startswith(b"{") else None
+        raise RuntimeError(error or "the template closed the connection")
+
+    def status(self) -> int | None:
+        if not select.select([self.pidfd], [], [], 0)[0]:
+            return None
+        self.link.setblocking(False)
+        try:
+            report = self.link.recv(64)
+        except OSError:
+            report = b""
+        return int(report.split()[1]) if report.startswith(b"exited ") else 128 + signal.SIGKILL
+
+    def kill(self) -> int:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already gone with the cgroup
+        select.select([self.pidfd], [], [])
+        return self.status() or 128 + signal.SIGKILL
+
+
+def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
+    if config.get("template"):
+        return TemplateChild(config)
     pid = os.fork()
     if pid:
-        return pid
+        return ForkedChild(pid)
     try:
         for procs in config["cgroup_procs"]:
             with open(procs, "w") as handle:
@@ -110,20 +183,20 @@ def main() -> None:
     group = Cgroup(config["name"], Path(config["v2"]) if config.get("v2") else None, {k: Path(v) for k, v in config["v1"].items()})
     signal.signal(signal.SIGTERM, lambda *_: None)  # cleanup below runs either way
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    pid = start_sandbox(config)
+    child = start_sandbox(config)
     # Only the sandbox holds the protocol pipes: the host must see EOF when it exits.
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    os.close(config["seccomp_fd"])
+    if config.get("seccomp_fd") is not None:
+        os.close(config["seccomp_fd"])
     attachable = Attachable(config["attach"]) if config.get("attach") else None
     lifeline: int | None = config["lifeline_fd"]
     armed = False
     orphaned_at = None
-    pidfd = os.pidfd_open(pid)
     status = None
     while status is None:
-        waiting = [pidfd] + ([lifeline] if lifeline is not None else []) + ([attachable.listener] if attachable else [])
+        waiting = [child.pidfd] + ([lifeline] if lifeline is not None else []) + ([attachable.listener] if attachable else [])
         timeout = None if orphaned_at is None else max(attachable.grace - (time.monotonic() - orphaned_at), 0)  # type: ignore[union-attr]
         poller = select.poll()  # not select(): the host's fd numbers, which we keep, may pass 1024
         for waited in waiting:
@@ -147,18 +220,15 @@ def main() -> None:
             taken = attachable.hand_over(attached=lifeline is not None)
             if taken is not None:
                 lifeline, orphaned_at = taken, None
-        exited, raw = os.waitpid(pid, os.WNOHANG)
-        if exited:
-            status = raw
+        status = child.status()
     if attachable is not None:
         attachable.close()
     group.kill()
     if status is None:
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        status = child.kill()
     group.kill()
     group.remove()
-    sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

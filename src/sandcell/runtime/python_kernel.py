@@ -282,10 +282,27 @@ def preload_modules(names: list[str]) -> None:
             print(f"sandcell zygote: cannot preload {name}: {exc}", file=sys.stderr)
 
 
-def zygote_main(preload: list[str] | None = None) -> None:
-    """Keep a warm interpreter (IPython imported, a shell built, ``preload`` imported) and fork contexts from it.
+def warm_up(preload: list[str]) -> tuple[Channel, Any]:
+    """What every zygote holds before it forks: an unattached channel, a shell around it, ``preload`` imported."""
+    channel = Channel()
+    shell = build_shell(channel)
+    preload_modules(preload)
+    return channel, shell
 
-    The supervisor sends, over a SOCK_SEQPACKET socket on fd 3, a JSON request
+
+def zygote_main(preload: list[str] | None = None) -> None:
+    """Keep a warm interpreter (IPython imported, a shell built, ``preload`` imported) and fork contexts from it."""
+    from .hardening import set_dumpable
+
+    set_dumpable(False)
+    channel, shell = warm_up(preload or [])
+    serve_forks(ZYGOTE_FD, channel, shell)
+
+
+def serve_forks(link_fd: int, channel: Channel, shell: Any) -> None:
+    """Fork contexts on request, for as long as the supervisor holds the link.
+
+    The supervisor sends, over a SOCK_SEQPACKET socket, a JSON request
     (cwd, env) with the new context's four fds; the answer is the child's pid.
     As the children's parent, the zygote reaps them and reports how they ended.
     A child is ready in milliseconds and shares the zygote's pages copy-on-write.
@@ -296,10 +313,7 @@ def zygote_main(preload: list[str] | None = None) -> None:
 
     set_dumpable(False)
     set_name("sandcell-zygote")
-    channel = Channel()
-    shell = build_shell(channel)
-    preload_modules(preload or [])
-    link = socket.socket(fileno=ZYGOTE_FD)
+    link = socket.socket(fileno=link_fd)
 
     def reap(signum: int, frame: Any) -> None:
         while True:
@@ -330,6 +344,7 @@ def zygote_main(preload: list[str] | None = None) -> None:
                 set_dumpable(True)
                 set_name(os.path.basename(sys.executable))
                 _become_context(fds, json.loads(message))
+                reseed_numpy()
                 channel.attach()
                 serve(shell, channel)
             finally:
@@ -337,6 +352,21 @@ def zygote_main(preload: list[str] | None = None) -> None:
         for fd in fds:
             os.close(fd)
         link.send(json.dumps({"pid": pid}).encode())
+
+
+def reseed_numpy() -> None:
+    """Give a forked context its own ``numpy.random`` stream.
+
+    numpy seeds its global generator once, at import; every context forked
+    from the same zygote (or template) would otherwise draw the same numbers.
+    ``random`` reseeds itself after a fork.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        try:
+            numpy.random.seed()
+        except Exception:  # noqa: BLE001 - a broken numpy is the user's to find
+            pass
 
 
 if __name__ == "__main__":

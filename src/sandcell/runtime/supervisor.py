@@ -18,6 +18,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import sys
 from typing import Any, Awaitable, Callable
 
@@ -60,7 +61,8 @@ def error_name(exc: BaseException) -> str:
 
 
 class Supervisor:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], zygote_link: socket.socket | None = None) -> None:
+        self.zygote_link = zygote_link
         self.home = config.get("home", "/home/user")
         self.runtime = Runtime(
             python=config["python"],
@@ -98,7 +100,10 @@ class Supervisor:
         self.writer = asyncio.StreamWriter(transport, proto, None, loop)
         zygote = python_zygote(self.runtime, self.home)
         try:
-            await zygote.start()
+            if self.zygote_link is not None:
+                zygote.adopt(self.zygote_link)
+            else:
+                await zygote.start()
             self.runtime.zygote = zygote
         except OSError as exc:
             print(f"sandcell supervisor: no Python zygote ({exc}); contexts start cold", file=sys.stderr)
@@ -400,10 +405,14 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 
 
 def main() -> None:
+    run(json.loads(os.environ.pop("SANDCELL_CONFIG")))
+
+
+def run(config: dict[str, Any], zygote_link: socket.socket | None = None) -> None:
+    """Serve the host on fds 0 and 1; ``zygote_link`` reaches a zygote forked before this (see ``template``)."""
     set_dumpable(False)
     set_name("sandcell-super")
-    config = json.loads(os.environ.pop("SANDCELL_CONFIG"))
     apply_rlimits(config.get("rlimits", {}))
     # Our own stderr goes to the host's diagnostics; contexts get pipes of their own.
     sys.stderr = os.fdopen(2, "w", buffering=1)
-    asyncio.run(Supervisor(config).serve())
+    asyncio.run(Supervisor(config, zygote_link).serve())

@@ -94,10 +94,14 @@ class PythonZygote:
             start_new_session=True,
         )
         theirs.close()
-        ours.setblocking(False)
-        self._link = ours
+        self.adopt(ours)
+
+    def adopt(self, link: socket.socket) -> None:
+        """Take a zygote already running at the other end of ``link`` (a sandbox forked from a template)."""
+        link.setblocking(False)
+        self._link = link
         self.alive = True
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._receive)
+        asyncio.get_running_loop().add_reader(link.fileno(), self._receive)
 
     def _receive(self) -> None:
         assert self._link is not None

@@ -1,0 +1,187 @@
+"""Templates on the host side: find, or start, the one a policy's sandboxes are forked from.
+
+A template (``sandcell.runtime.template``) serves every host process of the
+machine that runs as root: its socket in ``/run/sandcell`` is reachable by
+root only. There is one per runtime image, preloaded modules and seccomp
+filter, and it ends itself after ten minutes without a sandbox.
+
+Starting one takes a root helper (``spawn_main``, a separate process because
+the host has threads): it creates the template's user namespace and maps
+into it a range of host uids no one else uses (a slot, held by a lock for
+the template's lifetime), so every sandbox of the template gets a host uid
+of its own, then runs bubblewrap in it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import Policy
+    from .image import Image
+
+CLONE_NEWUSER = 0x10000000
+UID_BASE = 1 << 26  # far above the cold sandboxes' 600000 + 2**20
+UID_SPAN = 1 << 20
+UID_SLOTS = 32
+TEMPLATE_TMP_BYTES = 64 << 20
+IDLE_EXIT = 600.0
+START_TIMEOUT = 120.0
+
+
+class TemplateUnavailable(RuntimeError):
+    """No template could be started; the caller starts its sandbox the cold way."""
+
+
+_lock = threading.Lock()
+
+
+def template_socket(image: Image, policy: Policy) -> Path:
+    """The socket of the running template for ``policy``, started if need be."""
+    from . import attach_dir
+
+    argv = template_argv(image)
+    # Whatever shapes the template is in its key: a change starts a new one.
+    key = hashlib.sha256(json.dumps([argv, list(policy.preload), template_config(image, policy)]).encode()).hexdigest()[:16]
+    directory = attach_dir()
+    path = directory / f"template-{key}.sock"
+    if reachable(path):
+        return path
+    with _lock, open(directory / f"template-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per machine, not only per process
+        if not reachable(path):
+            start(argv, template_config(image, policy), path, directory / f"template-{key}.log")
+    return path
+
+
+def reachable(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        try:
+            probe.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def take_uid_slot(directory: Path) -> tuple[int, int]:
+    """A range of host uids for a new template: (base uid, fd of the lock that reserves it)."""
+    for slot in range(UID_SLOTS):
+        fd = os.open(directory / f"template-uids-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return UID_BASE + slot * UID_SPAN, fd
+        except OSError:
+            os.close(fd)
+    raise TemplateUnavailable(f"all {UID_SLOTS} template uid ranges are in use")
+
+
+def template_argv(image: Image) -> list[str]:
+    """bubblewrap around the template: the sandboxes' file system, its own pid namespace, capabilities kept."""
+    from . import filesystem_argv, runtime_command
+
+    argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
+    argv += filesystem_argv(image, TEMPLATE_TMP_BYTES)
+    return argv + ["--chdir", "/", "--", *runtime_command(image, "template")]
+
+
+def template_config(image: Image, policy: Policy) -> dict[str, object]:
+    from . import base_env
+    from .seccomp import compiled_filter
+
+    return {
+        "uids": UID_SPAN,
+        "seccomp": compiled_filter().hex(),
+        "env": base_env(image, {}),
+        "mpl_cache": str(image.mpl_cache),
+        "preload": list(policy.preload),
+        "idle_exit": IDLE_EXIT,
+    }
+
+
+def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path) -> None:
+    from .image import PACKAGE_DIR
+
+    base, slot_fd = take_uid_slot(path.parent)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    path.unlink(missing_ok=True)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    ready_read, ready_write = os.pipe()
+    argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write})]
+    boot = (
+        "import sys, types\n"
+        f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
+        "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
+        "from sandcell.isolation.template import spawn_main; spawn_main()"
+    )
+    try:
+        with open(log_path, "ab") as log:
+            helper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", boot, json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN})],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                pass_fds=(listener.fileno(), ready_write, slot_fd),
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                cwd="/",
+                start_new_session=True,
+            )
+    finally:
+        for fd in (ready_write, slot_fd):
+            os.close(fd)
+        listener.close()
+    try:
+        helper.wait(30)
+        waiting = select.poll()
+        waiting.register(ready_read, select.POLLIN)
+        started = bool(waiting.poll(START_TIMEOUT * 1000)) and os.read(ready_read, 1) == b"r"
+    finally:
+        os.close(ready_read)
+    if not started:
+        tail = log_path.read_text(errors="replace").splitlines()[-5:] if log_path.exists() else []
+        raise TemplateUnavailable("the template did not start: " + " | ".join(tail))
+
+
+def spawn_main() -> None:
+    """The root helper: a user namespace mapping the uid range, and bubblewrap in it."""
+    config = json.loads(sys.argv[1])
+    libc = ctypes.CDLL(None, use_errno=True)
+    unshared_read, unshared_write = os.pipe()
+    mapped_read, mapped_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(unshared_read)
+            os.close(mapped_write)
+            if libc.unshare(CLONE_NEWUSER) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+            os.write(unshared_write, b"u")
+            if os.read(mapped_read, 1) != b"m":
+                os._exit(1)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            os.setgroups([])
+            os.execvpe(config["argv"][0], config["argv"], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        except BaseException as exc:  # noqa: BLE001 - report anything, then die
+            os.write(2, f"sandcell template: cannot start: {exc}\n".encode())
+        os._exit(127)
+    os.close(unshared_write)
+    os.close(mapped_read)
+    if os.read(unshared_read, 1) != b"u":
+        sys.exit(1)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as handle:
+            handle.write(f"0 {config['uid_base']} {config['uid_span']}\n")
+    os.write(mapped_write, b"m")

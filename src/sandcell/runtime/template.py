@@ -1,0 +1,342 @@
+"""The template: one warm interpreter per runtime image that new sandboxes are forked from.
+
+Starting a sandbox the cold way costs a bubblewrap, a fresh Python and its
+imports: ~200 ms and ~23 MiB of private memory each. The template does that
+once. It runs inside a bubblewrap of its own (read-only root, the image, its
+own pid namespace), as root of a user namespace that maps a range of unused
+host uids, with IPython's shell built and the policy's modules imported, and
+no thread. For each new sandbox it forks a child that, before any sandboxed
+code runs, builds what bubblewrap builds for a cold sandbox:
+
+1. an unprivileged uid of its own in the template's range (so a distinct host
+   uid per sandbox) and a user namespace in which that uid is 1000;
+2. a stop while the launcher (root, on the host) moves it into the sandbox's
+   cgroups, then its own mount, pid, ipc, uts, cgroup and (without network)
+   net namespaces, and fresh tmpfs for ``/tmp``, ``/home/user``, ``/dev/shm``;
+3. pid 1 of the new pid namespace: a fresh ``/proc`` and ``/dev/pts``, no
+   more user namespaces, no capabilities, ``no_new_privs`` and the same
+   seccomp filter. It forks the supervisor, which forks the Python zygote
+   before its event loop starts, and then only reaps, and ends the sandbox
+   when the launcher goes away.
+
+Everything the child inherits copy-on-write is the template's: the
+interpreter, the imported modules, the shell. That memory holds no host
+secret (the template is started with an empty environment) and is shared by
+all sandboxes of the template until one of them writes to it; what is shared
+also means the same address layout and the same ``str`` hash seed in every
+sandbox of one template. ``random`` reseeds itself on fork, and contexts
+reseed ``numpy.random``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 4, 24, 38, 47
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SANDBOX_UID = 1000
+# Parts of a fresh /proc that bubblewrap makes read-only too.
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encoded = data.encode() if data is not None else None
+    check(libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags, encoded), f"mount {target}")
+
+
+def write_file(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def send_credentials(link: socket.socket, message: bytes) -> None:
+    """Send ``message`` with our pid: the kernel translates it into the launcher's pid namespace."""
+    credentials = struct.pack("3i", os.getpid(), os.getuid(), os.getgid())
+    link.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, credentials)])
+
+
+class Template:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.listener = socket.socket(fileno=config["listener_fd"])
+        self.uids = int(config["uids"])
+        self.next_uid = 1
+        self.seccomp = bytes.fromhex(config["seccomp"])
+        self.idle_exit = float(config.get("idle_exit", 600))
+        from sandcell.runtime import python_kernel, supervisor
+
+        os.environ.update(config["env"])
+        supervisor.seed_matplotlib_cache(config.get("mpl_cache"), config["env"].get("MPLCONFIGDIR"))
+        self.supervisor = supervisor
+        self.kernel = python_kernel
+        self.channel, self.shell = python_kernel.warm_up(config["preload"])
+        # What the template holds is never freed: the collector need not visit
+        # it, and a child's collections then leave those pages shared.
+        gc.collect()
+        gc.freeze()
+
+    def serve(self, ready_fd: int) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: self.reap())
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+        while True:
+            waiting = select.poll()
+            waiting.register(self.listener, select.POLLIN)
+            try:
+                if not waiting.poll(self.idle_exit * 1000) and self.idle():
+                    os._exit(0)
+            except InterruptedError:
+                continue
+            try:
+                connection, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            with connection:
+                try:
+                    message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 4)
+                except OSError:
+                    continue
+                if not message or len(fds) != 4:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                self.fork_sandbox(connection, json.loads(message), fds)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+
+    def idle(self) -> bool:
+        """No sandbox lives: nothing in our pid namespace but bubblewrap's init and us."""
+        return all(name in ("1", str(os.getpid())) for name in os.listdir("/proc") if name.isdigit())
+
+    def fork_sandbox(self, connection: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        uid = self.next_uid
+        self.next_uid = self.next_uid % (self.uids - 1) + 1
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            connection.send(json.dumps({"error": f"the template cannot fork: {exc}"}).encode())
+            pid = -1
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                Sandbox(self, connection, request, fds, uid).build()
+            except BaseException as exc:  # noqa: BLE001 - report anything, then die
+                try:
+                    connection.send(json.dumps({"error": f"the sandbox cannot start: {exc}"}).encode())
+                except OSError:
+                    pass
+            os._exit(127)
+        for fd in fds:
+            os.close(fd)
+
+
+class Sandbox:
+    """A child of the template turning itself into a sandbox (see the module's docstring)."""
+
+    def __init__(self, template: Template, link: socket.socket, request: dict[str, Any], fds: list[int], uid: int) -> None:
+        self.template = template
+        self.link = link
+        self.request = request
+        self.requests, self.events, stderr, self.guard = fds
+        os.dup2(stderr, 2)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        kept = {0, 1, 2, link.fileno(), self.requests, self.events, self.guard}
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd not in kept:
+                try:
+                    os.close(fd)  # the template's own: its listener, its uid range's lock
+                except OSError:
+                    pass
+        self.uid = uid
+
+    def build(self) -> None:
+        os.setgroups([])
+        os.setresgid(self.uid, self.uid, self.uid)
+        os.setresuid(self.uid, self.uid, self.uid)
+        check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # so we may write our own uid_map
+        check(libc.unshare(CLONE_NEWUSER), "unshare the user namespace")
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/uid_map", f"{SANDBOX_UID} {self.uid} 1\n")
+        write_file("/proc/self/gid_map", f"{SANDBOX_UID} {self.uid} 1\n")
+        send_credentials(self.link, b"joining")
+        if self.link.recv(16) != b"go":  # the launcher has put us in the sandbox's cgroups
+            os._exit(1)
+        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+        if not self.request["network"]:
+            flags |= CLONE_NEWNET
+        check(libc.unshare(flags), "unshare the namespaces")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
+        size = int(self.request["disk_bytes"])
+        for path, mode in (("/tmp", "1777"), (self.request["home"], "0755"), ("/dev/shm", "1777")):
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+        check(libc.sethostname(b"sandbox", 7), "hostname")
+        if not self.request["network"]:
+            loopback_up()
+        if os.fork():
+            os._exit(0)  # the new pid namespace starts with our child
+        self.init()
+
+    def init(self) -> None:
+        """Pid 1 of the sandbox: finish its view of the system, lock it down, start the supervisor, reap."""
+        set_command_line("sandcell-init")
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        write_file("/proc/sys/user/max_user_namespaces", "0")
+        for name in PROC_READ_ONLY:
+            path = f"/proc/{name}"
+            if os.path.exists(path):
+                mount(path, path, None, MS_BIND | MS_REC)
+                mount(path, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+        os.setsid()
+        check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+        drop_capabilities()
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        load_seccomp(self.template.seccomp)
+        os.chdir(self.request["home"])
+        supervisor = os.fork()
+        if supervisor == 0:
+            self.supervise()
+        os.close(self.requests)
+        os.close(self.events)
+        send_credentials(self.link, b"running")
+        self.wait(supervisor)
+
+    def supervise(self) -> None:
+        try:
+            os.close(self.guard)
+            self.link.close()
+            os.dup2(self.requests, 0)
+            os.dup2(self.events, 1)
+            os.close(self.requests)
+            os.close(self.events)
+            os.environ.clear()
+            config = self.request["config"]
+            self.template.supervisor.apply_rlimits(config.get("rlimits", {}))
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if os.fork() == 0:
+                ours.close()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+                self.template.kernel.serve_forks(theirs.detach(), self.template.channel, self.template.shell)
+            theirs.close()
+            self.template.supervisor.run(config, ours)
+        finally:
+            os._exit(1)
+
+    def wait(self, supervisor: int) -> None:
+        """Reap every orphan; end with the supervisor, or when the launcher is gone."""
+        ended: list[int] = []
+
+        def reap(*_: Any) -> None:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if not pid:
+                    return
+                if pid == supervisor:
+                    ended.append(os.waitstatus_to_exitcode(status))
+
+        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, reap)
+        reap()
+        waiting = select.poll()
+        waiting.register(self.guard, select.POLLIN)
+        waiting.register(wakeup_read, select.POLLIN)
+        while not ended:
+            if any(fd == self.guard for fd, _ in waiting.poll()):
+                os._exit(137)  # the launcher is gone: so is the sandbox
+            os.read(wakeup_read, 512)
+        code = ended[0]
+        try:
+            self.link.send(f"exited {code}".encode())
+        except OSError:
+            pass
+        os._exit(code & 0xFF if code >= 0 else 128 - code)
+
+
+def set_command_line(title: str) -> None:
+    """Rewrite what /proc/PID/cmdline shows, in place: the template's arguments are nobody's business."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+    text = title.encode()[: end - start - 1]
+    ctypes.memmove(start, text + bytes(end - start - len(text)), end - start)
+
+
+def loopback_up() -> None:
+    """What bubblewrap does in a new network namespace: bring ``lo`` up."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def drop_capabilities() -> None:
+    for capability in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            break  # past the last capability this kernel knows
+    check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    header = struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0)
+    check(libc.capset(header, bytes(24)), "capset")
+
+
+def load_seccomp(program: bytes) -> None:
+    """Load the sandbox's filter (the classic BPF that ``bwrap --seccomp`` would load)."""
+    filters = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HxxxxxxP", len(program) // 8, ctypes.addressof(filters))
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0), "seccomp")
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    set_command_line(sys.executable)  # what contexts forked from us show
+    template = Template(config)
+    template.serve(config["ready_fd"])
+
+
+if __name__ == "__main__":
+    main()
