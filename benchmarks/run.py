@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from sandcell import AsyncSandbox, Sandbox, SandboxPool
 
@@ -56,9 +57,30 @@ def private_mib(pids: set[int], name: str | None = None) -> float:
 
 
 # -- sandcell --------------------------------------------------------------------
-def sandcell_create_to_first_result() -> None:
-    with Sandbox.create(pool=False) as sandbox:
+@contextlib.contextmanager
+def templates(enabled: bool) -> Iterator[None]:
+    """Sandboxes forked from a template (the default), or each started by a bubblewrap of its own."""
+    previous = os.environ.get("SANDCELL_TEMPLATES")
+    os.environ["SANDCELL_TEMPLATES"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["SANDCELL_TEMPLATES"]
+        else:
+            os.environ["SANDCELL_TEMPLATES"] = previous
+
+
+def sandcell_create_to_first_result(repeat: int) -> list[float]:
+    """Sandbox.create() to the first result of 1+1, without a pool (the kill is not timed)."""
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        sandbox = Sandbox.create(pool=False)
         assert sandbox.run_code("1+1").text == "2"
+        samples.append((time.perf_counter() - started) * 1000)
+        sandbox.kill()
+    return samples
 
 
 def sandcell_round_trips(repeat: int) -> list[float]:
@@ -255,9 +277,11 @@ def main() -> None:
             row.update({"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)})
         rows.append(row)
 
-    sandcell_create_to_first_result()  # warm the page cache for both sides
+    sandcell_create_to_first_result(1)  # warm the page cache (and start the template)
     jupyter_starts = timed(jupyter_create_to_first_result, max(2, starts // 4))
-    add("create -> first result of 1+1", timed(sandcell_create_to_first_result, starts), jupyter_starts)
+    add("create -> first result of 1+1 (template fork)", sandcell_create_to_first_result(starts), jupyter_starts)
+    with templates(False):
+        add("  own bubblewrap, no template", sandcell_create_to_first_result(max(2, starts // 2)), jupyter_starts)
     with SandboxPool(size=2) as pool:
         add("  from the pool (kill not timed)", pooled_create_to_first_result(pool, "1+1", "2", starts), jupyter_starts)
         pandas = "import pandas; 1+1"
@@ -279,8 +303,12 @@ def main() -> None:
     add(f"idle sandboxes held at once (all answering: {answering})", [answering], None, "")
     add(f"  cgroup memory each, of {answering} held (started in {elapsed:.0f} s)", [each], None, "MiB")
     private, charged = sandcell_idle_memory(idle)
-    add("idle sandbox private memory", [private], [jupyter_memory], "MiB")
+    add("idle sandbox private memory (template fork)", [private], [jupyter_memory], "MiB")
     add("idle sandbox cgroup memory (processes + files)", [charged], None, "MiB")
+    with templates(False):
+        own_private, own_charged = sandcell_idle_memory(idle)
+    add("  own bubblewrap: private memory", [own_private], [jupyter_memory], "MiB")
+    add("  own bubblewrap: cgroup memory", [own_charged], None, "MiB")
     pooled = pooled_idle_memory(idle // 4 or 1)
     add("idle pooled sandbox private memory", [pooled["all"]], [private], "MiB")
     add("  of which the preloaded zygote", [pooled["sandcell-zygote"]], None, "MiB")

@@ -30,12 +30,15 @@ def ticks(sandbox) -> list[tuple[int, float]]:
 
 def test_pause_stops_a_busy_loop_and_resume_continues_it(make_sandbox):
     sandbox = make_sandbox()
+    started_with = sandbox._core.process.cpu_seconds() or 0.0
     sandbox.commands.run(BUSY, background=True)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while (sandbox._core.process.cpu_seconds() or 0.0) - started_with < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     sandbox.pause()
     paused_at = time.time()
     cpu_before = sandbox._core.process.cpu_seconds()
-    assert cpu_before and cpu_before > 0.3  # the loop was running
+    assert cpu_before and cpu_before - started_with >= 0.3  # the loop was running
     time.sleep(1.5)
     assert sandbox._core.process.cpu_seconds() == cpu_before  # not one tick of CPU while frozen
     assert sandbox.get_info().state == "paused"

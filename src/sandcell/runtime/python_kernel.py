@@ -286,8 +286,13 @@ def warm_up(preload: list[str]) -> tuple[Channel, Any]:
     """What every zygote holds before it forks: an unattached channel, a shell around it, ``preload`` imported."""
     channel = Channel()
     shell = build_shell(channel)
-    preload_modules(preload)
+    preload_modules(list(FIRST_CELL_IMPORTS) + preload)
     return channel, shell
+
+
+# What IPython imports lazily on a shell's first cell and first traceback:
+# imported once in the zygote, not again (and privately) in every context.
+FIRST_CELL_IMPORTS = ("IPython.core.logger", "stack_data", "pygments.formatters.terminal256", "bdb", "decimal", "hashlib", "html")
 
 
 def zygote_main(preload: list[str] | None = None) -> None:

@@ -41,6 +41,8 @@ import struct
 import sys
 from typing import Any
 
+from .hardening import set_dumpable, set_name
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -50,7 +52,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
-PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 4, 24, 38, 47
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 24, 38, 47
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -190,7 +192,7 @@ class Sandbox:
         os.setgroups([])
         os.setresgid(self.uid, self.uid, self.uid)
         os.setresuid(self.uid, self.uid, self.uid)
-        check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # so we may write our own uid_map
+        set_dumpable(True)  # a uid change made us undumpable, and so unable to write our own uid_map
         check(libc.unshare(CLONE_NEWUSER), "unshare the user namespace")
         write_file("/proc/self/setgroups", "deny")
         write_file("/proc/self/uid_map", f"{SANDBOX_UID} {self.uid} 1\n")
@@ -216,6 +218,7 @@ class Sandbox:
     def init(self) -> None:
         """Pid 1 of the sandbox: finish its view of the system, lock it down, start the supervisor, reap."""
         set_command_line("sandcell-init")
+        set_name("sandcell-init")
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         write_file("/proc/sys/user/max_user_namespaces", "0")
         for name in PROC_READ_ONLY:
@@ -225,7 +228,7 @@ class Sandbox:
                 mount(path, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
         mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
         os.setsid()
-        check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+        set_dumpable(False)
         drop_capabilities()
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         load_seccomp(self.template.seccomp)
