@@ -96,13 +96,14 @@ def template_argv(image: Image) -> list[str]:
 
 
 def template_config(image: Image, policy: Policy) -> dict[str, object]:
-    from . import base_env
+    from . import WORK_DIR, base_env
     from .seccomp import compiled_filter
 
     return {
         "uids": UID_SPAN,
         "seccomp": compiled_filter().hex(),
         "env": base_env(image, {}),
+        "work_dir": WORK_DIR,
         "mpl_cache": str(image.mpl_cache),
         "preload": list(policy.preload),
         "idle_exit": IDLE_EXIT,

@@ -470,10 +470,7 @@ class PythonContext(Context):
         return [self.runtime.python, "-E", "-s", "-c", boot]
 
     def process_env(self) -> dict[str, str]:
-        env = super().process_env()
-        env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        env.setdefault("IPYTHONDIR", os.path.join(self.runtime.work_dir, "ipython"))
-        return env
+        return python_env(super().process_env(), self.runtime.work_dir)
 
     async def _launch(self, fds: list[int], env: dict[str, str]) -> Any:
         zygote = self.runtime.zygote
@@ -483,6 +480,11 @@ class PythonContext(Context):
             except (RuntimeError, OSError):
                 pass  # start it the slow way
         return await super()._launch(fds, env)
+
+
+def python_env(env: dict[str, str], work_dir: str) -> dict[str, str]:
+    """``env`` with what Python contexts, and the zygotes and templates they fork from, need by default."""
+    return {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": os.path.join(work_dir, "ipython"), **env}
 
 
 def python_zygote(runtime: Runtime, home: str) -> PythonZygote:

@@ -94,8 +94,9 @@ class Template:
         self.seccomp = bytes.fromhex(config["seccomp"])
         self.idle_exit = float(config.get("idle_exit", 600))
         from sandcell.runtime import python_kernel, supervisor
+        from sandcell.runtime.contexts import python_env
 
-        os.environ.update(config["env"])
+        os.environ.update(python_env(config["env"], config["work_dir"]))
         supervisor.seed_matplotlib_cache(config.get("mpl_cache"), config["env"].get("MPLCONFIGDIR"))
         self.supervisor = supervisor
         self.kernel = python_kernel
