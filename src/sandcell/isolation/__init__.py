@@ -332,7 +332,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
     root = os.geteuid() == 0
     host_uid = HOST_UID_BASE + secrets.randbelow(HOST_UID_SPAN) if root else None
     template = template_for(image, policy) if root and cgroup is not None else None
-    seccomp_fd = filter_fd() if template is None else None
+    seccomp_fd = filter_fd()
     lifeline_read, lifeline_write = os.pipe()
     os.set_inheritable(lifeline_write, False)
     requests_read, requests_write = os.pipe()
@@ -345,13 +345,12 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         "lifeline_fd": lifeline_read,
         "seccomp_fd": seccomp_fd,
     }
+    # The launcher starts the sandbox its own way if the template has just gone.
+    config.update(argv=bwrap_argv(image, policy, seccomp_fd), uid=host_uid, gid=host_uid)
     if template is not None:
-        host_uid = None  # the template picks it from its range
+        host_uid = None  # the template picks it from its range (see SandboxProcess.host_uid)
         request = {"config": supervisor_config(image, policy), "network": policy.network, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME}
         config["template"] = {"socket": str(template), "request": request}
-    else:
-        assert seccomp_fd is not None
-        config.update(argv=bwrap_argv(image, policy, seccomp_fd), uid=host_uid, gid=host_uid)
     kept: tuple[int, ...] = ()
     stderr: int | BinaryIO = subprocess.PIPE
     stderr_log = None
@@ -377,7 +376,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
             stdin=requests_read,
             stdout=events_write,
             stderr=stderr,
-            pass_fds=(lifeline_read, *(() if seccomp_fd is None else (seccomp_fd,)), *kept),
+            pass_fds=(lifeline_read, seccomp_fd, *kept),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             cwd="/",
             start_new_session=True,
@@ -390,8 +389,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         raise
     finally:
         for fd in (lifeline_read, seccomp_fd, requests_read, events_write):
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
         if not isinstance(stderr, int):
             stderr.close()
     requests, events = os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb")

@@ -113,7 +113,10 @@ class TemplateChild:
 
 def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
     if config.get("template"):
-        return TemplateChild(config)
+        try:
+            return TemplateChild(config)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
+            os.write(2, f"sandcell launcher: the template is gone ({exc}); starting the sandbox with its own bubblewrap\n".encode())
     pid = os.fork()
     if pid:
         return ForkedChild(pid)
@@ -188,8 +191,7 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    if config.get("seccomp_fd") is not None:
-        os.close(config["seccomp_fd"])
+    os.close(config["seccomp_fd"])
     attachable = Attachable(config["attach"]) if config.get("attach") else None
     lifeline: int | None = config["lifeline_fd"]
     armed = False

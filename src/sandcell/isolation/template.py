@@ -7,9 +7,10 @@ filter, and it ends itself after ten minutes without a sandbox.
 
 Starting one takes a root helper (``spawn_main``, a separate process because
 the host has threads): it creates the template's user namespace and maps
-into it a range of host uids no one else uses (a slot, held by a lock for
-the template's lifetime), so every sandbox of the template gets a host uid
-of its own, then runs bubblewrap in it.
+into it a range of host uids no one else uses (a slot, reserved by a lock
+that the template and each of its sandboxes hold: a template that died
+leaves its range to no other while its sandboxes live), so every sandbox of
+the template gets a host uid of its own, then runs bubblewrap in it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 CLONE_NEWUSER = 0x10000000
 UID_BASE = 1 << 26  # far above the cold sandboxes' 600000 + 2**20
 UID_SPAN = 1 << 20
-UID_SLOTS = 32
+UID_SLOTS = 256
 TEMPLATE_TMP_BYTES = 64 << 20
 IDLE_EXIT = 600.0
 START_TIMEOUT = 120.0
@@ -120,7 +121,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     os.chmod(path, 0o600)
     listener.listen(128)
     ready_read, ready_write = os.pipe()
-    argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write})]
+    argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
     boot = (
         "import sys, types\n"
         f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"

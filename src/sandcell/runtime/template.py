@@ -90,6 +90,7 @@ class Template:
     def __init__(self, config: dict[str, Any]) -> None:
         self.listener = socket.socket(fileno=config["listener_fd"])
         self.uids = int(config["uids"])
+        self.uid_lock = int(config["uid_lock_fd"])
         self.next_uid = 1
         self.seccomp = bytes.fromhex(config["seccomp"])
         self.idle_exit = float(config.get("idle_exit", 600))
@@ -180,11 +181,12 @@ class Sandbox:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        kept = {0, 1, 2, link.fileno(), self.requests, self.events, self.guard}
+        self.uid_lock = template.uid_lock
+        kept = {0, 1, 2, link.fileno(), self.requests, self.events, self.guard, self.uid_lock}
         for fd in map(int, os.listdir("/proc/self/fd")):
             if fd not in kept:
                 try:
-                    os.close(fd)  # the template's own: its listener, its uid range's lock
+                    os.close(fd)  # the template's own: its listener
                 except OSError:
                     pass
         self.uid = uid
@@ -244,6 +246,7 @@ class Sandbox:
 
     def supervise(self) -> None:
         try:
+            os.close(self.uid_lock)  # pid 1 holds it for the sandbox
             os.close(self.guard)
             self.link.close()
             os.dup2(self.requests, 0)
@@ -338,6 +341,7 @@ def load_seccomp(program: bytes) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     set_command_line(sys.executable)  # what contexts forked from us show
+    set_name("sandcell-tmpl")
     template = Template(config)
     template.serve(config["ready_fd"])
 

@@ -1,0 +1,64 @@
+"""Sandboxes forked from a template: what they share with it, and what they must not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from sandcell import Sandbox
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="templates need root (a range of host uids)"),
+]
+
+
+def template_pids() -> list[int]:
+    """Host pids of the running templates."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "sandcell-tmpl":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sandboxes_draw_their_own_random_numbers(make_sandbox: Callable[..., Sandbox]) -> None:
+    """numpy seeds its generator at import, in the template: each context must reseed."""
+    draw = "import random, numpy; (random.random(), float(numpy.random.rand()))"
+    first, second = make_sandbox(), make_sandbox()
+    draws = {first.run_code(draw).text, second.run_code(draw).text}
+    context = first.create_code_context()
+    draws.add(first.run_code(draw, context=context).text)
+    assert len(draws) == 3, draws
+
+
+def test_each_sandbox_has_its_own_host_uid(make_sandbox: Callable[..., Sandbox]) -> None:
+    sandboxes = [make_sandbox() for _ in range(3)]
+    uids = {sandbox._core.process.host_uid for sandbox in sandboxes}
+    assert len(uids) == 3 and all(uid is not None and uid >= 1 << 26 for uid in uids), uids
+
+
+def test_a_dead_template_is_replaced_and_its_sandboxes_live_on(make_sandbox: Callable[..., Sandbox]) -> None:
+    """Its sandboxes keep their uid range reserved: the new template takes another."""
+    before = make_sandbox()
+    assert before.run_code("x = 41").error is None
+    killed = template_pids()
+    assert killed
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while set(template_pids()) & set(killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = make_sandbox()
+    assert after.run_code("1+1").text == "2"
+    assert before.run_code("x + 1").text == "42"
+    assert after._core.process.host_uid >> 20 != before._core.process.host_uid >> 20  # another range
+    assert not set(template_pids()) & set(killed)
