@@ -145,8 +145,9 @@ def runtime_command(image: Image, module: str) -> list[str]:
 class SandboxProcess:
     """One running sandbox as the host sees it: protocol pipes, cgroup, and the launcher that owns its lifetime.
 
-    The launcher is this process's child when we launched it, or any process
-    when we attached to a detachable sandbox an earlier host started.
+    The launcher is a child of our launcher server when we launched it, or
+    any process when we attached to a detachable sandbox an earlier host
+    started: either way it is watched through a pidfd.
     """
 
     def __init__(
@@ -157,7 +158,7 @@ class SandboxProcess:
         lifeline: int,
         cgroup: Cgroup | None,
         host_uid: int | None,
-        popen: subprocess.Popen[bytes] | None = None,
+        stderr: BinaryIO | None = None,
         stderr_log: Path | None = None,
     ) -> None:
         self.stdin = requests
@@ -165,14 +166,13 @@ class SandboxProcess:
         self.cgroup = cgroup
         self._host_uid = host_uid
         self.launcher_pid = launcher_pid
-        self._popen = popen
         self._pidfd = os.pidfd_open(launcher_pid)
         self._stderr_log = stderr_log
         self._lifeline = lifeline
         self._lock = threading.Lock()
         self._lines: list[str] = []
-        if popen is not None and popen.stderr is not None:
-            threading.Thread(target=self._read_stderr, args=(popen.stderr,), name="sandcell-diagnostics", daemon=True).start()
+        if stderr is not None:
+            threading.Thread(target=self._read_stderr, args=(stderr,), name="sandcell-diagnostics", daemon=True).start()
 
     @property
     def host_uid(self) -> int | None:
@@ -220,12 +220,6 @@ class SandboxProcess:
 
     def wait(self, timeout: float) -> bool:
         """Wait for the launcher (and so the sandbox) to end; ``True`` if it has."""
-        if self._popen is not None:
-            try:
-                self._popen.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
         waiting = select.poll()  # not select(): a host with many sandboxes has fds past 1024
         waiting.register(self._pidfd, select.POLLIN)
         return bool(waiting.poll(timeout * 1000))
@@ -352,48 +346,87 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         request = {"config": supervisor_config(image, policy), "network": policy.network, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME}
         config["template"] = {"socket": str(template), "request": request}
     kept: tuple[int, ...] = ()
-    stderr: int | BinaryIO = subprocess.PIPE
-    stderr_log = None
+    stderr_read = None
     if detachable:
         # The launcher keeps the host's pipe ends to hand to the next host; its
         # stderr is a file, since a pipe to a dead host would break.
         kept = (requests_write, events_read)
         stderr_log = attach_dir() / f"{name}.log"
-        config["attach"] = {"socket": str(attach_dir() / f"{name}.sock"), "log": str(stderr_log), "host_fds": list(kept), "grace": orphan_grace}
-        stderr = stderr_log.open("ab")
-    # The launcher runs per sandbox and must start fast: bare packages stand in
-    # for sandcell/__init__.py and isolation/__init__.py, so it loads only
-    # launcher.py and cgroups.py, not the host API (40 ms saved).
-    boot = (
-        "import sys, types\n"
-        f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
-        "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
-        "from sandcell.isolation.launcher import main; main()"
-    )
+        config["attach"] = {"socket": str(attach_dir() / f"{name}.sock"), "log": str(stderr_log), "grace": orphan_grace}
+        stderr_write = os.open(stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    else:
+        stderr_log = None
+        stderr_read, stderr_write = os.pipe()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", boot, json.dumps(config)],
-            stdin=requests_read,
-            stdout=events_write,
-            stderr=stderr,
-            pass_fds=(lifeline_read, seccomp_fd, *kept),
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            cwd="/",
-            start_new_session=True,
-        )
+        launcher_pid = launcher_server().fork(config, [requests_read, events_write, stderr_write, lifeline_read, seccomp_fd, *kept])
     except BaseException:
-        for fd in (lifeline_write, requests_write, events_read):
+        for fd in (lifeline_write, requests_write, events_read, *([] if stderr_read is None else [stderr_read])):
             os.close(fd)
         if cgroup:
             cgroup.remove()
         raise
     finally:
-        for fd in (lifeline_read, seccomp_fd, requests_read, events_write):
+        for fd in (lifeline_read, seccomp_fd, requests_read, events_write, stderr_write):
             os.close(fd)
-        if not isinstance(stderr, int):
-            stderr.close()
     requests, events = os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb")
-    return SandboxProcess(requests, events, process.pid, lifeline_write, cgroup, host_uid, popen=process, stderr_log=stderr_log)
+    stderr = os.fdopen(stderr_read, "rb") if stderr_read is not None else None
+    return SandboxProcess(requests, events, launcher_pid, lifeline_write, cgroup, host_uid, stderr=stderr, stderr_log=stderr_log)
+
+
+class LauncherServer:
+    """The host's fork server of launchers (``launcher.serve``), started on first use."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The launcher must start fast: bare packages stand in for
+        # sandcell/__init__.py and isolation/__init__.py, so it loads only
+        # launcher.py and cgroups.py, not the host API.
+        boot = (
+            "import sys, types\n"
+            f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
+            "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
+            f"from sandcell.isolation.launcher import serve; serve({theirs.fileno()})"
+        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", boot],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                cwd="/",
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.link = ours
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+
+    @property
+    def usable(self) -> bool:
+        return self.owner == os.getpid() and self.process.poll() is None
+
+    def fork(self, config: dict[str, Any], fds: list[int]) -> int:
+        """Fork a launcher for ``config`` on ``fds``; its pid."""
+        with self.lock:
+            socket.send_fds(self.link, [json.dumps(config).encode()], fds)
+            answer = json.loads(self.link.recv(4096) or b'{"error": "the launcher server exited"}')
+        if "pid" not in answer:
+            raise OSError(f"cannot start a launcher: {answer.get('error')}")
+        return int(answer["pid"])
+
+
+_launcher_server: LauncherServer | None = None
+_launcher_server_lock = threading.Lock()
+
+
+def launcher_server() -> LauncherServer:
+    global _launcher_server
+    with _launcher_server_lock:
+        if _launcher_server is None or not _launcher_server.usable:
+            _launcher_server = LauncherServer()
+        return _launcher_server
 
 
 def attach(name: str) -> SandboxProcess:

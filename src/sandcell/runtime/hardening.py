@@ -26,3 +26,18 @@ def set_name(name: str) -> None:
 
     PR_SET_NAME = 15
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def set_command_line(title: str) -> None:
+    """Rewrite what /proc/PID/cmdline shows, in place (the argument area keeps its size).
+
+    A forked process shows its parent's arguments: a context forked from a
+    zygote or a template should read as the interpreter it is.
+    """
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+    text = title.encode()[: end - start - 1]
+    ctypes.memmove(start, text + bytes(end - start - len(text)), end - start)

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 REQUESTS_FD = 3
 EVENTS_FD = 4
@@ -297,66 +297,111 @@ FIRST_CELL_IMPORTS = ("IPython.core.logger", "stack_data", "pygments.formatters.
 
 def zygote_main(preload: list[str] | None = None) -> None:
     """Keep a warm interpreter (IPython imported, a shell built, ``preload`` imported) and fork contexts from it."""
-    from .hardening import set_dumpable
-
-    set_dumpable(False)
-    channel, shell = warm_up(preload or [])
-    serve_forks(ZYGOTE_FD, channel, shell)
-
-
-def serve_forks(link_fd: int, channel: Channel, shell: Any) -> None:
-    """Fork contexts on request, for as long as the supervisor holds the link.
-
-    The supervisor sends, over a SOCK_SEQPACKET socket, a JSON request
-    (cwd, env) with the new context's four fds; the answer is the child's pid.
-    As the children's parent, the zygote reaps them and reports how they ended.
-    A child is ready in milliseconds and shares the zygote's pages copy-on-write.
-    """
-    import socket
-
     from .hardening import set_dumpable, set_name
 
     set_dumpable(False)
     set_name("sandcell-zygote")
+    channel, shell = warm_up(preload or [])
+    serve_forks(ZYGOTE_FD, channel, shell)
+    os._exit(0)
+
+
+def serve_forks(link_fd: int, channel: Channel, shell: Any, watched: int | None = None, reaped: Callable[[int, int], None] | None = None) -> bool:
+    """Fork contexts on request, for as long as the supervisor holds the link.
+
+    The supervisor sends, over a SOCK_SEQPACKET socket, a JSON request
+    (cwd, env) with the new context's four fds; the answer is the child's pid.
+    As the children's parent, we reap them and report how they ended (every
+    child we reap goes to ``reaped`` too). A child is ready in milliseconds
+    and shares our pages copy-on-write.
+
+    Returns ``True`` once the supervisor has closed the link, ``False`` as
+    soon as ``watched`` is readable.
+    """
+    import socket
+
     link = socket.socket(fileno=link_fd)
-
-    def reap(signum: int, frame: Any) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
-            link.send(json.dumps({"exited": pid, "status": os.waitstatus_to_exitcode(status)}).encode())
-
-    signal.signal(signal.SIGCHLD, reap)
+    contexts: set[int] = set()
+    wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wakeup_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only so that it writes to the wake-up pipe
+    waiting = select.poll()
+    for fd in (link.fileno(), wakeup_read, watched):
+        if fd is not None:
+            waiting.register(fd, select.POLLIN)
     while True:
-        message, fds, _, _ = socket.recv_fds(link, 65536, 4)
-        if not message:
-            os._exit(0)
+        ready = {fd for fd, _ in waiting.poll()}
+        if wakeup_read in ready:
+            os.read(wakeup_read, 512)
+            for pid, status in _reap():
+                if pid in contexts:
+                    contexts.discard(pid)
+                    _send(link, {"exited": pid, "status": status})
+                if reaped is not None:
+                    reaped(pid, status)
+        if watched is not None and watched in ready:
+            return False
+        if link.fileno() in ready and not _fork_context(link, channel, shell, contexts):
+            return True
+
+
+def _reap() -> list[tuple[int, int]]:
+    ended = []
+    while True:
         try:
-            pid = os.fork()
-        except OSError as exc:  # e.g. the sandbox's pids limit: refuse this one, stay alive
-            for fd in fds:
-                os.close(fd)
-            link.send(json.dumps({"error": str(exc)}).encode())
-            continue
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            try:
-                link.close()
-                set_dumpable(True)
-                set_name(os.path.basename(sys.executable))
-                _become_context(fds, json.loads(message))
-                reseed_numpy()
-                channel.attach()
-                serve(shell, channel)
-            finally:
-                os._exit(0)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if not pid:
+            return ended
+        ended.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+def _send(link: Any, message: dict[str, Any]) -> None:
+    try:
+        link.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the supervisor is gone; its end of the link tells us soon
+
+
+def _fork_context(link: Any, channel: Channel, shell: Any, contexts: set[int]) -> bool:
+    """Answer one request of the supervisor; ``False`` once it has closed the link."""
+    import socket
+
+    from .hardening import set_command_line, set_dumpable, set_name
+
+    try:
+        message, fds, _, _ = socket.recv_fds(link, 65536, 4)
+    except OSError:
+        return False
+    if not message:
+        return False
+    try:
+        pid = os.fork()
+    except OSError as exc:  # e.g. the sandbox's pids limit: refuse this one, stay alive
         for fd in fds:
             os.close(fd)
-        link.send(json.dumps({"pid": pid}).encode())
+        _send(link, {"error": str(exc)})
+        return True
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            link.close()
+            set_dumpable(True)
+            set_name(os.path.basename(sys.executable))
+            set_command_line(sys.executable)
+            _become_context(fds, json.loads(message))
+            reseed_numpy()
+            channel.attach()
+            serve(shell, channel)
+        finally:
+            os._exit(0)
+    for fd in fds:
+        os.close(fd)
+    contexts.add(pid)
+    _send(link, {"pid": pid})
+    return True
 
 
 def reseed_numpy() -> None:

@@ -15,9 +15,10 @@ code runs, builds what bubblewrap builds for a cold sandbox:
    net namespaces, and fresh tmpfs for ``/tmp``, ``/home/user``, ``/dev/shm``;
 3. pid 1 of the new pid namespace: a fresh ``/proc`` and ``/dev/pts``, no
    more user namespaces, no capabilities, ``no_new_privs`` and the same
-   seccomp filter. It forks the supervisor, which forks the Python zygote
-   before its event loop starts, and then only reaps, and ends the sandbox
-   when the launcher goes away.
+   seccomp filter. It forks the supervisor and is then the sandbox's Python
+   zygote (contexts are its forks, so no second warm interpreter per
+   sandbox) and its init: it reaps orphans, and ends the sandbox when the
+   launcher goes away.
 
 Everything the child inherits copy-on-write is the template's: the
 interpreter, the imported modules, the shell. That memory holds no host
@@ -41,7 +42,7 @@ import struct
 import sys
 from typing import Any
 
-from .hardening import set_dumpable, set_name
+from .hardening import set_command_line, set_dumpable, set_name
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -220,7 +221,6 @@ class Sandbox:
 
     def init(self) -> None:
         """Pid 1 of the sandbox: finish its view of the system, lock it down, start the supervisor, reap."""
-        set_command_line("sandcell-init")
         set_name("sandcell-init")
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         write_file("/proc/sys/user/max_user_namespaces", "0")
@@ -236,15 +236,34 @@ class Sandbox:
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         load_seccomp(self.template.seccomp)
         os.chdir(self.request["home"])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor = os.fork()
         if supervisor == 0:
-            self.supervise()
+            theirs.close()
+            self.supervise(ours)
+        ours.close()
+        set_command_line("sandcell-init")  # after the fork: the supervisor keeps the interpreter's
         os.close(self.requests)
         os.close(self.events)
         send_credentials(self.link, b"running")
-        self.wait(supervisor)
+        # Pid 1 is also the sandbox's Python zygote: contexts are its forks.
+        ended: dict[int, int] = {}
+        closed = self.template.kernel.serve_forks(
+            theirs.detach(), self.template.channel, self.template.shell, watched=self.guard, reaped=lambda pid, status: ended.setdefault(pid, status)
+        )
+        if not closed:
+            os._exit(137)  # the launcher is gone: so is the sandbox
+        if supervisor not in ended:
+            _, raw = os.waitpid(supervisor, 0)
+            ended[supervisor] = os.waitstatus_to_exitcode(raw)
+        code = ended[supervisor]
+        try:
+            self.link.send(f"exited {code}".encode())
+        except OSError:
+            pass
+        os._exit(code & 0xFF if code >= 0 else 128 - code)
 
-    def supervise(self) -> None:
+    def supervise(self, zygote_link: socket.socket) -> None:
         try:
             os.close(self.uid_lock)  # pid 1 holds it for the sandbox
             os.close(self.guard)
@@ -254,62 +273,9 @@ class Sandbox:
             os.close(self.requests)
             os.close(self.events)
             os.environ.clear()
-            config = self.request["config"]
-            self.template.supervisor.apply_rlimits(config.get("rlimits", {}))
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            if os.fork() == 0:
-                ours.close()
-                devnull = os.open(os.devnull, os.O_RDWR)
-                os.dup2(devnull, 0)
-                os.dup2(devnull, 1)
-                os.close(devnull)
-                self.template.kernel.serve_forks(theirs.detach(), self.template.channel, self.template.shell)
-            theirs.close()
-            self.template.supervisor.run(config, ours)
+            self.template.supervisor.run(self.request["config"], zygote_link)
         finally:
             os._exit(1)
-
-    def wait(self, supervisor: int) -> None:
-        """Reap every orphan; end with the supervisor, or when the launcher is gone."""
-        ended: list[int] = []
-
-        def reap(*_: Any) -> None:
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    return
-                if not pid:
-                    return
-                if pid == supervisor:
-                    ended.append(os.waitstatus_to_exitcode(status))
-
-        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wakeup_write)
-        signal.signal(signal.SIGCHLD, reap)
-        reap()
-        waiting = select.poll()
-        waiting.register(self.guard, select.POLLIN)
-        waiting.register(wakeup_read, select.POLLIN)
-        while not ended:
-            if any(fd == self.guard for fd, _ in waiting.poll()):
-                os._exit(137)  # the launcher is gone: so is the sandbox
-            os.read(wakeup_read, 512)
-        code = ended[0]
-        try:
-            self.link.send(f"exited {code}".encode())
-        except OSError:
-            pass
-        os._exit(code & 0xFF if code >= 0 else 128 - code)
-
-
-def set_command_line(title: str) -> None:
-    """Rewrite what /proc/PID/cmdline shows, in place: the template's arguments are nobody's business."""
-    with open("/proc/self/stat", "rb") as handle:
-        fields = handle.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
-    text = title.encode()[: end - start - 1]
-    ctypes.memmove(start, text + bytes(end - start - len(text)), end - start)
 
 
 def loopback_up() -> None:
