@@ -309,3 +309,38 @@ def test_background_commands(asbx):
             await other.wait()
 
     run(body())
+
+
+def test_async_stream_frames_from_another_thread_in_order():
+    """Frames put by a reader thread reach the consumer in order, whether or
+    not it was already waiting, and a wake-up whose frame an earlier get took
+    does not end a later get empty-handed."""
+
+    async def body():
+        import threading
+
+        stream = AsyncStream()
+        stream.put(({"n": 0}, b""))
+        assert (await stream.get(5))[0] == {"n": 0}  # taken at once: its wake-up is still pending
+        later = threading.Timer(0.05, lambda: [stream.put(({"n": n}, b"")) for n in (1, 2, 3)])
+        later.start()
+        assert [(await stream.get(5))[0]["n"] for _ in range(3)] == [1, 2, 3]
+        later.join()
+
+    run(body())
+
+
+def test_async_stream_wait_times_out_and_is_cancellable():
+    async def body():
+        stream = AsyncStream()
+        with pytest.raises(asyncio.TimeoutError):
+            await stream.get(0.01)
+        waiting = asyncio.ensure_future(stream.get(None))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        stream.put(({"type": "done"}, b""))
+        assert (await stream.get(0.01))[0] == {"type": "done"}  # left for the next get
+
+    run(body())

@@ -85,6 +85,64 @@ done
 """
 
 
+# A pipe holds 64 KiB: reading more at once gains nothing, and a larger
+# buffer is allocated (mmap) and freed on every read.
+PIPE_READ = 65536
+
+
+class ReadWatch:
+    """Waits, again and again, for a pipe to be readable, with one reader
+    callback kept registered across the waits (not added and removed per
+    wait: two epoll_ctl calls each time).
+
+    The loop's readiness is level-triggered: the poll that follows a wake-up
+    still reports the data the woken task is about to read, and would wake
+    it once more for nothing. ``emptied()`` (the task's read took all there
+    was) has that one stale report ignored; if it was not stale after all,
+    the next poll reports the data again. While nobody waits the callback is
+    removed, so a busy reader cannot make the loop spin.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd = fd
+        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+        self._stale = False
+
+    def __enter__(self) -> ReadWatch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._fd)
+            self._watching = False
+
+    def _ready(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._loop.remove_reader(self._fd)
+            self._watching = False
+            self._stale = False
+        elif self._stale:
+            self._stale = False
+        else:
+            waiter.set_result(None)
+
+    def emptied(self) -> None:
+        self._stale = True
+
+    async def readable(self) -> None:
+        if not self._watching:
+            self._loop.add_reader(self._fd, self._ready)
+            self._watching = True
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 class OutputCap:
     """Counts the bytes of one run and cuts them off, once, with a marker."""
 
@@ -107,13 +165,56 @@ class OutputCap:
         return data[:room], marker
 
 
+class Outcome:
+    """How a run ended: set once, awaited (with a timeout) by the run's task.
+
+    Not a Future behind ``wait_for(shield(...))``: setting it wakes the
+    waiting task directly, and a timed-out or cancelled wait leaves it
+    unset, to be waited for again (that is what the shield was for).
+    """
+
+    def __init__(self) -> None:
+        self._value: dict[str, Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def done(self) -> bool:
+        return self._value is not None
+
+    def set_result(self, value: dict[str, Any]) -> None:
+        if self._value is None:
+            self._value = value
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, timeout: float | None) -> dict[str, Any]:
+        """The outcome; ``asyncio.TimeoutError`` if it is not there within ``timeout`` seconds."""
+        if self._value is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        assert self._value is not None
+        return self._value
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
+
+
 class Run:
     """One execution in a context: where its events go and how it ended."""
 
     def __init__(self, emit: Emit, output_limit: int) -> None:
         self.emit = emit
         self.cap = OutputCap(output_limit)
-        self.finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.finished = Outcome()
         self.interrupt_reason: str | None = None
 
     async def output(self, stream: str, data: bytes) -> None:
@@ -261,14 +362,6 @@ class Context:
         return self.process is not None and self.process.returncode is None and self._request_fd >= 0
 
     # -- reading the process's pipes --------------------------------------
-    async def _readable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        loop.add_reader(fd, lambda: waiter.done() or waiter.set_result(None))
-        try:
-            await waiter
-        finally:
-            loop.remove_reader(fd)
 
     async def _forward(self, stream: str, data: bytes) -> None:
         if self.run is not None:
@@ -277,22 +370,25 @@ class Context:
         # belong to and is dropped, like a notebook's stray output.
 
     async def _pump(self, fd: int, stream: str) -> None:
-        while True:
-            await self._readable(fd)
-            async with self.io_lock:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    return
-                await self._forward(stream, data)
+        with ReadWatch(fd) as watch:
+            while True:
+                await watch.readable()
+                async with self.io_lock:
+                    try:
+                        data = os.read(fd, PIPE_READ)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        return
+                    if len(data) < PIPE_READ:
+                        watch.emptied()
+                    await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
         for fd, stream in zip(fds, ("stdout", "stderr")):
             while True:
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, PIPE_READ)
                 except (BlockingIOError, OSError):
                     break
                 if not data:
@@ -306,24 +402,27 @@ class Context:
         # written after it cannot be forwarded first.
         buffer = bytearray()
         scanned = 0
-        while True:
-            await self._readable(fd)
-            async with self.io_lock:
-                await self._drain(output_fds)
-                try:
-                    data = os.read(fd, 1 << 20)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    break
-                buffer += data
-                while (end := buffer.find(b"\n", scanned)) >= 0:
-                    line = bytes(buffer[:end])
-                    del buffer[: end + 1]
-                    scanned = 0
-                    if line.strip():
-                        await self._handle_event(self.decode_event(line))
-                scanned = len(buffer)
+        with ReadWatch(fd) as watch:
+            while True:
+                await watch.readable()
+                async with self.io_lock:
+                    await self._drain(output_fds)
+                    try:
+                        data = os.read(fd, PIPE_READ)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        break
+                    if len(data) < PIPE_READ:
+                        watch.emptied()
+                    buffer += data
+                    while (end := buffer.find(b"\n", scanned)) >= 0:
+                        line = bytes(buffer[:end])
+                        del buffer[: end + 1]
+                        scanned = 0
+                        if line.strip():
+                            await self._handle_event(self.decode_event(line))
+                    scanned = len(buffer)
         exited = asyncio.ensure_future(process.wait())
         try:
             if not (await asyncio.wait({exited}, timeout=EVENTS_CLOSED_GRACE))[0]:
@@ -341,12 +440,16 @@ class Context:
             self._died(status)
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
-        await self._dispatch_event(event)
+        # Acknowledged as soon as it is read, before it is forwarded: output
+        # the kernel prints from now on waits for ``io_lock``, which is held
+        # until this event is on its way, so it still cannot overtake it; the
+        # kernel meanwhile goes on with the cell.
         if self.acknowledges_events and event.get("type") not in ("ready", "done") and self._request_fd >= 0:
             try:
                 os.write(self._request_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
             except OSError:
                 pass
+        await self._dispatch_event(event)
 
     async def _dispatch_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -410,7 +513,7 @@ class Context:
 
     async def _wait(self, run: Run, timeout: float | None) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(asyncio.shield(run.finished), timeout)
+            return await run.finished.wait(timeout)
         except asyncio.TimeoutError:
             self.interrupt(f"timed out after {timeout:g} seconds; the {self.language} context was interrupted and keeps its state")
         except asyncio.CancelledError:
@@ -418,12 +521,12 @@ class Context:
             # Hold the lock until the interrupted cell has ended: its last events
             # (the KeyboardInterrupt, its ``done``) must not be taken for the next run's.
             try:
-                await asyncio.wait_for(asyncio.shield(run.finished), self.runtime.kill_grace)
+                await run.finished.wait(self.runtime.kill_grace)
             except asyncio.TimeoutError:
                 await self.stop()
             raise
         try:
-            return await asyncio.wait_for(asyncio.shield(run.finished), self.runtime.kill_grace)
+            return await run.finished.wait(self.runtime.kill_grace)
         except asyncio.TimeoutError:
             await self.stop()
             run.interrupt_reason = (run.interrupt_reason or "") + "; it ignored the interrupt and was restarted: its state is lost"

@@ -41,8 +41,9 @@ class Channel:
     a handshake: after an event that output may follow, the kernel waits
     for the supervisor's acknowledgement (an empty line on the request
     pipe). The supervisor drains the output pipes before it reads an event
-    and acknowledges once it has forwarded the event, so output printed
-    before an event arrives before it, and output printed after, after.
+    and acknowledges once it has read it, forwarding no output until the
+    event is forwarded, so output printed before an event arrives before
+    it, and output printed after, after.
     """
 
     def __init__(self) -> None:
@@ -196,8 +197,13 @@ class Interrupts:
 
 
 def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict[str, Any]) -> None:
-    saved_env = dict(os.environ)
-    os.environ.update(request.get("env") or {})
+    # The cell's environment (the run's ``env`` and whatever the code sets)
+    # is undone afterwards. Compared as os.environ's own bytes mapping (a C
+    # dict copy), so a cell that leaves it alone costs no putenv at all.
+    environ = os.environ
+    saved_env = environ._data.copy()  # type: ignore[attr-defined]
+    if request.get("env"):
+        environ.update(request["env"])
     status = "ok"
     try:
         interrupts.running = True
@@ -212,8 +218,10 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
         status = "error"
         channel.send({"type": "error", "name": "KeyboardInterrupt", "value": "", "traceback": "KeyboardInterrupt"})
     finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
+        if environ._data != saved_env:  # type: ignore[attr-defined]
+            decode_key, decode_value = environ.decodekey, environ.decodevalue  # type: ignore[attr-defined]
+            environ.clear()
+            environ.update({decode_key(key): decode_value(value) for key, value in saved_env.items()})
     channel.send({"type": "done", "status": status, "execution_count": shell.execution_count - 1})
 
 

@@ -12,6 +12,7 @@ the reason, so no caller waits forever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import queue
@@ -32,7 +33,7 @@ class Stream(Protocol):
 
 class SyncStream:
     def __init__(self) -> None:
-        self._queue: queue.Queue[Frame] = queue.Queue()
+        self._queue: queue.SimpleQueue[Frame] = queue.SimpleQueue()  # C-implemented: no Condition per frame
 
     def put(self, frame: Frame) -> None:
         self._queue.put(frame)
@@ -42,15 +43,56 @@ class SyncStream:
 
 
 class AsyncStream:
+    """Frames for consumers on an event loop, put from the reader thread.
+
+    A frame already there is taken without waiting; otherwise one future
+    (and, with a timeout, one timer) per wait instead of asyncio.Queue's
+    getter plus wait_for's task, and one loop wake-up per batch of frames.
+    """
+
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._waking = False
 
     def put(self, frame: Frame) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, frame)
+        self._frames.append(frame)
+        if not self._waking:  # a wake-up already on its way finds this frame too
+            self._waking = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._waking = False
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _expire(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            if self._frames:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(asyncio.TimeoutError())
 
     async def get(self, timeout: float | None) -> Frame:
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        frames = self._frames
+        if not frames:
+            loop = self._loop
+            deadline = None if timeout is None else loop.time() + timeout
+            # A wake-up may find its frame already taken (by an earlier get
+            # that did not have to wait): then wait on, to the same deadline.
+            while not frames:
+                waiter = loop.create_future()
+                timer = None if deadline is None else loop.call_at(deadline, self._expire, waiter)
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiters.remove(waiter)
+                    if timer is not None:
+                        timer.cancel()
+        return frames.popleft()
 
 
 def failure(name: str, message: str) -> Frame:

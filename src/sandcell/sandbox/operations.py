@@ -100,7 +100,7 @@ class TextStreams:
     SLACK = 1024 * 1024
 
     def __init__(self, limit: int) -> None:
-        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+        self.decoders: dict[str, codecs.IncrementalDecoder] = {}  # made on a stream's first output: most runs print nothing
         self.budget = limit + self.SLACK
 
     def decode(self, stream: str, payload: bytes, final: bool = False) -> str:
@@ -109,7 +109,10 @@ class TextStreams:
         self.budget -= len(payload)
         if self.budget <= 0:
             return "\n[sandcell: output beyond the sandbox's limit was dropped by the host]\n"
-        return self.decoders[stream].decode(payload, final)
+        decoder = self.decoders.get(stream)
+        if decoder is None:
+            decoder = self.decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return decoder.decode(payload, final)
 
 
 class RunCode(Operation):
