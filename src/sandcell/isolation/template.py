@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,8 +63,20 @@ def template_socket(image: Image, policy: Policy) -> Path:
     with _lock, open(directory / f"template-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per machine, not only per process
         if not reachable(path):
+            sweep(directory)
             start(argv, template_config(image, policy), path, directory / f"template-{key}.log")
     return path
+
+
+def sweep(directory: Path, min_age: float = 3600.0) -> None:
+    """Remove the socket and log of templates that ended an hour ago or more (their locks stay: they are in use)."""
+    for socket_path in directory.glob("template-*.sock"):
+        try:
+            if time.time() - socket_path.stat().st_mtime > min_age and not reachable(socket_path):
+                socket_path.unlink()
+                socket_path.with_suffix(".log").unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def reachable(path: Path) -> bool:
