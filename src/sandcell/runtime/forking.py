@@ -28,10 +28,12 @@ import fcntl
 import importlib
 import io
 import json
+import mmap
 import os
 import pickle
 import stat
 import sys
+import threading
 import time
 import types
 from typing import Any, Iterable
@@ -79,8 +81,11 @@ def begin(path: str) -> None:
     print(json.dumps(sorted(name for name in names if name in sys.modules)))
 
 
-def warm(names: Iterable[str]) -> None:
-    """Import ``names`` ahead of ``load``; one that fails is ``load``'s to report."""
+def warm(names: Iterable[str], path: str | None = None, wait: float = 300.0) -> None:
+    """Import ``names`` ahead of ``load`` (one that fails is ``load``'s to report); with ``path``,
+    first start reading the state's parts as they arrive, on a thread, for ``load`` to take."""
+    if path is not None:
+        _arrivals[path] = _Reading(path, wait)
     for name in names:
         try:
             importlib.import_module(name)
@@ -241,6 +246,7 @@ class _Arriving:
     def __init__(self, path: str, wait: float) -> None:
         self._directory, self._prefix = os.path.split(path)
         self._path = path
+        self._wait = wait
         self._deadline = time.monotonic() + wait
         self._offset = 0
         self._handle: Any = None
@@ -255,11 +261,16 @@ class _Arriving:
             # first, and list the directory only when it is not there.
             found = self._whole(start, self._size)
             if found is None:
-                for name in os.listdir(self._directory):
+                try:
+                    names = os.listdir(self._directory)
+                except FileNotFoundError:  # nothing arrived yet
+                    names = []
+                for name in names:
                     if name.startswith(start):
                         found = self._whole(start, int(name[len(start) :]))
             if found is not None:
                 self._handle, self._left, self._part = open(found, "rb", buffering=0), self._size, found
+                self._deadline = time.monotonic() + self._wait
                 return
             if time.monotonic() > self._deadline:
                 raise TimeoutError(f"the fork's state stopped arriving at byte {self._offset}")
@@ -294,22 +305,21 @@ class _Arriving:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
-        for name in os.listdir(self._directory):
+        for name in os.listdir(self._directory) if os.path.isdir(self._directory) else ():
             if name.startswith(self._prefix + "."):
                 os.unlink(os.path.join(self._directory, name))
 
 
 def _buffer(size: int) -> Any:
-    """Writable memory for one out-of-band buffer (uninitialized when numpy can make it)."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and size >= 1 << 16:
-        return numpy.empty(size, dtype=numpy.uint8)
+    """Writable memory for one out-of-band buffer: large ones anonymous pages, populated at once
+    (faster than a page fault each as the data is read in, and done while it is still arriving)."""
+    if size >= 1 << 16:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0))
     return bytearray(size)
 
 
-def load(path: str, wait: float = 300.0) -> None:
-    """Restore the state ``dump`` wrote, as its parts arrive at ``path`` (see ``part_name``); give up
-    if the next part takes over ``wait`` seconds."""
+def _read(path: str, wait: float) -> tuple[dict[str, Any], bytearray, list[Any]]:
+    """The header, the pickle and the out-of-band buffers of the state arriving at ``path``."""
     stream = _Arriving(path, wait)
     try:
         prefix = bytearray(len(MAGIC) + 8)
@@ -325,8 +335,41 @@ def load(path: str, wait: float = 300.0) -> None:
         for size in meta["buffers"]:
             buffers.append(_buffer(size))
             stream.readinto(buffers[-1])
+        return meta, blob, buffers
     finally:
         stream.close()
+
+
+class _Reading:
+    """``_read`` on a thread (started by ``warm``, so reading overlaps the imports)."""
+
+    def __init__(self, path: str, wait: float) -> None:
+        self._outcome: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, wait), name="sandcell-fork-load", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: str, wait: float) -> None:
+        try:
+            self._outcome = _read(path, wait)
+        except BaseException as exc:  # noqa: BLE001 - handed to load
+            self._error = exc
+
+    def result(self) -> tuple[dict[str, Any], bytearray, list[Any]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._outcome  # type: ignore[no-any-return]
+
+
+_arrivals: dict[str, _Reading] = {}
+
+
+def load(path: str, wait: float = 300.0) -> None:
+    """Restore the state ``dump`` wrote, as its parts arrive at ``path`` (see ``part_name``), or as
+    ``warm`` has been reading them; give up if the next part takes over ``wait`` seconds."""
+    reading = _arrivals.pop(path, None)
+    meta, blob, buffers = reading.result() if reading is not None else _read(path, wait)
     namespace = _shell_namespace()
     for name, module in meta["modules"].items():
         namespace[name] = importlib.import_module(module)

@@ -170,7 +170,8 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
             names = json.loads(_python(source, f"begin({state!r})")[-1])  # makes the FIFO the state goes through
 
             def warm() -> None:
-                _python(sandbox_of(starting.result()), f"warm({names!r})")
+                # and start reading the state's parts as they arrive, while importing
+                _python(sandbox_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
 
             warming = threads.submit(warm)
             archiving.result()
@@ -188,7 +189,7 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
                 unpacking.result()
                 _python(target, f"load({state!r}, {STEP_TIMEOUT!r})")
 
-            loading = threads.submit(load)  # reads the state's parts as they arrive
+            loading = threads.submit(load)
             _upload(downloads[state], target, state)
             left_behind = dumping.result()
             for pipe in pipes:
