@@ -12,14 +12,13 @@ The host only moves bytes, never unpickles them, and overlaps what it can:
 
 1. the new sandbox starts (or is taken from a pool) while the source
    archives its files and pickles its state, and as soon as it runs it
-   imports the packages the state needs (pandas...), while the state is
-   still on its way;
+   imports the packages the state needs (pandas...) while it reads the
+   state as it arrives;
 2. the state streams out of the source as it is pickled (into a FIFO its
    supervisor is already reading), through the host (which holds what
    arrives before the new sandbox is up), into parts (one per chunk) in the
    new sandbox, written concurrently; the archive of the files likewise;
-3. the new sandbox unpacks the files, then loads the state, reading its
-   parts as they arrive.
+3. the new sandbox unpacks the files, then unpickles the state.
 """
 
 from __future__ import annotations
@@ -162,11 +161,10 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
     """
     work = f"{WORK}-{uuid.uuid4().hex[:12]}"
     archive, state = f"{work}/home.tar", f"{work}/state"
-    with concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sandcell-fork") as threads:
+    with concurrent.futures.ThreadPoolExecutor(10, thread_name_prefix="sandcell-fork") as threads:
         starting = threads.submit(start)
         pipes = [_Pipes(source)]
         try:
-            archiving = threads.submit(_run, source, f"mkdir -p {work} && tar -C /home/user -cf {archive} .")
             names = json.loads(_python(source, f"begin({state!r})")[-1])  # makes the FIFO the state goes through
 
             def warm() -> None:
@@ -174,15 +172,22 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
                 _python(sandbox_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
 
             warming = threads.submit(warm)
-            archiving.result()
-            # The (small) archive first, so the new sandbox can unpack it and
-            # start loading the state while the state is still arriving.
-            downloads = {archive: _Download(source, archive), state: _Download(source, state)}
+            state_download = _Download(source, state)  # reading the FIFO before anything writes it
             dumping = threads.submit(lambda: json.loads(_python(source, f"dump({state!r})")[-1])["left_behind"])
+
+            def archive_download() -> _Download:
+                _run(source, f"tar -C /home/user -cf {archive} .")
+                return _Download(source, archive)
+
+            archiving = threads.submit(archive_download)
             target = sandbox_of(starting.result())  # what arrived meanwhile waits on the host
             pipes.append(_Pipes(target))
-            _upload(downloads[archive], target, archive)
-            unpacking = threads.submit(_run, target, f"cat {archive}.* | tar -C /home/user -xf - && rm -f {archive}.*")
+
+            def unpack() -> None:
+                _upload(archiving.result(), target, archive)
+                _run(target, f"cat {archive}.* | tar -C /home/user -xf - && rm -f {archive}.*")
+
+            unpacking = threads.submit(unpack)
 
             def load() -> None:  # the files first (the state may import modules from them)
                 warming.result()
@@ -190,8 +195,9 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
                 _python(target, f"load({state!r}, {STEP_TIMEOUT!r})")
 
             loading = threads.submit(load)
-            _upload(downloads[state], target, state)
+            _upload(state_download, target, state)
             left_behind = dumping.result()
+            unpacking.result()
             for pipe in pipes:
                 pipe.restore()
             cleaning = threads.submit(_run, source, f"rm -rf {work}")
