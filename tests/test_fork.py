@@ -129,18 +129,36 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "counts = collections.defaultdict(lambda: 7)\n"
         "bound = points[0].double\n"
         "plus = functools.partial(triple, 2)\n"
+        "from sandcell.runtime.forking import _pickle as __pickle\n"
     )
-    stdlib = "from sandcell.runtime.forking import _pickle\n_pickle({name: globals()[name] for name in ['points', 'triple', 'square', 'counts', 'bound', 'plus']})[0]"
-    assert source.run_code(stdlib).text == "'pickle'", "all of these at C speed (dill only for the session's functions and classes)"
-    source.run_code("code = compile('40 + 2', 'cell', 'eval')")  # only dill can pickle a code object: the whole state goes by dill
+    names = ["points", "triple", "square", "counts", "bound", "plus"]
+    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", "at C speed, dill only for the session's functions and classes"
+    check = "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus()"
+    expected = "([2, 4], True, 7, 16, 7, 2, 7)"
     child = source.fork()
     try:
-        assert child.run_code(
-            "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus(), eval(code)"
-        ).text == "([2, 4], True, 7, 16, 7, 2, 7, 42)"
+        assert child.run_code(check).text == expected
         child.run_code("offset = 100")
         assert child.run_code("triple(2)").text == "106", "session functions see the fork's globals"
         assert source.run_code("triple(2)").text == "7"
+    finally:
+        child.kill()
+
+    # What a session function or class holds would be copied by a dill pickle
+    # of it alone (no longer shared): then the whole state goes by dill.
+    source.run_code(
+        "class Animal:\n    pass\nclass Dog(Animal):\n    pass\n"
+        "pets = [Animal(), Dog()]\n"
+        "data = [1, 2]\n"
+        "size = lambda d=data: len(d)\n"
+        "code = compile('40 + 2', 'cell', 'eval')\n"  # only dill can pickle a code object
+    )
+    assert source.run_code("__pickle({'pets': pets, 'size': size, 'data': data})[0]").text == "'dill'"
+    child = source.fork()
+    try:
+        assert child.run_code(check).text == expected
+        assert child.run_code("isinstance(pets[1], Animal), size.__defaults__[0] is data, eval(code)").text == "(True, True, 42)"
+        assert child.run_code("data.append(3); size()").text == "3"
     finally:
         child.kill()
 

@@ -93,6 +93,47 @@ def warm(names: Iterable[str], path: str | None = None, wait: float = 300.0) -> 
             pass
 
 
+class _NeedsDill(Exception):
+    """A session function or class holds objects a separate dill pickle of it would copy."""
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """An immutable value with no identity worth keeping (a copy of it is as good)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return True
+    if isinstance(value, (tuple, frozenset)) and depth < 4:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
+
+
+def _self_contained(obj: Any) -> bool:
+    """Whether dill can pickle this session function or class on its own without copying
+    anything else of the state: what it captures (defaults, closure, attributes) is plain,
+    and a class has no session class among its bases or as its metaclass."""
+    if isinstance(obj, types.FunctionType):
+        captured = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values(), *vars(obj).values()]
+        for cell in obj.__closure__ or ():
+            try:
+                captured.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        return all(_plain(value) for value in captured)
+    if type(obj).__module__ == "__main__" or any(base.__module__ == "__main__" for base in obj.__mro__[1:]):
+        return False
+    for name, value in vars(obj).items():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            if not all(part is None or (isinstance(part, types.FunctionType) and _self_contained(part)) for part in (value.fget, value.fset, value.fdel)):
+                return False
+        elif isinstance(value, types.FunctionType):
+            if not _self_contained(value):
+                return False
+        elif name not in ("__dict__", "__weakref__", "__slotnames__") and not _plain(value):  # (copyreg's cache of names)
+            return False
+    return True
+
+
 class _Pickler(pickle.Pickler):
     """The C pickler, with what it would get wrong handed to dill.
 
@@ -100,12 +141,17 @@ class _Pickler(pickle.Pickler):
     library ones but not for those defined in the session (``__main__``):
     the new context does not have them yet, so dill pickles those by value
     (their globals by reference to ``__main__``, so in the new context they
-    see its globals). Everything else, numpy's buffers included, goes at C
-    speed.
+    see its globals), each on its own. Everything else, numpy's buffers
+    included, goes at C speed. A session function or class that holds other
+    objects (a default, a closure, a class attribute, a session base class)
+    would have them copied by its own dill pickle, no longer shared with the
+    rest of the state: then the whole state goes by dill instead.
     """
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == "__main__":
+            if not _self_contained(obj):
+                raise _NeedsDill(obj.__qualname__)
             import dill
 
             return dill.loads, (dill.dumps(obj, protocol=PROTOCOL),)
