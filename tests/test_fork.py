@@ -40,6 +40,7 @@ def test_the_fork_has_the_state_and_files(forked: tuple[Sandbox, Sandbox]) -> No
     assert child.run_code("add(1), Shape.sides, int(frame.n.sum()), alias is shared, len(fig.axes)").text == "(42, 4, 4999950000, True, 1)"
     assert child.run_code("np.arange(3).tolist(), pd.__name__").text == "([0, 1, 2], 'pandas')"
     assert child.files.read("/home/user/notes/a.txt") == "written before the fork"
+    assert child.commands.run("ls -A /tmp/.sandcell | grep fork || true").stdout == "", "nothing of the copy is left behind"
     assert child.run_code("import os; os.environ['ORIGIN']").text == "'env'"
     assert child.get_info().metadata == {"who": "source"}
 

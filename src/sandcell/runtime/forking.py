@@ -416,6 +416,10 @@ def load(path: str, wait: float = 300.0) -> None:
     ``warm`` has been reading them; give up if the next part takes over ``wait`` seconds."""
     reading = _arrivals.pop(path, None)
     meta, blob, buffers = reading.result() if reading is not None else _read(path, wait)
+    try:
+        os.rmdir(os.path.dirname(path))  # empty by now (the files were unpacked first)
+    except OSError:
+        pass
     namespace = _shell_namespace()
     for name, module in meta["modules"].items():
         namespace[name] = importlib.import_module(module)
