@@ -135,16 +135,21 @@ def sandcell_density(count: int) -> tuple[int, float, float]:
     return asyncio.run(measure())
 
 
-def sandcell_fork(megabytes: int, repeat: int) -> list[float]:
-    """``Sandbox.fork()`` of a sandbox holding a DataFrame of ``megabytes`` MB (the fork's kill not timed)."""
-    with Sandbox.create(pool=False) as source:
+def sandcell_fork(megabytes: int, repeat: int, pool: SandboxPool | None = None) -> list[float]:
+    """``Sandbox.fork()`` of a sandbox holding a DataFrame of ``megabytes`` MB (the fork's kill not timed);
+    with a pool, the source and each fork come from it (its refill is waited for, untimed)."""
+    with Sandbox.create(pool=pool or False) as source:
         source.run_code(f"import numpy as np, pandas as pd\nframe = pd.DataFrame(np.random.rand({megabytes * 1_000_000 // 8 // 4}, 4))")
         samples = []
         for _ in range(repeat):
+            if pool is not None:
+                pool.warm(timeout=120)
+                time.sleep(0.5)
             started = time.perf_counter()
             child = source.fork()
             samples.append((time.perf_counter() - started) * 1000)
             assert child.run_code("frame.shape[1]").text == "4"
+            assert pool is None or child._core.policy.preload, "the fork did not come from the pool"
             child.kill()
         return samples
 
@@ -299,6 +304,8 @@ def main() -> None:
         add(name, over_http, in_process)
     megabytes = 10 if args.quick else 100
     add(f"sbx.fork() with a {megabytes} MB DataFrame (pickled, copied)", sandcell_fork(megabytes, 2 if args.quick else 5), None)
+    with SandboxPool(size=1) as pool:
+        add("  the source and its fork from a pool", sandcell_fork(megabytes, 2 if args.quick else 5, pool), None)
     answering, each, elapsed = sandcell_density(10 if args.quick else 200)
     add(f"idle sandboxes held at once (all answering: {answering})", [answering], None, "")
     add(f"  cgroup memory each, of {answering} held (started in {elapsed:.0f} s)", [each], None, "MiB")

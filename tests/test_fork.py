@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from sandcell import AsyncSandbox, Sandbox
+from sandcell import AsyncSandbox, Sandbox, SandboxException, SandboxPool
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ def test_the_fork_has_the_state_and_files(forked: tuple[Sandbox, Sandbox]) -> No
     assert child.run_code("add(1), Shape.sides, int(frame.n.sum()), alias is shared, len(fig.axes)").text == "(42, 4, 4999950000, True, 1)"
     assert child.run_code("np.arange(3).tolist(), pd.__name__").text == "([0, 1, 2], 'pandas')"
     assert child.files.read("/home/user/notes/a.txt") == "written before the fork"
+    assert child.commands.run("ls -A /tmp/.sandcell | grep fork || true").stdout == "", "nothing of the copy is left behind"
     assert child.run_code("import os; os.environ['ORIGIN']").text == "'env'"
     assert child.get_info().metadata == {"who": "source"}
 
@@ -88,3 +89,116 @@ def test_async_fork() -> None:
                 await child.kill()
 
     asyncio.run(scenario())
+
+
+def test_big_arrays_and_frames_arrive_exactly_and_stay_independent(make_sandbox: Callable[..., Sandbox]) -> None:
+    # Their memory travels out of band (pickle protocol 5), streamed through the host in parts.
+    source = make_sandbox()
+    source.run_code(
+        "import hashlib, numpy as np, pandas as pd\n"
+        "rng = np.random.default_rng(7)\n"
+        "big = rng.random(4_000_000)\n"  # 32 MB: many chunks and parts
+        "same = big\n"
+        "strided, fortran = big[::3], np.asfortranarray(rng.random((300, 200)))\n"
+        "frame = pd.DataFrame({'x': rng.random(500_000), 'n': np.arange(500_000), 'word': ['w%d' % (i % 7) for i in range(500_000)],\n"
+        "                      'when': pd.date_range('2020-01-01', periods=500_000, freq='s'), 'kind': pd.Categorical(['a', 'b'] * 250_000)})\n"
+        "def digest():\n"
+        "    return [hashlib.sha256(a.tobytes()).hexdigest()[:16] for a in (big, strided, fortran)] + [int(pd.util.hash_pandas_object(frame).sum() % 10**12), str(frame.dtypes.to_dict())]\n"
+    )
+    expected = source.run_code("digest()").text
+    child = source.fork()
+    try:
+        assert child.run_code("digest()").text == expected
+        assert child.run_code("same is big, fortran.flags.f_contiguous, big.flags.writeable").text == "(True, True, True)"
+        child.run_code("big[:] = 0; frame.loc[0, 'x'] = -1.0")
+        assert source.run_code("digest()").text == expected, "the source's arrays are its own"
+        assert child.run_code("float(big.sum()), float(frame.loc[0, 'x'])").text == "(0.0, -1.0)"
+    finally:
+        child.kill()
+
+
+def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Callable[..., Sandbox]) -> None:
+    source = make_sandbox()
+    source.run_code(
+        "import collections, functools\n"
+        "class Point:\n    def __init__(self, x): self.x = x\n    def double(self): return Point(self.x * 2)\n"
+        "def outer(k):\n    def inner(v): return v * k + offset\n    return inner\n"
+        "offset = 1\n"
+        "points = [Point(1), Point(2)]\n"
+        "triple = outer(3)\n"
+        "square = lambda v: v * v\n"
+        "counts = collections.defaultdict(lambda: 7)\n"
+        "bound = points[0].double\n"
+        "plus = functools.partial(triple, 2)\n"
+        "from sandcell.runtime.forking import _pickle as __pickle\n"
+    )
+    names = ["points", "triple", "square", "counts", "bound", "plus"]
+    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", "at C speed, dill only for the session's functions and classes"
+    check = "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus()"
+    expected = "([2, 4], True, 7, 16, 7, 2, 7)"
+    child = source.fork()
+    try:
+        assert child.run_code(check).text == expected
+        child.run_code("offset = 100")
+        assert child.run_code("triple(2)").text == "106", "session functions see the fork's globals"
+        assert source.run_code("triple(2)").text == "7"
+    finally:
+        child.kill()
+
+    # What a session function or class holds would be copied by a dill pickle
+    # of it alone (no longer shared): then the whole state goes by dill.
+    source.run_code(
+        "class Animal:\n    pass\nclass Dog(Animal):\n    pass\n"
+        "pets = [Animal(), Dog()]\n"
+        "data = [1, 2]\n"
+        "size = lambda d=data: len(d)\n"
+        "code = compile('40 + 2', 'cell', 'eval')\n"  # only dill can pickle a code object
+    )
+    assert source.run_code("__pickle({'pets': pets, 'size': size, 'data': data})[0]").text == "'dill'"
+    child = source.fork()
+    try:
+        assert child.run_code(check).text == expected
+        assert child.run_code("isinstance(pets[1], Animal), size.__defaults__[0] is data, eval(code)").text == "(True, True, 42)"
+        assert child.run_code("data.append(3); size()").text == "3"
+    finally:
+        child.kill()
+
+
+def test_the_fork_comes_from_the_sources_pool(make_pooled_sandbox: Callable[..., Sandbox], sandbox_pool: SandboxPool) -> None:
+    source = make_pooled_sandbox()
+    source.run_code("import pandas as pd\nframe = pd.DataFrame({'a': [1, 2, 3]})")
+    assert sandbox_pool.warm(timeout=120), "the pool did not refill"
+    child = source.fork()
+    try:
+        assert child._core.policy.preload, "the fork's sandbox did not come from the pool"
+        assert child.run_code("int(frame.a.sum())").text == "6"
+    finally:
+        child.kill()
+
+
+def test_a_failed_fork_leaves_the_source_as_it_was(make_sandbox: Callable[..., Sandbox]) -> None:
+    source = make_sandbox()
+    source.run_code(
+        "import numpy as np\n"
+        "class Bomb:\n    def __reduce__(self): return (int, ('pickles, but cannot be loaded',))\n"
+        "data = np.arange(3_000_000)\nbomb = Bomb()\n"
+    )
+    with pytest.raises(SandboxException, match="cannot fork"):
+        source.fork()
+    assert source.run_code("int(data.sum()), type(bomb).__name__").text == "(4499998500000, 'Bomb')"
+    assert source.commands.run("ls -A /tmp/.sandcell | grep fork || true").stdout == "", "its copy of the state is removed"
+    source.run_code("del bomb")
+    child = source.fork()
+    try:
+        assert child.run_code("int(data.sum())").text == "4499998500000"
+    finally:
+        child.kill()
+
+
+def test_a_state_that_breaks_the_pickler_fails_the_fork_without_hanging(make_sandbox: Callable[..., Sandbox]) -> None:
+    source = make_sandbox()
+    source.run_code("class Abort(BaseException): pass\nclass Breaks:\n    def __reduce__(self): raise Abort('no')\nvalue = 5\nbreaks = Breaks()")
+    with pytest.raises(SandboxException, match="Abort"):
+        source.fork()
+    assert source.run_code("value").text == "5"
+    assert source.commands.run("ls -A /tmp/.sandcell | grep fork || true").stdout == ""

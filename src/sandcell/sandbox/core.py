@@ -123,6 +123,7 @@ class SandboxCore:
         self._cpu_mark = (time.monotonic(), 0.0)  # (when, cpu seconds) of the previous metrics sample
         self.process = process
         self.connection = connection
+        self.pool: SandboxPool | Literal[False] | None = None  # where ``fork`` takes its new sandbox from (None: the default pool)
         _live.add(self)
 
     def detach(self) -> None:
@@ -148,18 +149,20 @@ class SandboxCore:
             self.process.arm()
 
     def fork(self, timeout: float | None) -> SandboxCore:
-        """A new sandbox like this one, with a copy of its files and Python state (see ``fork.py``)."""
-        from .fork import copy_state
+        """A new sandbox like this one, with a copy of its files and Python state (see ``fork.py``).
+
+        It comes from the pool this one came from (or the process-wide pool)
+        when one is ready there, and starts while this one packs its state.
+        """
+        from .fork import fork_sandbox
         from .sync import Sandbox
 
-        child = local_core(timeout, self.policy.envs, self.policy.limits, self.metadata, self.policy.network, None)
-        child.wait_started()
-        try:
-            copy_state(Sandbox(self), Sandbox(child))
-        except BaseException:
-            child.kill("the fork failed")
-            raise
-        return child
+        def start() -> SandboxCore:
+            child = local_core(timeout, self.policy.envs, self.policy.limits, self.metadata, self.policy.network, self.pool)
+            child.wait_started()
+            return child
+
+        return fork_sandbox(Sandbox(self), start, Sandbox, lambda child, reason: child.kill(f"the fork failed: {reason}"))
 
     def add_envs(self, envs: dict[str, str]) -> None:
         """Give a started sandbox (a pooled one) the envs it would have been created with."""
@@ -336,6 +339,7 @@ def local_core(
     core = chosen.take(limits, network, envs or {}) if chosen else None
     if core is None:
         core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
+    core.pool = pool
     core.hand_out(timeout, metadata)
     return core
 

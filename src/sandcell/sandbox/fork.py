@@ -2,20 +2,42 @@
 
 Copied: the files under ``/home/user`` (as a tar archive), and the default
 Python context's variables, functions, classes, imported modules and open
-pyplot figures (as a dill pickle made and loaded inside the sandboxes; see
-``runtime/forking.py``). Not copied: the state of JavaScript and Bash
+pyplot figures (as a pickle made and loaded inside the sandboxes: protocol 5
+with numpy's memory out of band, dill for the session's own functions and
+classes; see ``runtime/forking.py``). Not copied: the state of JavaScript and Bash
 contexts and of extra Python contexts, running commands, and files outside
 ``/home/user``. Afterwards the two sandboxes share nothing.
+
+The host only moves bytes, never unpickles them, and overlaps what it can:
+
+1. the new sandbox starts (or is taken from a pool) while the source
+   archives its files and pickles its state, and as soon as it runs it
+   imports the packages the state needs (pandas...) while it reads the
+   state as it arrives;
+2. the state streams out of the source as it is pickled (into a FIFO its
+   supervisor is already reading), through the host (which holds what
+   arrives before the new sandbox is up), into parts (one per chunk) in the
+   new sandbox, written concurrently; the archive of the files likewise;
+3. the new sandbox unpacks the files, then unpickles the state.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import fcntl
 import json
 import logging
+import queue
+import shlex
+import uuid
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from sandcell import protocol
 
 from . import operations as ops
+from .connection import SyncStream
 from .models import SandboxException
 
 if TYPE_CHECKING:
@@ -24,9 +46,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandcell.fork")
 
 WORK = "/tmp/.sandcell/fork"
-ARCHIVE = f"{WORK}/home.tar"
-STATE = f"{WORK}/state.pkl"
 STEP_TIMEOUT = 300.0
+PIPE_SIZE = 1024 * 1024  # the pipes to both supervisors, while the state moves
+WRITE_WINDOW = 32  # parts (of about 1 MiB) sent to the new sandbox and not yet written: bounds its supervisor's memory
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+
+T = TypeVar("T")
 
 
 def _python(sandbox: Sandbox, call: str) -> list[str]:
@@ -39,17 +64,157 @@ def _python(sandbox: Sandbox, call: str) -> list[str]:
     return "".join(execution.logs.stdout).splitlines()
 
 
-def copy_state(source: Sandbox, target: Sandbox) -> list[str]:
-    """Copy ``source``'s files and Python state into the fresh ``target``; the names that could not travel."""
-    source.commands.run(f"mkdir -p {WORK} && tar -C /home/user -cf {ARCHIVE} .", timeout=STEP_TIMEOUT)
-    try:
-        left_behind = json.loads(_python(source, f"dump({STATE!r})")[-1])["left_behind"]
-        for path in (ARCHIVE, STATE):
-            target.files.write(path, bytes(source.files.read(path, format="bytes")))
-    finally:
-        source.commands.run(f"rm -rf {WORK}", timeout=STEP_TIMEOUT)
-    target.commands.run(f"tar -C /home/user -xf {ARCHIVE} && rm -f {ARCHIVE}", timeout=STEP_TIMEOUT)
-    _python(target, f"load({STATE!r})")
+def _run(sandbox: Sandbox, command: str) -> None:
+    result = sandbox.commands.run(command, timeout=STEP_TIMEOUT)
+    if result.exit_code:
+        raise SandboxException(f"cannot fork the files: {command!r} failed: {result.stderr.strip()}")
+
+
+class _Pipes:
+    """Widen the pipes to a sandbox's supervisor for the copy (fewer wake-ups per MiB), and restore them after."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._restore: list[tuple[int, int]] = []
+        process = sandbox._core.process
+        for pipe in (getattr(process, "stdin", None), getattr(process, "stdout", None)):
+            try:
+                fd = pipe.fileno()  # type: ignore[union-attr]
+                size = fcntl.fcntl(fd, F_GETPIPE_SZ)
+                if size < PIPE_SIZE:
+                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+                    self._restore.append((fd, size))
+            except (AttributeError, OSError, ValueError):
+                continue  # not a pipe, or the limit says no: the copy is only slower
+
+    def restore(self) -> None:
+        for fd, size in self._restore:
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+            except OSError:
+                pass  # still holding more than the old size: keep the wide one
+
+
+class _Download:
+    """A file streaming out of a sandbox: its chunks queue up on the host as the supervisor reads them."""
+
+    def __init__(self, sandbox: Sandbox, path: str) -> None:
+        self.path = path
+        self._stream = SyncStream()
+        sandbox._core.ensure_running()
+        self._connection = sandbox._core.connection
+        self._id = self._connection.open({"op": "files.read", "path": path}, b"", self._stream)
+
+    def chunks(self) -> Any:
+        while True:
+            try:
+                header, payload = self._stream.get(STEP_TIMEOUT)
+            except queue.Empty:
+                self._connection.forget(self._id)
+                raise SandboxException(f"cannot fork: reading {self.path} took over {STEP_TIMEOUT:g} s") from None
+            if header["type"] == protocol.FAIL:
+                raise SandboxException(f"cannot fork: reading {self.path} failed: {(header.get('error') or {}).get('message')}")
+            if header["type"] in protocol.TERMINAL:
+                return
+            yield payload
+
+
+def part_name(path: str, offset: int, size: int) -> str:
+    """The part of ``path`` holding ``size`` bytes from ``offset``: the name ``runtime/forking.py``'s ``load`` waits for."""
+    return f"{path}.{offset:012d}-{size}"
+
+
+def _upload(download: _Download, target: Sandbox, path: str) -> None:
+    """Write ``download`` into ``target`` as parts named by offset and size (``forking.part_name``),
+    one per chunk as it arrives: sent back to back, written concurrently, never joined on the host."""
+    core = target._core
+    core.ensure_running()
+    writing: collections.deque[tuple[str, SyncStream, int]] = collections.deque()
+
+    def written() -> None:
+        part, stream, request_id = writing.popleft()
+        try:
+            header, _ = stream.get(STEP_TIMEOUT)
+        except queue.Empty:
+            core.connection.forget(request_id)
+            raise SandboxException(f"cannot fork: writing {part} took over {STEP_TIMEOUT:g} s") from None
+        if header["type"] == protocol.FAIL:
+            raise SandboxException(f"cannot fork: writing {part} failed: {(header.get('error') or {}).get('message')}")
+
+    offset = 0
+    for chunk in download.chunks():
+        if len(writing) >= WRITE_WINDOW:
+            written()
+        part = part_name(path, offset, len(chunk))
+        offset += len(chunk)
+        stream = SyncStream()
+        writing.append((part, stream, core.connection.open({"op": "files.write", "path": part, "append": False}, chunk, stream)))
+    while writing:
+        written()
+
+
+def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[T], Sandbox], discard: Callable[[T, str], None]) -> T:
+    """A new sandbox (``start()``) carrying a copy of ``source``'s files and Python state.
+
+    ``start`` makes the new sandbox (blocking); it runs while the source
+    packs its state. If the copy fails, the new sandbox goes to ``discard``
+    and the error is raised. What could not be copied is named in a warning.
+    """
+    work = f"{WORK}-{uuid.uuid4().hex[:12]}"
+    archive, state = f"{work}/home.tar", f"{work}/state"
+    with concurrent.futures.ThreadPoolExecutor(10, thread_name_prefix="sandcell-fork") as threads:
+        starting = threads.submit(start)
+        pipes = [_Pipes(source)]
+        try:
+            names = json.loads(_python(source, f"begin({state!r})")[-1])  # makes the FIFO the state goes through
+
+            def warm() -> None:
+                # and start reading the state's parts as they arrive, while importing
+                _python(sandbox_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
+
+            warming = threads.submit(warm)
+            state_download = _Download(source, state)  # reading the FIFO before anything writes it
+            dumping = threads.submit(lambda: json.loads(_python(source, f"dump({state!r})")[-1])["left_behind"])
+
+            def archive_download() -> _Download:
+                _run(source, f"tar -C /home/user -cf {archive} .")
+                return _Download(source, archive)
+
+            archiving = threads.submit(archive_download)
+            target = sandbox_of(starting.result())  # what arrived meanwhile waits on the host
+            pipes.append(_Pipes(target))
+
+            def unpack() -> None:
+                _upload(archiving.result(), target, archive)
+                _run(target, f"cat {archive}.* | tar -C /home/user -xf - && rm -f {archive}.*")
+
+            unpacking = threads.submit(unpack)
+
+            def load() -> None:  # the files first (the state may import modules from them)
+                warming.result()
+                unpacking.result()
+                _python(target, f"load({state!r}, {STEP_TIMEOUT!r})")
+
+            loading = threads.submit(load)
+            _upload(state_download, target, state)
+            left_behind = dumping.result()
+            unpacking.result()
+            for pipe in pipes:
+                pipe.restore()
+            cleaning = threads.submit(_run, source, f"rm -rf {work}")
+            loading.result()
+            cleaning.result()
+        except BaseException as exc:
+            for pipe in pipes:
+                pipe.restore()
+            # A read of the FIFO that nothing will write would wait for ever: end it (if it still waits), then clean up.
+            release = f"import os; os.close(os.open({state!r}, os.O_WRONLY | os.O_NONBLOCK))"
+            threads.submit(_run, source, f"python -c {shlex.quote(release)} 2>/dev/null; rm -rf {work}")
+            try:
+                started = starting.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                raise exc from None
+            discard(started, str(exc) or type(exc).__name__)  # also ends a load waiting for parts
+            raise
     if left_behind:
-        warnings.warn(f"the fork left behind what cannot be copied: {', '.join(left_behind)}", stacklevel=3)
-    return left_behind
+        warnings.warn(f"the fork left behind what cannot be copied: {', '.join(left_behind)}", stacklevel=4)
+    return starting.result()

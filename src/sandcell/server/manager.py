@@ -20,7 +20,7 @@ from typing import Any
 
 from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException
-from sandcell.sandbox.fork import copy_state
+from sandcell.sandbox.fork import fork_sandbox
 from sandcell.sandbox.core import SandboxCore, check_create
 from sandcell.sandbox.pool import SandboxPool
 
@@ -254,13 +254,19 @@ class SandboxManager:
         if live.paused:
             raise ApiError(409, f"sandbox {live.id} is paused; resume it before forking")
         policy = live.sandbox._core.policy
-        child = await self.create(team, live.record.template, timeout, live.record.metadata, policy.envs, live.record.allow_internet, policy.limits)
+        loop = asyncio.get_running_loop()
+
+        def start() -> LiveSandbox:  # on a copying thread, while the source packs its state
+            create = self.create(team, live.record.template, timeout, live.record.metadata, policy.envs, live.record.allow_internet, policy.limits)
+            return asyncio.run_coroutine_threadsafe(create, loop).result()
+
+        def discard(child: LiveSandbox, reason: str) -> None:
+            asyncio.run_coroutine_threadsafe(self._end(child, "ended", f"the fork failed: {reason}"), loop).result()
+
         try:
-            await asyncio.to_thread(copy_state, Sandbox(live.sandbox._core), Sandbox(child.sandbox._core))
+            return await asyncio.to_thread(fork_sandbox, Sandbox(live.sandbox._core), start, lambda child: Sandbox(child.sandbox._core), discard)
         except SandboxException as exc:
-            await self._end(child, "ended", f"the fork failed: {exc}")
             raise ApiError(status_for(exc), f"cannot fork sandbox {live.id}: {exc}") from None
-        return child
 
     async def set_timeout(self, live: LiveSandbox, timeout: float) -> None:
         timeout = self._check_timeout(timeout)
