@@ -203,7 +203,8 @@ def pooled_idle_memory(size: int) -> dict[str, float]:
         time.sleep(2)  # the spares start after the sandbox is ready
         cores = list(pool._ready[next(iter(pool._ready))])
         groups = [core.process.cgroup for core in cores if core.process.cgroup]
-        parts = {"all": None, "sandcell-zygote": "sandcell-zygote", "node": "node"}
+        # Forked from a template, the sandbox's init is its Python zygote.
+        parts = {"all": None, "zygote": "sandcell-init", "super": "sandcell-super", "node": "node"}
         figures = {part: statistics.median(private_mib(group.pids(), name) for group in groups) if groups else float("nan") for part, name in parts.items()}
         figures["cgroup"] = statistics.median((core.memory_bytes() or 0) / 2**20 for core in cores)
         return figures
@@ -318,7 +319,8 @@ def main() -> None:
     add("  own bubblewrap: cgroup memory", [own_charged], None, "MiB")
     pooled = pooled_idle_memory(idle // 4 or 1)
     add("idle pooled sandbox private memory", [pooled["all"]], [private], "MiB")
-    add("  of which the preloaded zygote", [pooled["sandcell-zygote"]], None, "MiB")
+    add("  of which init and zygote (preloaded)", [pooled["zygote"]], None, "MiB")
+    add("  of which the supervisor", [pooled["super"]], None, "MiB")
     add("  of which the spare node context", [pooled["node"]], None, "MiB")
     add("idle pooled sandbox cgroup memory", [pooled["cgroup"]], [charged], "MiB")
 
