@@ -62,3 +62,13 @@ def test_a_dead_template_is_replaced_and_its_sandboxes_live_on(make_sandbox: Cal
     assert before.run_code("x + 1").text == "42"
     assert after._core.process.host_uid >> 20 != before._core.process.host_uid >> 20  # another range
     assert not set(template_pids()) & set(killed)
+
+
+def test_templates_hold_no_thread(make_sandbox: Callable[..., Sandbox], make_pooled_sandbox: Callable[..., Sandbox]) -> None:
+    """A fork copies only the calling thread: a template with others would hand out broken locks."""
+    make_sandbox().run_code("1+1")
+    make_pooled_sandbox().run_code("1+1")  # the pool's template preloads numpy, pandas and matplotlib
+    templates = template_pids()
+    assert templates
+    for pid in templates:
+        assert "Threads:\t1\n" in Path(f"/proc/{pid}/status").read_text(), pid
