@@ -125,15 +125,21 @@ class Template:
             except (BlockingIOError, InterruptedError):
                 continue
             with connection:
+                connection.settimeout(5)  # only root's launchers reach us, but none may stall the others
                 try:
                     message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 4)
                 except OSError:
                     continue
-                if not message or len(fds) != 4:
+                try:
+                    request = json.loads(message) if message else None
+                except ValueError:
+                    request = None
+                if not isinstance(request, dict) or len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
                     continue
-                self.fork_sandbox(connection, json.loads(message), fds)
+                connection.settimeout(None)  # the sandbox's setup waits on the launcher as long as it takes
+                self.fork_sandbox(connection, request, fds)
 
     def reap(self) -> None:
         while True:
