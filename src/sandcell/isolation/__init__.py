@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -301,19 +302,24 @@ def templates_enabled() -> bool:
     return os.environ.get("SANDCELL_TEMPLATES", "1") != "0"
 
 
-_template_warning = threading.Event()
+TEMPLATE_RETRY = 600.0
+_template_failed_at: float | None = None
 
 
 def template_for(image: Image, policy: Policy) -> Path | None:
-    """The socket of the template to fork ``policy``'s sandbox from, or ``None`` to start it cold."""
-    if not templates_enabled():
+    """The socket of the template to fork ``policy``'s sandbox from, or ``None`` to start it cold.
+
+    A template that cannot start is not tried again for ten minutes: each
+    try costs a failed start.
+    """
+    global _template_failed_at
+    if not templates_enabled() or (_template_failed_at is not None and time.monotonic() - _template_failed_at < TEMPLATE_RETRY):
         return None
     try:
         return template_socket(image, policy)
     except (TemplateUnavailable, OSError) as exc:
-        if not _template_warning.is_set():
-            _template_warning.set()
-            print(f"sandcell: sandboxes start without a template ({exc})", file=sys.stderr)
+        _template_failed_at = time.monotonic()
+        print(f"sandcell: sandboxes start without a template for now ({exc})", file=sys.stderr)
         return None
 
 

@@ -115,8 +115,9 @@ def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
     if config.get("template"):
         try:
             return TemplateChild(config)
-        except (ConnectionRefusedError, FileNotFoundError) as exc:
-            os.write(2, f"sandcell launcher: the template is gone ({exc}); starting the sandbox with its own bubblewrap\n".encode())
+        except (ConnectionRefusedError, FileNotFoundError, RuntimeError) as exc:
+            # Gone since the host looked, or its child could not build the sandbox.
+            os.write(2, f"sandcell launcher: no sandbox from the template ({exc}); starting it with its own bubblewrap\n".encode())
     pid = os.fork()
     if pid:
         return ForkedChild(pid)

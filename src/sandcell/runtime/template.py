@@ -108,7 +108,29 @@ class Template:
         gc.collect()
         gc.freeze()
 
+    def check_namespaces(self) -> None:
+        """Fail now, not per sandbox, where a child may not build a sandbox's namespaces.
+
+        Some systems forbid unprivileged user namespaces (Ubuntu's AppArmor
+        restriction, for one); the host then starts sandboxes the cold way.
+        """
+        pid = os.fork()
+        if pid == 0:
+            try:
+                probe_uid = self.uids - 1
+                os.setresgid(probe_uid, probe_uid, probe_uid)
+                os.setresuid(probe_uid, probe_uid, probe_uid)
+                check(libc.unshare(CLONE_NEWUSER), "unshare the user namespace")
+                os._exit(0)
+            except BaseException as exc:  # noqa: BLE001 - report anything, then die
+                os.write(2, f"sandcell template: sandboxes cannot be forked here: {exc}\n".encode())
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(1)
+
     def serve(self, ready_fd: int) -> None:
+        self.check_namespaces()
         signal.signal(signal.SIGCHLD, lambda *_: self.reap())
         os.write(ready_fd, b"r")
         os.close(ready_fd)
