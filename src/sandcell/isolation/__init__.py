@@ -143,6 +143,22 @@ def runtime_command(image: Image, module: str) -> list[str]:
     return [str(image.python), "-E", "-s", "-c", boot]
 
 
+def root_helper_command(module: str, call: str) -> list[str]:
+    """This host's Python running ``sandcell.isolation.<module>.<call>``, for a root-side helper.
+
+    Helpers (the launcher server, a template's starter) must start fast: bare
+    packages stand in for sandcell/__init__.py and isolation/__init__.py, so
+    they load only their own module and what it imports, not the host API.
+    """
+    boot = (
+        "import sys, types\n"
+        f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
+        "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
+        f"import sandcell.isolation.{module} as helper; helper.{call}"
+    )
+    return [sys.executable, "-I", "-S", "-c", boot]
+
+
 class SandboxProcess:
     """One running sandbox as the host sees it: protocol pipes, cgroup, and the launcher that owns its lifetime.
 
@@ -384,18 +400,9 @@ class LauncherServer:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # The launcher must start fast: bare packages stand in for
-        # sandcell/__init__.py and isolation/__init__.py, so it loads only
-        # launcher.py and cgroups.py, not the host API.
-        boot = (
-            "import sys, types\n"
-            f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
-            "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
-            f"from sandcell.isolation.launcher import serve; serve({theirs.fileno()})"
-        )
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", boot],
+                root_helper_command("launcher", f"serve({theirs.fileno()})"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),

@@ -267,7 +267,7 @@ def main(config: dict) -> None:
     while status is None:
         waiting = [child.pidfd] + ([lifeline] if lifeline is not None else []) + ([attachable.listener] if attachable else [])
         timeout = None if orphaned_at is None else max(attachable.grace - (time.monotonic() - orphaned_at), 0)  # type: ignore[union-attr]
-        poller = select.poll()  # not select(): the host's fd numbers, which we keep, may pass 1024
+        poller = select.poll()  # not select(): no limit at fd 1024
         for waited in waiting:
             poller.register(waited, select.POLLIN)
         try:

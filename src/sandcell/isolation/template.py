@@ -125,7 +125,7 @@ def template_config(image: Image, policy: Policy) -> dict[str, object]:
 
 
 def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path) -> None:
-    from .image import PACKAGE_DIR
+    from . import root_helper_command
 
     base, slot_fd = take_uid_slot(path.parent)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -135,16 +135,10 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     listener.listen(128)
     ready_read, ready_write = os.pipe()
     argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
-    boot = (
-        "import sys, types\n"
-        f"for name, path in (('sandcell', {str(PACKAGE_DIR)!r}), ('sandcell.isolation', {str(PACKAGE_DIR / 'isolation')!r})):\n"
-        "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
-        "from sandcell.isolation.template import spawn_main; spawn_main()"
-    )
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", boot, json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN})],
+                [*root_helper_command("template", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN})],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -97,8 +97,8 @@ class ReadWatch:
 
     The loop's readiness is level-triggered: the poll that follows a wake-up
     still reports the data the woken task is about to read, and would wake
-    it once more for nothing. ``emptied()`` (the task's read took all there
-    was) has that one stale report ignored; if it was not stale after all,
+    it once more for nothing. A ``read`` that took all there was has that
+    one stale report ignored; if it was not stale after all,
     the next poll reports the data again. While nobody waits the callback is
     removed, so a busy reader cannot make the loop spin.
     """
@@ -129,8 +129,15 @@ class ReadWatch:
         else:
             waiter.set_result(None)
 
-    def emptied(self) -> None:
-        self._stale = True
+    def read(self, size: int) -> bytes | None:
+        """What the pipe holds (``b""`` at its end), or ``None`` if it was a stale report after all."""
+        try:
+            data = os.read(self._fd, size)
+        except BlockingIOError:
+            return None
+        if 0 < len(data) < size:
+            self._stale = True  # we took all there was: the report that follows is about this data
+        return data
 
     async def readable(self) -> None:
         if not self._watching:
@@ -374,14 +381,11 @@ class Context:
             while True:
                 await watch.readable()
                 async with self.io_lock:
-                    try:
-                        data = os.read(fd, PIPE_READ)
-                    except BlockingIOError:
+                    data = watch.read(PIPE_READ)
+                    if data is None:
                         continue
                     if not data:
                         return
-                    if len(data) < PIPE_READ:
-                        watch.emptied()
                     await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
@@ -407,14 +411,11 @@ class Context:
                 await watch.readable()
                 async with self.io_lock:
                     await self._drain(output_fds)
-                    try:
-                        data = os.read(fd, PIPE_READ)
-                    except BlockingIOError:
+                    data = watch.read(PIPE_READ)
+                    if data is None:
                         continue
                     if not data:
                         break
-                    if len(data) < PIPE_READ:
-                        watch.emptied()
                     buffer += data
                     while (end := buffer.find(b"\n", scanned)) >= 0:
                         line = bytes(buffer[:end])

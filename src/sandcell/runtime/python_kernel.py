@@ -341,7 +341,7 @@ def serve_forks(link_fd: int, channel: Channel, shell: Any, watched: int | None 
         ready = {fd for fd, _ in waiting.poll()}
         if wakeup_read in ready:
             os.read(wakeup_read, 512)
-            for pid, status in _reap():
+            for pid, status in reap_children():
                 if pid in contexts:
                     contexts.discard(pid)
                     _send(link, {"exited": pid, "status": status})
@@ -353,7 +353,8 @@ def serve_forks(link_fd: int, channel: Channel, shell: Any, watched: int | None 
             return True
 
 
-def _reap() -> list[tuple[int, int]]:
+def reap_children() -> list[tuple[int, int]]:
+    """Every child that has ended, with its exit code; none is waited for."""
     ended = []
     while True:
         try:

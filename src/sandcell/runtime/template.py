@@ -131,7 +131,7 @@ class Template:
 
     def serve(self, ready_fd: int) -> None:
         self.check_namespaces()
-        signal.signal(signal.SIGCHLD, lambda *_: self.reap())
+        signal.signal(signal.SIGCHLD, lambda *_: self.kernel.reap_children())
         os.write(ready_fd, b"r")
         os.close(ready_fd)
         while True:
@@ -162,15 +162,6 @@ class Template:
                     continue
                 connection.settimeout(None)  # the sandbox's setup waits on the launcher as long as it takes
                 self.fork_sandbox(connection, request, fds)
-
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
 
     def idle(self) -> bool:
         """No sandbox lives: nothing in our pid namespace but bubblewrap's init and us."""

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Callable, Protocol
 
 from sandcell import protocol
 
+from .models import SandboxException
+
 Frame = tuple[dict[str, Any], bytes]
 
 
@@ -97,6 +99,19 @@ class AsyncStream:
 
 def failure(name: str, message: str) -> Frame:
     return {"type": protocol.FAIL, "error": {"name": name, "message": message}}, b""
+
+
+def wait_answer(connection: Connection, request_id: int, stream: SyncStream, timeout: float, doing: str) -> Frame:
+    """The one answer to a request; ``SandboxException`` naming ``doing`` if it failed, or
+    took over ``timeout`` (the request is then forgotten)."""
+    try:
+        header, payload = stream.get(timeout)
+    except queue.Empty:
+        connection.forget(request_id)
+        raise SandboxException(f"{doing} took over {timeout:g} s") from None
+    if header["type"] == protocol.FAIL:
+        raise SandboxException(f"{doing} failed: {(header.get('error') or {}).get('message')}")
+    return header, payload
 
 
 class Rejoined:

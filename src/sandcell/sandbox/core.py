@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import math
 import os
-import queue
 import secrets
 import threading
 import time
@@ -22,10 +21,9 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandcell import protocol
 from sandcell.isolation import Limits, Policy, SandboxProcess, attach, launch
 
-from .connection import Connection, SyncStream, resync
+from .connection import Connection, SyncStream, resync, wait_answer
 from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
 
 if TYPE_CHECKING:
@@ -168,13 +166,7 @@ class SandboxCore:
         """Give a started sandbox (a pooled one) the envs it would have been created with."""
         stream = SyncStream()
         request_id = self.connection.open({"op": "set_env", "env": envs}, b"", stream)
-        try:
-            header, _ = stream.get(START_TIMEOUT)
-        except queue.Empty:
-            self.connection.forget(request_id)
-            raise SandboxException(f"the sandbox did not take its envs within {START_TIMEOUT:g} s") from None
-        if header["type"] == protocol.FAIL:
-            raise SandboxException(f"the sandbox did not take its envs: {(header.get('error') or {}).get('message')}")
+        wait_answer(self.connection, request_id, stream, START_TIMEOUT, "giving the sandbox its envs")
         self.policy = dataclasses.replace(self.policy, envs={**self.policy.envs, **envs})
 
     def wait_started(self) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from sandcell import protocol
 
 from . import operations as ops
-from .connection import SyncStream
+from .connection import SyncStream, wait_answer
 from .models import SandboxException
 
 if TYPE_CHECKING:
@@ -132,13 +132,7 @@ def _upload(download: _Download, target: Sandbox, path: str) -> None:
 
     def written() -> None:
         part, stream, request_id = writing.popleft()
-        try:
-            header, _ = stream.get(STEP_TIMEOUT)
-        except queue.Empty:
-            core.connection.forget(request_id)
-            raise SandboxException(f"cannot fork: writing {part} took over {STEP_TIMEOUT:g} s") from None
-        if header["type"] == protocol.FAIL:
-            raise SandboxException(f"cannot fork: writing {part} failed: {(header.get('error') or {}).get('message')}")
+        wait_answer(core.connection, request_id, stream, STEP_TIMEOUT, f"cannot fork: writing {part}")
 
     offset = 0
     for chunk in download.chunks():

@@ -16,7 +16,6 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException

@@ -14,7 +14,7 @@ import io
 from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from sandcell import protocol
