@@ -53,6 +53,17 @@ def make_pooled_sandbox(sandbox_pool: SandboxPool) -> Iterator[Callable[..., San
     yield from sandbox_factory(functools.partial(take_pooled, sandbox_pool))
 
 
+@pytest.fixture(params=["forked", "pooled", "bwrap"])
+def any_sandbox(
+    request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox], make_pooled_sandbox: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Sandbox]:
+    """A factory of sandboxes forked from a template, handed out by a pool (forked from a
+    template too) or started by a bubblewrap of their own: what holds for one must hold for all."""
+    if request.param == "bwrap":
+        monkeypatch.setenv("SANDCELL_TEMPLATES", "0")
+    return make_pooled_sandbox if request.param == "pooled" else make_sandbox
+
+
 @pytest.fixture
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """One sandbox with default limits."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import signal
 import socket
@@ -22,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sandcell import protocol
+
 from .cgroups import Cgroup, CgroupManager
 from .image import PACKAGE_DIR, SANDBOX_UID, Image, ImageMissing
-from .limits import Limits
+from .limits import PENDING_SIGNALS, Limits
 from .seccomp import filter_fd
-from .template import TemplateUnavailable, template_socket
+from .template import UID_SPAN, RunningTemplate, TemplateUnavailable, template_socket
+from .uids import reserve_uid
 
 __all__ = ["Limits", "Policy", "SandboxProcess", "attach", "launch", "ImageMissing"]
 
@@ -114,20 +116,20 @@ def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
         "prestart": list(policy.prestart),
         "preload": list(policy.preload),
         "spares": list(policy.spares),
-        "rlimits": {"core": 0, "nofile": limits.open_files, "fsize": limits.disk_mb * 1024 * 1024, "nproc": limits.pids},
+        "rlimits": {"core": 0, "nofile": limits.open_files, "fsize": limits.disk_mb * 1024 * 1024, "nproc": limits.pids, "sigpending": PENDING_SIGNALS},
     }
 
 
 def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not policy.network:
-        argv.append("--unshare-net")
+    # A network namespace of its own even with ``network``: never the host's (its
+    # loopback, abstract sockets, /proc/net). Egress is not built yet.
+    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net"]
     argv += ["--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     argv += filesystem_argv(image, policy.limits.disk_mb * 1024 * 1024)
     argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]
-    config = supervisor_config(image, policy)
-    argv += ["--setenv", "SANDCELL_CONFIG", json.dumps(config)]
+    # The supervisor's config (envs included) is its first frame on stdin, never
+    # in an argv or environment every host user can read in ps or /proc.
     argv += ["--", *runtime_command(image, "supervisor")]
     return argv
 
@@ -322,8 +324,8 @@ TEMPLATE_RETRY = 600.0
 _template_failed_at: float | None = None
 
 
-def template_for(image: Image, policy: Policy) -> Path | None:
-    """The socket of the template to fork ``policy``'s sandbox from, or ``None`` to start it cold.
+def template_for(image: Image, policy: Policy) -> RunningTemplate | None:
+    """The template to fork ``policy``'s sandbox from, or ``None`` to start it cold.
 
     A template that cannot start is not tried again for ten minutes: each
     try costs a failed start.
@@ -346,8 +348,14 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
     manager = cgroup_manager()
     cgroup = manager.create(name, policy.limits) if manager.available else None
     root = os.geteuid() == 0
-    host_uid = HOST_UID_BASE + secrets.randbelow(HOST_UID_SPAN) if root else None
     template = template_for(image, policy) if root and cgroup is not None else None
+    host_uid: int | None
+    if template is not None:
+        host_uid, uid_lock = reserve_uid(template.uid_locks, template.uid_base, 1, UID_SPAN - 2)  # 0 is the template, the last its probe
+    elif root:
+        host_uid, uid_lock = reserve_uid(attach_dir() / "uids-cold.lock", HOST_UID_BASE, 0, HOST_UID_SPAN)
+    else:
+        host_uid, uid_lock = None, os.open(os.devnull, os.O_RDONLY)  # no reservation to hold
     seccomp_fd = filter_fd()
     lifeline_read, lifeline_write = os.pipe()
     os.set_inheritable(lifeline_write, False)
@@ -361,12 +369,15 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         "lifeline_fd": lifeline_read,
         "seccomp_fd": seccomp_fd,
     }
-    # The launcher starts the sandbox its own way if the template has just gone.
+    supervisor = supervisor_config(image, policy)
+    # The launcher starts the sandbox its own way (with the same uid) if the template has just gone.
     config.update(argv=bwrap_argv(image, policy, seccomp_fd), uid=host_uid, gid=host_uid)
-    if template is not None:
-        host_uid = None  # the template picks it from its range (see SandboxProcess.host_uid)
-        request = {"config": supervisor_config(image, policy), "network": policy.network, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME}
-        config["template"] = {"socket": str(template), "request": request}
+    if template is not None and host_uid is not None:
+        # What the template's child learns after its fork, from the launcher: the
+        # template itself never holds anything of one sandbox, for its later
+        # children to find in their copy of its memory.
+        setup = {"uid": host_uid - template.uid_base, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"]}
+        config["template"] = {"socket": str(template.socket), "setup": setup}
     kept: tuple[int, ...] = ()
     stderr_read = None
     if detachable:
@@ -380,7 +391,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         stderr_log = None
         stderr_read, stderr_write = os.pipe()
     try:
-        launcher_pid = launcher_server().fork(config, [requests_read, events_write, stderr_write, lifeline_read, seccomp_fd, *kept])
+        launcher_pid = launcher_server().fork(config, [requests_read, events_write, stderr_write, lifeline_read, seccomp_fd, uid_lock, *kept])
     except BaseException:
         for fd in (lifeline_write, requests_write, events_read, *([] if stderr_read is None else [stderr_read])):
             os.close(fd)
@@ -388,9 +399,14 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
             cgroup.remove()
         raise
     finally:
-        for fd in (lifeline_read, seccomp_fd, requests_read, events_write, stderr_write):
+        for fd in (lifeline_read, seccomp_fd, requests_read, events_write, stderr_write, uid_lock):
             os.close(fd)
     requests, events = os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb")
+    try:
+        requests.write(protocol.encode({"op": "config", "config": supervisor}))
+        requests.flush()
+    except OSError:
+        pass  # the sandbox died at once: the connection reports why
     stderr = os.fdopen(stderr_read, "rb") if stderr_read is not None else None
     return SandboxProcess(requests, events, launcher_pid, lifeline_write, cgroup, host_uid, stderr=stderr, stderr_log=stderr_log)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 from sandcell.isolation.cgroups import Cgroup
+from sandcell.isolation.limits import PENDING_SIGNALS
 
 PR_SET_PDEATHSIG = 1
 
@@ -72,9 +74,11 @@ class TemplateChild:
         self.link.settimeout(30)
         try:
             self.link.connect(config["template"]["socket"])
-            socket.send_fds(self.link, [json.dumps(config["template"]["request"]).encode()], [0, 1, 2, guard_read])
+            socket.send_fds(self.link, [b"sandbox"], [0, 1, 2, guard_read])
         finally:
             os.close(guard_read)
+        # Read by the template's child, after its fork: nothing of it enters the template.
+        self.link.send(json.dumps(config["template"]["setup"]).encode())
         joining = self.receive_pid()
         for procs in config["cgroup_procs"]:
             with open(procs, "w") as handle:
@@ -125,6 +129,7 @@ def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
         for procs in config["cgroup_procs"]:
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
+        resource.setrlimit(resource.RLIMIT_SIGPENDING, (PENDING_SIGNALS, PENDING_SIGNALS))  # see PENDING_SIGNALS
         if config.get("uid") is not None:
             os.setgroups([])
             os.setresgid(config["gid"], config["gid"], config["gid"])
@@ -231,7 +236,9 @@ def launch_forked(config: dict, fds: list[int]) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        stdin, stdout, stderr, lifeline, seccomp, *host_fds = fds
+        # uid_lock holds the sandbox's host uid (see ``uids``) for as long as we live.
+        stdin, stdout, stderr, lifeline, seccomp, uid_lock, *host_fds = fds
+        os.set_inheritable(uid_lock, False)
         for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(source, target)
             os.close(source)

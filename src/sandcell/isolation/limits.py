@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# RLIMIT_SIGPENDING of every sandbox, set before its user namespace is made (the
+# namespace takes it as the bound for all it holds): pending signals and POSIX
+# timers are charged up the chain of user namespaces, and must stay well below
+# what the host's own users may queue (tens of thousands).
+PENDING_SIGNALS = 1024
+
 
 @dataclass(frozen=True)
 class Limits:

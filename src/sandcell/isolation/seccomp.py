@@ -3,7 +3,8 @@
 A deny list on top of namespaces: system calls that sandboxed code never
 needs and that have a record of kernel exploits or of reaching outside a
 container (debugging other processes, mounting, loading kernel code, BPF,
-keyrings, perf, io_uring, new user namespaces). They fail with EPERM, so
+keyrings, perf, io_uring, new user namespaces), socket families beyond
+Unix, IP and netlink, and signals to the supervisor. They fail with EPERM (EAFNOSUPPORT for sockets), so
 programs that merely probe for them keep working. System calls of other
 ABIs (32-bit x86, x32) kill the process: the filter cannot vouch for them.
 
@@ -33,6 +34,16 @@ DENIED = (
     "keyctl", "add_key", "request_key", "fanotify_init", "open_by_handle_at", "name_to_handle_at",
     "personality",
 )
+# The socket families sandboxed code may use: AF_UNIX, AF_INET, AF_INET6,
+# AF_NETLINK. Every other one (AF_VSOCK, a channel between VMs' and so between
+# sandboxes' users; AF_PACKET; Bluetooth; AF_ALG...) fails with EAFNOSUPPORT.
+SOCKET_FAMILIES = (1, 2, 10, 16)
+HIGHEST_FAMILY = 63  # AF_MAX is 46 on Linux 6.x; above this, all are refused at once
+# The supervisor is pid 2 of every sandbox (after bubblewrap's or the
+# template's init) and leads process group 2. No signal reaches it from the
+# sandbox: a stopped supervisor would stop every run's timeout with it.
+SUPERVISOR_PID = 2
+PID_MASK = 0xFFFFFFFF  # pid_t is 32 bits; the filter compares 64
 # CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP
 CLONE_NAMESPACE_FLAGS = (0x10000000, 0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000, 0x02000000)
 
@@ -54,6 +65,17 @@ def compiled_filter() -> bytes:
     for flag in CLONE_NAMESPACE_FLAGS:
         rules.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for pid in (SUPERVISOR_PID, -SUPERVISOR_PID, -1):  # the supervisor, its process group, everyone
+        rules.add_rule(deny, "kill", seccomp.Arg(0, seccomp.MASKED_EQ, PID_MASK, pid & PID_MASK))
+    for call in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        rules.add_rule(deny, call, seccomp.Arg(0, seccomp.MASKED_EQ, PID_MASK, SUPERVISOR_PID))
+    rules.add_rule(deny, "tkill")  # any thread, the supervisor's included; libc uses tgkill
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "pidfd_send_signal")  # callers fall back to kill
+    unsupported = seccomp.ERRNO(errno.EAFNOSUPPORT)
+    for call in ("socket", "socketpair"):
+        for family in set(range(HIGHEST_FAMILY + 1)) - set(SOCKET_FAMILIES):
+            rules.add_rule(unsupported, call, seccomp.Arg(0, seccomp.EQ, family))
+        rules.add_rule(unsupported, call, seccomp.Arg(0, seccomp.GT, HIGHEST_FAMILY))
     # TIOCSTI pushes input into a terminal: a way to type into the host's shell.
     rules.add_rule(deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, 0x5412))
     with tempfile.TemporaryFile() as handle:

@@ -11,6 +11,11 @@ into it a range of host uids no one else uses (a slot, reserved by a lock
 that the template and each of its sandboxes hold: a template that died
 leaves its range to no other while its sandboxes live), so every sandbox of
 the template gets a host uid of its own, then runs bubblewrap in it.
+
+The namespace is created by an unprivileged uid of the slot's own (not by
+root): the kernel charges what sandboxes of the template use of per-user
+budgets (inotify instances, pending signals, namespaces) to the creator of
+each enclosing user namespace, and host root's budgets must stay host root's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,11 +52,29 @@ class TemplateUnavailable(RuntimeError):
     """No template could be started; the caller starts its sandbox the cold way."""
 
 
+@dataclass(frozen=True)
+class RunningTemplate:
+    """A template to fork from: its socket, and the host uid its namespace's uid 0 maps to."""
+
+    socket: Path
+    uid_base: int
+
+    @property
+    def uid_locks(self) -> Path:
+        """Where the host reserves the uids of the template's sandboxes (see ``uids``)."""
+        return self.socket.with_name(f"uids-{self.uid_base}.lock")
+
+
+def owner_uid(uid_base: int) -> int:
+    """The unprivileged host uid that creates the template's user namespace: one per slot, below every range."""
+    return UID_BASE - 1 - (uid_base - UID_BASE) // UID_SPAN
+
+
 _lock = threading.Lock()
 
 
-def template_socket(image: Image, policy: Policy) -> Path:
-    """The socket of the running template for ``policy``, started if need be."""
+def template_socket(image: Image, policy: Policy) -> RunningTemplate:
+    """The running template for ``policy``, started if need be."""
     from . import attach_dir
 
     argv = template_argv(image)
@@ -58,14 +82,16 @@ def template_socket(image: Image, policy: Policy) -> Path:
     key = hashlib.sha256(json.dumps([argv, list(policy.preload), template_config(image, policy)]).encode()).hexdigest()[:16]
     directory = attach_dir()
     path = directory / f"template-{key}.sock"
-    if reachable(path):
-        return path
-    with _lock, open(directory / f"template-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per machine, not only per process
-        if not reachable(path):
-            sweep(directory)
-            start(argv, template_config(image, policy), path, directory / f"template-{key}.log")
-    return path
+    if not reachable(path):
+        with _lock, open(directory / f"template-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per machine, not only per process
+            if not reachable(path):
+                sweep(directory)
+                start(argv, template_config(image, policy), path, directory / f"template-{key}.log")
+    try:
+        return RunningTemplate(path, int(path.with_suffix(".uids").read_text()))
+    except (OSError, ValueError) as exc:
+        raise TemplateUnavailable(f"the template's uid range is not recorded: {exc}") from None
 
 
 def sweep(directory: Path, min_age: float = 3600.0) -> None:
@@ -75,6 +101,7 @@ def sweep(directory: Path, min_age: float = 3600.0) -> None:
             if time.time() - socket_path.stat().st_mtime > min_age and not reachable(socket_path):
                 socket_path.unlink()
                 socket_path.with_suffix(".log").unlink(missing_ok=True)
+                socket_path.with_suffix(".uids").unlink(missing_ok=True)
         except OSError:
             continue
 
@@ -128,6 +155,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     from . import root_helper_command
 
     base, slot_fd = take_uid_slot(path.parent)
+    path.with_suffix(".uids").write_text(str(base))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
@@ -138,7 +166,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(
-                [*root_helper_command("template", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN})],
+                [*root_helper_command("template", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)})],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -164,7 +192,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
 
 
 def spawn_main() -> None:
-    """The root helper: a user namespace mapping the uid range, and bubblewrap in it."""
+    """The root helper: a user namespace mapping the uid range, created by the slot's owner uid, and bubblewrap in it."""
     config = json.loads(sys.argv[1])
     libc = ctypes.CDLL(None, use_errno=True)
     unshared_read, unshared_write = os.pipe()
@@ -174,6 +202,9 @@ def spawn_main() -> None:
         try:
             os.close(unshared_read)
             os.close(mapped_write)
+            os.setgroups([])
+            os.setresgid(config["owner"], config["owner"], config["owner"])
+            os.setresuid(config["owner"], config["owner"], config["owner"])
             if libc.unshare(CLONE_NEWUSER) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
             os.write(unshared_write, b"u")
@@ -181,7 +212,6 @@ def spawn_main() -> None:
                 os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            os.setgroups([])
             os.execvpe(config["argv"][0], config["argv"], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         except BaseException as exc:  # noqa: BLE001 - report anything, then die
             os.write(2, f"sandcell template: cannot start: {exc}\n".encode())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import resource
 import shutil
@@ -405,13 +404,25 @@ def apply_rlimits(limits: dict[str, int]) -> None:
 
 
 def main() -> None:
-    run(json.loads(os.environ.pop("SANDCELL_CONFIG")))
+    run()
 
 
-def run(config: dict[str, Any], zygote_link: socket.socket | None = None) -> None:
+def read_config() -> dict[str, Any]:
+    """The host's first frame on stdin: what this sandbox is (never in argv or the environment, which others may read)."""
+    with os.fdopen(0, "rb", buffering=0, closefd=False) as stdin:  # unbuffered: nothing past the frame is taken
+        frame = protocol.read_frame(stdin)
+    if frame is None or frame[0].get("op") != "config" or not isinstance(frame[0].get("config"), dict):
+        raise SystemExit("sandcell supervisor: the host sent no config")
+    return frame[0]["config"]
+
+
+def run(zygote_link: socket.socket | None = None) -> None:
     """Serve the host on fds 0 and 1; ``zygote_link`` reaches a zygote forked before this (see ``template``)."""
     set_dumpable(False)
     set_name("sandcell-super")
+    if os.getsid(0) != os.getpid():
+        os.setsid()  # process group 2, which no process of the sandbox can join or signal (see seccomp)
+    config = read_config()
     apply_rlimits(config.get("rlimits", {}))
     # Our own stderr goes to the host's diagnostics; contexts get pipes of their own.
     sys.stderr = os.fdopen(2, "w", buffering=1)

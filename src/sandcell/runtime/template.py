@@ -8,8 +8,15 @@ host uids, with IPython's shell built and the policy's modules imported, and
 no thread. For each new sandbox it forks a child that, before any sandboxed
 code runs, builds what bubblewrap builds for a cold sandbox:
 
-1. an unprivileged uid of its own in the template's range (so a distinct host
-   uid per sandbox) and a user namespace in which that uid is 1000;
+0. what it is to be, from the launcher, after the fork (its uid, disk size,
+   rlimits); the supervisor's config (envs included) comes on the
+   supervisor's own stdin from the host. Nothing of one sandbox ever passes
+   through the template, whose memory every later sandbox gets a copy of;
+1. the unprivileged uid the host reserved for it in the template's range (so
+   a distinct host uid per sandbox, drawn at random) and a user namespace in
+   which that uid is 1000, with per-namespace maxima for what the kernel
+   counts per user (inotify, fanotify, namespaces) and a pending-signals
+   rlimit, so that no sandbox can use up a budget it shares with others;
 2. a stop while the launcher (root, on the host) moves it into the sandbox's
    cgroups, then its own mount, pid, ipc, uts, cgroup and (without network)
    net namespaces, and fresh tmpfs for ``/tmp``, ``/home/user``, ``/dev/shm``;
@@ -35,6 +42,7 @@ import ctypes
 import gc
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -59,6 +67,25 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SANDBOX_UID = 1000
+# What the kernel counts per user in each user namespace, capped in every
+# sandbox's own: creating namespaces is no sandbox's business, and inotify and
+# fanotify objects are charged to the template's owner too, shared by all.
+NAMESPACE_MAXIMA = {
+    "user_namespaces": 0,
+    "mnt_namespaces": 0,
+    "pid_namespaces": 0,
+    "net_namespaces": 0,
+    "ipc_namespaces": 0,
+    "uts_namespaces": 0,
+    "cgroup_namespaces": 0,
+    "time_namespaces": 0,
+    "inotify_instances": 32,
+    "inotify_watches": 65536,
+    "fanotify_groups": 16,
+    "fanotify_marks": 8192,
+}
+# Pseudo-terminals per sandbox: the kernel has 3,072 for all non-initial devpts instances together.
+MAX_PTYS = 128
 # Parts of a fresh /proc that bubblewrap makes read-only too.
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 
@@ -92,7 +119,6 @@ class Template:
         self.listener = socket.socket(fileno=config["listener_fd"])
         self.uids = int(config["uids"])
         self.uid_lock = int(config["uid_lock_fd"])
-        self.next_uid = 1
         self.seccomp = bytes.fromhex(config["seccomp"])
         self.idle_exit = float(config.get("idle_exit", 600))
         from sandcell.runtime import python_kernel, supervisor
@@ -149,27 +175,21 @@ class Template:
             with connection:
                 connection.settimeout(5)  # only root's launchers reach us, but none may stall the others
                 try:
-                    message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 4)
+                    message, fds, _, _ = socket.recv_fds(connection, 16, 4)
                 except OSError:
                     continue
-                try:
-                    request = json.loads(message) if message else None
-                except ValueError:
-                    request = None
-                if not isinstance(request, dict) or len(fds) != 4:
+                if message != b"sandbox" or len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
                     continue
                 connection.settimeout(None)  # the sandbox's setup waits on the launcher as long as it takes
-                self.fork_sandbox(connection, request, fds)
+                self.fork_sandbox(connection, fds)
 
     def idle(self) -> bool:
         """No sandbox lives: nothing in our pid namespace but bubblewrap's init and us."""
         return all(name in ("1", str(os.getpid())) for name in os.listdir("/proc") if name.isdigit())
 
-    def fork_sandbox(self, connection: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-        uid = self.next_uid
-        self.next_uid = self.next_uid % (self.uids - 1) + 1
+    def fork_sandbox(self, connection: socket.socket, fds: list[int]) -> None:
         try:
             pid = os.fork()
         except OSError as exc:
@@ -178,7 +198,7 @@ class Template:
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
-                Sandbox(self, connection, request, fds, uid).build()
+                Sandbox(self, connection, fds).build()
             except BaseException as exc:  # noqa: BLE001 - report anything, then die
                 try:
                     connection.send(json.dumps({"error": f"the sandbox cannot start: {exc}"}).encode())
@@ -192,10 +212,9 @@ class Template:
 class Sandbox:
     """A child of the template turning itself into a sandbox (see the module's docstring)."""
 
-    def __init__(self, template: Template, link: socket.socket, request: dict[str, Any], fds: list[int], uid: int) -> None:
+    def __init__(self, template: Template, link: socket.socket, fds: list[int]) -> None:
         self.template = template
         self.link = link
-        self.request = request
         self.requests, self.events, stderr, self.guard = fds
         os.dup2(stderr, 2)
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -209,9 +228,14 @@ class Sandbox:
                     os.close(fd)  # the template's own: its listener
                 except OSError:
                     pass
-        self.uid = uid
+        self.setup: dict[str, Any] = json.loads(link.recv(1 << 16))
+        self.uid = int(self.setup["uid"])
+        if not 0 < self.uid < template.uids - 1:
+            raise ValueError(f"uid {self.uid} is outside the template's range")
 
     def build(self) -> None:
+        pending = self.setup["rlimits"]["sigpending"]
+        resource.setrlimit(resource.RLIMIT_SIGPENDING, (pending, pending))  # before the namespace, which takes it as its bound
         os.setgroups([])
         os.setresgid(self.uid, self.uid, self.uid)
         os.setresuid(self.uid, self.uid, self.uid)
@@ -223,17 +247,15 @@ class Sandbox:
         send_credentials(self.link, b"joining")
         if self.link.recv(16) != b"go":  # the launcher has put us in the sandbox's cgroups
             os._exit(1)
-        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
-        if not self.request["network"]:
-            flags |= CLONE_NEWNET
-        check(libc.unshare(flags), "unshare the namespaces")
+        # A network namespace of its own in every case: with network, too, the
+        # sandbox must never see the host's loopback, sockets or /proc/net.
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_NEWNET), "unshare the namespaces")
         mount("none", "/", None, MS_REC | MS_PRIVATE)
-        size = int(self.request["disk_bytes"])
-        for path, mode in (("/tmp", "1777"), (self.request["home"], "0755"), ("/dev/shm", "1777")):
+        size = int(self.setup["disk_bytes"])
+        for path, mode in (("/tmp", "1777"), (self.setup["home"], "0755"), ("/dev/shm", "1777")):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
         check(libc.sethostname(b"sandbox", 7), "hostname")
-        if not self.request["network"]:
-            loopback_up()
+        loopback_up()
         if os.fork():
             os._exit(0)  # the new pid namespace starts with our child
         self.init()
@@ -242,19 +264,23 @@ class Sandbox:
         """Pid 1 of the sandbox: finish its view of the system, lock it down, start the supervisor, reap."""
         set_name("sandcell-init")
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        write_file("/proc/sys/user/max_user_namespaces", "0")
+        for name, value in NAMESPACE_MAXIMA.items():
+            if os.path.exists(f"/proc/sys/user/max_{name}"):  # older kernels lack some
+                write_file(f"/proc/sys/user/max_{name}", str(value))
         for name in PROC_READ_ONLY:
             path = f"/proc/{name}"
             if os.path.exists(path):
                 mount(path, path, None, MS_BIND | MS_REC)
                 mount(path, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=620,max={MAX_PTYS}")
         os.setsid()
         set_dumpable(False)
         drop_capabilities()
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         load_seccomp(self.template.seccomp)
-        os.chdir(self.request["home"])
+        # Contexts are forks of this process: they must have the limits the supervisor has.
+        self.template.supervisor.apply_rlimits(self.setup["rlimits"])
+        os.chdir(self.setup["home"])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor = os.fork()
         if supervisor == 0:
@@ -292,7 +318,7 @@ class Sandbox:
             os.close(self.requests)
             os.close(self.events)
             os.environ.clear()
-            self.template.supervisor.run(self.request["config"], zygote_link)
+            self.template.supervisor.run(zygote_link)
         finally:
             os._exit(1)
 

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import native
+from .deps import SCOPE_SANDBOX, current_sandbox
 from .e2b import control
 from .e2b.envd import envd_app
 from .e2b.interpreter import interpreter_app
@@ -57,8 +58,24 @@ def control_app(manager: SandboxManager) -> FastAPI:
     return app
 
 
+# Headers that pick the sandbox and prove the right to it: each must appear at most
+# once, or a proxy and the server (or two parts of the server) may read different ones.
+SINGLE_HEADERS = (b"e2b-sandbox-id", b"e2b-sandbox-port", b"x-access-token")
+
+
+def repeated_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    names = [name.lower() for name, _ in headers]
+    return next((name for name in SINGLE_HEADERS if names.count(name) > 1), None)
+
+
 class DataPlane:
-    """Routes a request carrying ``E2b-Sandbox-Id`` to the sandbox's envd or interpreter, once its token checks out."""
+    """Routes a request carrying ``E2b-Sandbox-Id`` to the sandbox's envd or interpreter, once its token checks out.
+
+    The sandbox is resolved here, once, and handed to the apps in the scope
+    (``deps.SCOPE_SANDBOX``): no route reads the id from the headers again.
+    Unknown, ended and unauthorised ids get the same answer, so the data
+    plane tells no one without the token that an id ever existed.
+    """
 
     def __init__(self, manager: SandboxManager) -> None:
         self.manager = manager
@@ -66,26 +83,34 @@ class DataPlane:
         self.interpreter = interpreter_app(manager)
 
     def _authorize(self, headers: dict[bytes, bytes], port: bytes, path: str) -> LiveSandbox:
-        live = self.manager.data_plane(headers[b"e2b-sandbox-id"].decode(errors="replace"))
-        if live.paused:
-            raise ApiError(502, f"sandbox {live.id} is paused; resume it with Sandbox.connect()")
+        sandbox_id = headers[b"e2b-sandbox-id"].decode(errors="replace")
+        not_found = ApiError(502, f"the sandbox {sandbox_id} was not found, or the access token does not match it")
+        live = self.manager.data_plane(sandbox_id)
+        if live is None:
+            raise not_found
         token = headers.get(b"x-access-token")
         if token is not None:
             if not live.token_matches(token.decode(errors="replace")):
-                raise ApiError(401, "invalid access token for this sandbox")
+                raise not_found
         # The official SDK sends no token when it manages code contexts; the
         # sandbox id (80 random bits) is the capability there, as with E2B.
         elif not (port == INTERPRETER_PORT and (path.startswith("/contexts") or path == "/health")):
-            raise ApiError(401, "missing access token (X-Access-Token) for this sandbox")
+            raise not_found
+        if live.paused:
+            raise ApiError(502, f"sandbox {live.id} is paused; resume it with Sandbox.connect()")
         return live
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
         port = headers.get(b"e2b-sandbox-port", ENVD_PORT)
         path = scope.get("path", "")
         try:
+            repeated = repeated_header(scope["headers"])
+            if repeated is not None:
+                raise ApiError(400, f"the header {repeated.decode()} appears more than once; send it once")
             if port not in (ENVD_PORT, INTERPRETER_PORT):
                 raise ApiError(502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)")
-            self._authorize(headers, port, path)
+            live = self._authorize(headers, port, path)
         except ApiError as exc:
             connect_rpc = path.startswith(("/process.", "/filesystem."))
             code: Any = CONNECT_CODES.get(exc.status, "unknown") if connect_rpc else exc.status
@@ -93,7 +118,12 @@ class DataPlane:
             await send({"type": "http.response.start", "status": exc.status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
-        await (self.envd if port == ENVD_PORT else self.interpreter)(scope, receive, send)
+        scope[SCOPE_SANDBOX] = live
+        token = current_sandbox.set(live)
+        try:
+            await (self.envd if port == ENVD_PORT else self.interpreter)(scope, receive, send)
+        finally:
+            current_sandbox.reset(token)
 
 
 class BodyTooLarge(ApiError):
@@ -148,11 +178,9 @@ class SandcellServer:
         self.data_plane = DataPlane(manager)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            if b"e2b-sandbox-id" in headers:
-                await self.data_plane(scope, receive, send, headers)
-                return
+        if scope["type"] == "http" and any(name.lower() == b"e2b-sandbox-id" for name, _ in scope["headers"]):
+            await self.data_plane(scope, receive, send)
+            return
         await self.control(scope, receive, send)
 
 

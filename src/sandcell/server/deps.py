@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -11,6 +12,22 @@ from .auth import authenticate
 from .errors import ApiError
 from .manager import SandboxManager
 from .store import Team
+
+if TYPE_CHECKING:
+    from sandcell.sandbox import AsyncSandbox
+
+    from .manager import LiveSandbox
+
+# The data-plane dispatcher resolves a request's sandbox once, after checking
+# its token, and hands it down in the scope (Starlette routes) and in this
+# context variable (the Connect services, whose handlers see no scope).
+SCOPE_SANDBOX = "sandcell.sandbox"
+current_sandbox: contextvars.ContextVar[LiveSandbox] = contextvars.ContextVar("sandcell_data_plane_sandbox")
+
+
+def resolved_sandbox(request: Request) -> AsyncSandbox:
+    """The sandbox the dispatcher resolved and authorised for this data-plane request."""
+    return request.scope[SCOPE_SANDBOX].sandbox
 
 
 def manager_of(request: Request) -> SandboxManager:

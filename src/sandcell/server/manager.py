@@ -223,15 +223,13 @@ class SandboxManager:
             raise ApiError(404, f"sandbox {sandbox_id} not found")
         return live
 
-    def data_plane(self, sandbox_id: str) -> LiveSandbox:
-        """A live sandbox addressed by id alone; callers check its access token."""
-        live = self._running(sandbox_id)
-        if live is None:
-            record = self.store.sandbox(sandbox_id)
-            reason = f": {record.reason}" if record is not None and record.reason else ""
-            # "was not found" is what the SDKs read as "the sandbox is not running".
-            raise ApiError(502, f"the sandbox {sandbox_id} was not found{reason}")
-        return live
+    def data_plane(self, sandbox_id: str) -> LiveSandbox | None:
+        """A live sandbox addressed by id alone (the caller checks its access token); ``None`` if none runs.
+
+        Nothing tells an id that never existed from one that ended: the data
+        plane answers both without an API key.
+        """
+        return self._running(sandbox_id)
 
     def records(self, team: Team, states: tuple[str, ...] = LIVE_STATES, metadata: dict[str, str] | None = None) -> list[SandboxRecord]:
         self._forget_ended()

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .deps import SCOPE_SANDBOX
 from .manager import SandboxManager
 
 log = logging.getLogger("sandcell.server.access")
@@ -96,7 +97,9 @@ class Observed:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(api, scope["method"], str(status)).inc()
             self.metrics.latency.labels(api).observe(elapsed)
-            sandbox = headers.get(b"e2b-sandbox-id", b"").decode(errors="replace") or None
+            # The sandbox the data plane resolved and authorised, never a header's claim.
+            resolved = scope.get(SCOPE_SANDBOX)
+            sandbox = resolved.id if resolved is not None else None
             log.info("request", extra={"fields": {"api": api, "method": scope["method"], "path": scope.get("path"), "status": status, "ms": round(elapsed * 1000, 2), "sandbox": sandbox}})
 
 

@@ -2,8 +2,8 @@
 
 The Connect services are the ones generated in the official ``e2b`` wheel,
 served by ``connectrpc``; each method translates to one call on our
-``AsyncSandbox``. The sandbox is found from the ``E2b-Sandbox-Id`` header,
-already checked by the data-plane dispatcher.
+``AsyncSandbox``. The sandbox is the one the ``E2b-Sandbox-Id`` header names,
+resolved and authorised once by the data-plane dispatcher.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from sandcell.sandbox.models import (
     SandboxException,
     TimeoutException,
 )
-from sandcell.server.deps import bounded_body
+from sandcell.server.deps import bounded_body, current_sandbox, resolved_sandbox
 from sandcell.server.errors import ERROR_HANDLERS, ApiError
 from sandcell.server.manager import SandboxManager
 
@@ -102,19 +102,14 @@ def entry_pb(entry: EntryInfo) -> fs.EntryInfo:
 
 
 class Services:
-    """Resolves the sandbox of each request; shared by both Connect services."""
-
-    def __init__(self, manager: SandboxManager) -> None:
-        self.manager = manager
+    """The sandbox of each request, as the dispatcher resolved it; shared by both Connect services."""
 
     def sandbox(self, ctx: RequestContext[Any, Any]) -> AsyncSandbox:
-        sandbox_id = ctx.request_headers.get("e2b-sandbox-id") or ""
-        return self.manager.data_plane(sandbox_id).sandbox
+        return current_sandbox.get().sandbox
 
 
 class FilesystemService(Services):
-    def __init__(self, manager: SandboxManager) -> None:
-        super().__init__(manager)
+    def __init__(self) -> None:
         self.watchers: dict[str, Watcher] = {}
 
     async def stat(self, request: fs.StatRequest, ctx: RequestContext[Any, Any]) -> fs.StatResponse:
@@ -369,8 +364,7 @@ class ProcessService(Services):
 
 
 def files_app(manager: SandboxManager) -> Starlette:
-    def sandbox_of(request: Request) -> AsyncSandbox:
-        return manager.data_plane(request.headers.get("e2b-sandbox-id", "")).sandbox
+    sandbox_of = resolved_sandbox
 
     def path_of(request: Request) -> str:
         path = request.query_params.get("path")
@@ -456,8 +450,8 @@ class UndecodableRequests:
 
 
 def envd_app(manager: SandboxManager) -> Starlette:
-    process = pc.ProcessASGIApplication(ProcessService(manager))
-    filesystem = fsc.FilesystemASGIApplication(FilesystemService(manager))
+    process = pc.ProcessASGIApplication(ProcessService())
+    filesystem = fsc.FilesystemASGIApplication(FilesystemService())
     return Starlette(
         routes=[
             Mount(process.path, app=UndecodableRequests(process)),

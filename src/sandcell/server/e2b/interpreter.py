@@ -10,9 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.models import Context
-from sandcell.server.deps import json_object, string_map
+from sandcell.server.deps import json_object, resolved_sandbox, string_map
 from sandcell.server.errors import ERROR_HANDLERS
 from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import execution_lines
@@ -23,8 +22,7 @@ def _context_json(context: Context) -> dict[str, str]:
 
 
 def interpreter_app(manager: SandboxManager) -> Starlette:
-    def sandbox_of(request: Request) -> AsyncSandbox:
-        return manager.data_plane(request.headers.get("e2b-sandbox-id", "")).sandbox
+    sandbox_of = resolved_sandbox
 
     async def execute(request: Request) -> Response:
         sandbox = sandbox_of(request)
