@@ -21,7 +21,20 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-echo "installing sandcell; the first time this compiles llama.cpp for the local model (about 12 minutes on 2 cores)"
-.venv/bin/pip install --disable-pip-version-check --progress-bar on -e '.[test,local]' \
+# llama.cpp is compiled once into a wheel of our own: not for this CPU's every
+# extension (-march=native picked AMX here, which dies with SIGILL in a VM that
+# does not grant it), but for what any x86-64 machine of the last decade runs.
+LLAMA="llama-cpp-python==0.3.36"  # the version pyproject.toml pins
+WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/sandcell/wheels"
+if ! ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+  echo "compiling llama.cpp for the local model, once (about 12 minutes on 2 cores)"
+  CPU_ARGS=""
+  if [ "$(uname -m)" = x86_64 ]; then
+    CPU_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+  fi
+  CMAKE_ARGS="$CPU_ARGS" .venv/bin/pip wheel --disable-pip-version-check --no-deps --no-cache-dir -q -w "$WHEELS" "$LLAMA"
+fi
+echo "installing sandcell"
+.venv/bin/pip install --disable-pip-version-check --progress-bar on --find-links "$WHEELS" -e '.[test,local]' \
   | { grep -v -e '^Requirement already satisfied' -e '^WARNING: Location' || true; }
 .venv/bin/sandcell setup
