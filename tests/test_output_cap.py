@@ -15,7 +15,8 @@ import threading
 from typing import Any, Callable
 
 import pytest
-from test_isolation import Witnesses, make_sandbox, rss_bytes, witnesses  # noqa: F401 - fixtures
+import test_isolation
+from test_isolation import Witnesses, rss_bytes
 
 from sandcell import Limits, Sandbox, protocol
 from sandcell.sandbox.connection import FRAME_COST, HOST_CUT_MARKER, Connection, SyncStream, output_budget
@@ -25,6 +26,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="every sandbox mode needs root (cgroups, unprivileged host uids)"),
 ]
 
+# Every sandbox mode (template fork, pool, own bubblewrap) and the bystanders, as the isolation tests have them.
+make_sandbox, witnesses = test_isolation.make_sandbox, test_isolation.witnesses
 LIMIT = 1 << 20
 TRUNCATED = "[sandcell: output truncated"
 
