@@ -51,7 +51,7 @@ class Report:
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.round_trips_ms)
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
     def summary(self) -> dict[str, Any]:
         figures = {key: value for key, value in asdict(self).items() if key != "round_trips_ms"}
@@ -81,10 +81,9 @@ async def flood_trickle(sandbox: AsyncSandbox, url: str, patience: float) -> Non
 async def flood_unread(sandbox: AsyncSandbox, url: str, patience: float) -> None:
     """A storm of results to a client that reads nothing for longer than the server's patience, then everything."""
     headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": sandbox._envd_access_token or ""}
-    async with httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client:
-        async with client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response:
-            await asyncio.sleep(patience + 2)
-            await response.aread()
+    async with httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client, client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response:
+        await asyncio.sleep(patience + 2)
+        await response.aread()
 
 
 FLOODS: dict[str, Callable[[AsyncSandbox, str, float], Awaitable[None]]] = {

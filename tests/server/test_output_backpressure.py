@@ -90,12 +90,14 @@ def _unread_stream(server: Server, key: str, sandbox_id: str, code: str) -> tupl
     before = memory_kib(pid, "VmRSS")
     # A small receive buffer: what the kernel holds for us does not hide the server's backlog.
     transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)])
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=120, transport=transport) as client:
-        with client.stream("POST", f"/v1/sandboxes/{sandbox_id}/code", json={"code": code, "timeout": 60}) as response:
-            assert response.status_code == 200
-            time.sleep(PATIENCE + 6)  # the flood runs, the server waits for us, then drops the rest
-            grown = memory_kib(pid, "VmHWM") - before
-            body = response.read()
+    with (
+        httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=120, transport=transport) as client,
+        client.stream("POST", f"/v1/sandboxes/{sandbox_id}/code", json={"code": code, "timeout": 60}) as response,
+    ):
+        assert response.status_code == 200
+        time.sleep(PATIENCE + 6)  # the flood runs, the server waits for us, then drops the rest
+        grown = memory_kib(pid, "VmHWM") - before
+        body = response.read()
     return grown, body
 
 
@@ -118,6 +120,6 @@ def test_a_client_that_does_not_read_cannot_grow_the_server(own_server: tuple[Se
     assert json.loads(body.splitlines()[-1]) == {"type": "end_of_execution"}
     # The sandbox and its context carry on.
     after = httpx.post(f"{server.url}/v1/sandboxes/{sandbox_id}/code", json={"code": "print('still here')"}, headers={"X-API-Key": key}, timeout=60)
-    assert [json.loads(line) for line in after.text.splitlines()][0]["text"] == "still here\n"
+    assert json.loads(after.text.splitlines()[0])["text"] == "still here\n"
     httpx.delete(f"{server.url}/v1/sandboxes/{sandbox_id}", headers={"X-API-Key": key}, timeout=60)
     assert server.alive()
