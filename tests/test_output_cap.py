@@ -90,9 +90,13 @@ def test_an_error_counts_against_the_cap_and_still_says_the_run_failed(make_sand
     witnesses.check()
 
 
-# Events written straight to the kernels' event pipes (fd 4), as code may.
+# Events written straight to the kernels' event pipes (fd 4), as code may: a
+# storm of small ones (each acknowledged on a pipe the code does not read), big ones.
 FORGED_PYTHON = """
 import os, json
+tiny = b'{"type": "result", "data": {"text/plain": "t"}, "main": false}\\n'
+for _ in range(100_000):
+    os.write(4, tiny)
 line = (json.dumps({"type": "result", "data": {"text/plain": "f" * 10_000}, "main": False}) + "\\n").encode()
 for _ in range(2_000):
     os.write(4, line)

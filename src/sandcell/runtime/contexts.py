@@ -223,6 +223,7 @@ class Context:
         self._tasks: list[asyncio.Task[Any]] = []
         self._fds: list[int] = []
         self._request_fd = -1
+        self._ack_fd = -1
         self.launched_env: dict[str, str] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -261,6 +262,10 @@ class Context:
         for fd in (request_r, event_w, out_w, err_w):
             os.close(fd)
         self._request_fd = request_w
+        if self.acknowledges_events:
+            # Acknowledgements go through a non-blocking open of the same pipe: a kernel that
+            # leaves them unread (code writing events of its own) must not stall the supervisor.
+            self._ack_fd = os.open(f"/proc/self/fd/{request_w}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._fds = [out_r, err_r, event_r]
         for fd in self._fds:
             os.set_blocking(fd, False)
@@ -415,10 +420,10 @@ class Context:
         # the kernel prints from now on waits for ``io_lock``, which is held
         # until this event is on its way, so it still cannot overtake it; the
         # kernel meanwhile goes on with the cell.
-        if self.acknowledges_events and event.get("type") not in ("ready", "done") and self._request_fd >= 0:
+        if self._ack_fd >= 0 and event.get("type") not in ("ready", "done"):
             try:
-                os.write(self._request_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
-            except OSError:
+                os.write(self._ack_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
+            except OSError:  # a full pipe too: the kernel waits no longer than its TAKEN_WAIT
                 pass
         await self._dispatch_event(event, size)
 
@@ -455,9 +460,10 @@ class Context:
             run.finished.set_result({"died": status})
 
     def _close_request_fd(self) -> None:
-        if self._request_fd >= 0:
-            os.close(self._request_fd)
-            self._request_fd = -1
+        for fd in (self._request_fd, self._ack_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._request_fd = self._ack_fd = -1
 
     # -- running code -------------------------------------------------------
     async def execute(self, code: str, env: dict[str, str], timeout: float | None, emit: Emit, silent: bool = False) -> dict[str, Any]:
