@@ -46,7 +46,7 @@ def output_budget(output_limit: int) -> int:
 
     A supervisor that keeps to its cap sends well below it (see ``sandcell.runtime.output``).
     """
-    return 2 * output_limit + (1 << 20)
+    return 2 * output_limit + (4 << 20)
 
 
 class Stream(Protocol):
