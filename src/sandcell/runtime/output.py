@@ -105,11 +105,10 @@ class RunOutput:
         admitted, marker = self.cap.admit_event(size)
         if marker:
             await self._cut_off(marker)
-        if not admitted:
-            event = self._last_word(event, size)
-        if event is not None:
+        forwarded = event if admitted else self._last_word(event, size)
+        if forwarded is not None:
             await self.flush()
-            await self._emit(event, b"")
+            await self._emit(forwarded, b"")
 
     def _last_word(self, event: dict[str, Any], size: int) -> dict[str, Any] | None:
         """What of an event past the cap still gets through: once, the main result if small, the error cut short."""
