@@ -63,13 +63,19 @@ def parse_header(raw: bytes) -> dict[str, Any]:
 
 def read_frame(stream: Any) -> tuple[dict[str, Any], bytes] | None:
     """Read one frame from a blocking binary stream; ``None`` at a clean EOF."""
+    sized = read_sized_frame(stream)
+    return None if sized is None else sized[:2]
+
+
+def read_sized_frame(stream: Any) -> tuple[dict[str, Any], bytes, int] | None:
+    """``read_frame``, with the frame's size in bytes."""
     prefix = _read_exactly(stream, HEADER.size, allow_eof=True)
     if prefix is None:
         return None
     head_len, payload_len = parse_lengths(prefix)
     header = parse_header(_read_exactly(stream, head_len))
     payload = _read_exactly(stream, payload_len) if payload_len else b""
-    return header, payload
+    return header, payload, HEADER.size + head_len + payload_len
 
 
 def _read_exactly(stream: Any, size: int, allow_eof: bool = False) -> Any:

@@ -14,12 +14,10 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from .contexts import ENV_NAME, OutputCap
-
-Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
-
+from .contexts import ENV_NAME
+from .output import Emit, RunOutput
 
 SHELL = ("/bin/bash", "-l", "-c")
 
@@ -101,11 +99,11 @@ class Commands:
         self.running[command.pid] = command
         command.subscribers.append(emit)
         await emit({"type": "started", "pid": command.pid}, b"")
-        cap = OutputCap(self.output_limit)
+        output = RunOutput(self.output_limit, command.publish)
         try:
             pumps = [
-                asyncio.ensure_future(self._pump(command.process.stdout, "stdout", cap, command)),
-                asyncio.ensure_future(self._pump(command.process.stderr, "stderr", cap, command)),
+                asyncio.ensure_future(self._pump(command.process.stdout, "stdout", output)),
+                asyncio.ensure_future(self._pump(command.process.stderr, "stderr", output)),
             ]
             timeout = request.get("timeout")
             loop = asyncio.get_running_loop()
@@ -129,6 +127,7 @@ class Commands:
                 if transport is not None:
                     transport.close()
                 timed_out = True
+            await output.flush()
         except asyncio.CancelledError:
             command.signal(signal.SIGKILL)
             command.finished.cancel()  # connected subscribers end with "Cancelled"
@@ -158,17 +157,13 @@ class Commands:
             command.subscribers.remove(emit)
         return {**result, "timed_out": False}  # its own time limit was the starter's business
 
-    async def _pump(self, stream: asyncio.StreamReader | None, kind: str, cap: OutputCap, command: Command) -> None:
+    async def _pump(self, stream: asyncio.StreamReader | None, kind: str, output: RunOutput) -> None:
         assert stream is not None
         while True:
             data = await stream.read(65536)
             if not data:
                 return
-            data, marker = cap.admit(data)
-            if data:
-                await command.publish({"type": kind}, data)
-            if marker:
-                await command.publish({"type": "stderr"}, marker)
+            await output.write(kind, data)
 
     def find(self, pid: int) -> Command:
         try:

@@ -24,11 +24,10 @@ import shlex
 import signal
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from .output import Emit, RunOutput
 from .zygote import PythonZygote
-
-Emit = Callable[[dict[str, Any], bytes], Awaitable[None]]
 
 LANGUAGES = ("python", "javascript", "bash")
 LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
@@ -150,28 +149,6 @@ class ReadWatch:
             self._waiter = None
 
 
-class OutputCap:
-    """Counts the bytes of one run and cuts them off, once, with a marker."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.sent = 0
-        self.truncated = False
-
-    def admit(self, data: bytes) -> tuple[bytes, bytes]:
-        """Returns (bytes to forward, marker to send after them)."""
-        if self.truncated:
-            return b"", b""
-        room = self.limit - self.sent
-        if len(data) <= room:
-            self.sent += len(data)
-            return data, b""
-        self.truncated = True
-        self.sent = self.limit
-        marker = f"\n[sandcell: output truncated after {self.limit} bytes; the rest was discarded]\n".encode()
-        return data[:room], marker
-
-
 class Outcome:
     """How a run ended: set once, awaited (with a timeout) by the run's task.
 
@@ -219,17 +196,9 @@ class Run:
     """One execution in a context: where its events go and how it ended."""
 
     def __init__(self, emit: Emit, output_limit: int) -> None:
-        self.emit = emit
-        self.cap = OutputCap(output_limit)
+        self.output = RunOutput(output_limit, emit)
         self.finished = Outcome()
         self.interrupt_reason: str | None = None
-
-    async def output(self, stream: str, data: bytes) -> None:
-        data, marker = self.cap.admit(data)
-        if data:
-            await self.emit({"type": stream}, data)
-        if marker:
-            await self.emit({"type": "stderr"}, marker)
 
 
 class Context:
@@ -254,6 +223,7 @@ class Context:
         self._tasks: list[asyncio.Task[Any]] = []
         self._fds: list[int] = []
         self._request_fd = -1
+        self._ack_fd = -1
         self.launched_env: dict[str, str] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -292,6 +262,10 @@ class Context:
         for fd in (request_r, event_w, out_w, err_w):
             os.close(fd)
         self._request_fd = request_w
+        if self.acknowledges_events:
+            # Acknowledgements go through a non-blocking open of the same pipe: a kernel that
+            # leaves them unread (code writing events of its own) must not stall the supervisor.
+            self._ack_fd = os.open(f"/proc/self/fd/{request_w}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._fds = [out_r, err_r, event_r]
         for fd in self._fds:
             os.set_blocking(fd, False)
@@ -372,7 +346,7 @@ class Context:
 
     async def _forward(self, stream: str, data: bytes) -> None:
         if self.run is not None:
-            await self.run.output(stream, data)
+            await self.run.output.write(stream, data)
         # Output between runs (a background thread printing) has no run to
         # belong to and is dropped, like a notebook's stray output.
 
@@ -422,7 +396,7 @@ class Context:
                         del buffer[: end + 1]
                         scanned = 0
                         if line.strip():
-                            await self._handle_event(self.decode_event(line))
+                            await self._handle_event(self.decode_event(line), len(line))
                     scanned = len(buffer)
         exited = asyncio.ensure_future(process.wait())
         try:
@@ -440,19 +414,20 @@ class Context:
             await self._drain(output_fds)
             self._died(status)
 
-    async def _handle_event(self, event: dict[str, Any]) -> None:
+    async def _handle_event(self, event: dict[str, Any], size: int) -> None:
+        """``event``, ``size`` bytes on the event pipe."""
         # Acknowledged as soon as it is read, before it is forwarded: output
         # the kernel prints from now on waits for ``io_lock``, which is held
         # until this event is on its way, so it still cannot overtake it; the
         # kernel meanwhile goes on with the cell.
-        if self.acknowledges_events and event.get("type") not in ("ready", "done") and self._request_fd >= 0:
+        if self._ack_fd >= 0 and event.get("type") not in ("ready", "done"):
             try:
-                os.write(self._request_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
-            except OSError:
+                os.write(self._ack_fd, b"\n")  # the kernel may print again (see python_kernel.Channel)
+            except OSError:  # a full pipe too: the kernel waits no longer than its TAKEN_WAIT
                 pass
-        await self._dispatch_event(event)
+        await self._dispatch_event(event, size)
 
-    async def _dispatch_event(self, event: dict[str, Any]) -> None:
+    async def _dispatch_event(self, event: dict[str, Any], size: int) -> None:
         kind = event.get("type")
         if kind == "ready":
             if self._ready and not self._ready.done():
@@ -462,9 +437,9 @@ class Context:
         if run is None:
             return
         if kind == "result":
-            await run.emit({"type": "result", "data": event["data"], "main": bool(event.get("main"))}, b"")
+            await run.output.event({"type": "result", "data": event["data"], "main": bool(event.get("main"))}, size)
         elif kind == "error":
-            await run.emit(self._error(run, event), b"")
+            await run.output.event(self._error(run, event), size)
         elif kind == "done":
             self.execution_count = int(event.get("execution_count") or self.execution_count + 1)
             if not run.finished.done():
@@ -485,9 +460,10 @@ class Context:
             run.finished.set_result({"died": status})
 
     def _close_request_fd(self) -> None:
-        if self._request_fd >= 0:
-            os.close(self._request_fd)
-            self._request_fd = -1
+        for fd in (self._request_fd, self._ack_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._request_fd = self._ack_fd = -1
 
     # -- running code -------------------------------------------------------
     async def execute(self, code: str, env: dict[str, str], timeout: float | None, emit: Emit, silent: bool = False) -> dict[str, Any]:
@@ -506,6 +482,7 @@ class Context:
                 outcome = await self._wait(run, timeout)
             finally:
                 self.run = None
+                await run.output.flush()  # what the run printed last, sent now rather than a few ms later
             if "died" in outcome:
                 await emit(self._death_error(run, outcome["died"]), b"")
                 self.execution_count += 1
@@ -646,16 +623,16 @@ class BashContext(Context):
             return {"type": "ready"}
         return {"type": "exit", "status": int(line.strip() or 0)}
 
-    async def _handle_event(self, event: dict[str, Any]) -> None:
+    async def _handle_event(self, event: dict[str, Any], size: int) -> None:
         run = self.run
         if event["type"] == "ready" or run is None:
-            await super()._handle_event(event)
+            await super()._handle_event(event, size)
             return
         status = event["status"]
         if status == 130 and run.interrupt_reason:
-            await run.emit(self._error(run, {"name": "KeyboardInterrupt", "value": "", "traceback": ""}), b"")
+            await run.output.event(self._error(run, {"name": "KeyboardInterrupt", "value": "", "traceback": ""}), 0)
         elif status:
-            await run.emit({"type": "error", "name": "ExitStatusError", "value": f"exit status {status}", "traceback": ""}, b"")
+            await run.output.event({"type": "error", "name": "ExitStatusError", "value": f"exit status {status}", "traceback": ""}, 0)
         self.execution_count += 1
         if not run.finished.done():
             run.finished.set_result({"execution_count": self.execution_count, "exit_code": status})

@@ -122,7 +122,7 @@ class AsyncSandbox:
     ) -> Execution:
         callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
         core = self._core
-        return await self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace, core.output_limit))
+        return await self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
 
     async def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
         return await self._call(ops.create_context(cwd, language, envs))
@@ -315,7 +315,7 @@ class AsyncCommands:
         timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
     ) -> Any:
         use_stdin = background if stdin is None else stdin
-        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout, self._sandbox._core.output_limit)
+        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
         handle = await self._start(operation)
         if background:
             return handle
@@ -323,7 +323,7 @@ class AsyncCommands:
 
     async def connect(self, pid: int, timeout: float | None = 60) -> AsyncCommandHandle:
         """Follow a command started earlier; see ``Commands.connect``."""
-        return await self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+        return await self._start(ops.connect_command(pid, timeout))
 
     async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
         stream, _ = await self._sandbox._open(operation)

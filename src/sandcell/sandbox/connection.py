@@ -7,6 +7,11 @@ thread, and a slow consumer slows only itself.
 
 If the supervisor goes away, every open stream gets a ``fail`` frame naming
 the reason, so no caller waits forever.
+
+The supervisor caps what a run or command sends (``output_mb``); the reader
+holds a cap of its own, ``output_budget``, for a supervisor that does not
+(the code beside it may have subverted it): past it, that request's frames
+are dropped, one marker says so, and only its terminal frame gets through.
 """
 
 from __future__ import annotations
@@ -27,6 +32,21 @@ from sandcell import protocol
 from .models import SandboxException
 
 Frame = tuple[dict[str, Any], bytes]
+
+# Requests whose frames the supervisor caps: a run, a command, a follower of a command.
+CAPPED_OPS = frozenset({"run_code", "command.run", "command.connect"})
+# What a frame costs beyond its bytes while it waits in a stream (its header
+# dict, the tuple...), roughly: a flood of tiny frames is counted for what it weighs.
+FRAME_COST = 256
+HOST_CUT_MARKER = b"\n[sandcell: output beyond the sandbox's limit was dropped by the host]\n"
+
+
+def output_budget(output_limit: int) -> int:
+    """The bytes a capped request may deliver, every frame counted at its size plus ``FRAME_COST``.
+
+    A supervisor that keeps to its cap sends well below it (see ``sandcell.runtime.output``).
+    """
+    return 2 * output_limit + (4 << 20)
 
 
 class Stream(Protocol):
@@ -155,11 +175,13 @@ def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
 
 
 class Connection:
-    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str], first_id: int = 1) -> None:
+    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str], output_limit: int, first_id: int = 1) -> None:
         self._requests = requests
         self._events = events
         self._death_reason = death_reason
         self._streams: dict[int, Stream] = {}
+        self._output_budget = output_budget(output_limit)
+        self._budgets: dict[int, int] = {}  # request id -> bytes its frames may still take (capped requests)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._ids = itertools.count(first_id)
@@ -175,6 +197,8 @@ class Connection:
                 stream.put(failure("SandboxDied", self.closed_reason))
                 return request_id
             self._streams[request_id] = stream
+            if header.get("op") in CAPPED_OPS:
+                self._budgets[request_id] = self._output_budget
         self.send({**header, "id": request_id}, payload)
         return request_id
 
@@ -190,15 +214,16 @@ class Connection:
     def forget(self, request_id: int) -> None:
         with self._lock:
             self._streams.pop(request_id, None)
+            self._budgets.pop(request_id, None)
 
     def _read(self) -> None:
         broken = None
         try:
             while True:
-                frame = protocol.read_frame(self._events)
+                frame = protocol.read_sized_frame(self._events)
                 if frame is None:
                     break
-                header, payload = frame
+                header, payload, size = frame
                 if not isinstance(header.get("type"), str):
                     raise protocol.ProtocolError("frame without a type")
                 request_id = header.get("id")
@@ -210,6 +235,13 @@ class Connection:
                     stream = self._streams.get(request_id)
                     if header.get("type") in protocol.TERMINAL:
                         self._streams.pop(request_id, None)
+                        self._budgets.pop(request_id, None)
+                    elif (left := self._budgets.get(request_id)) is not None:
+                        self._budgets[request_id] = left - size - FRAME_COST
+                        if left - size - FRAME_COST < 0:
+                            if left < 0:
+                                continue  # dropped: the marker went before
+                            header, payload = {"type": "stderr", "id": request_id}, HOST_CUT_MARKER
                 if stream is not None:
                     stream.put((header, payload))
         except protocol.ProtocolError as exc:
@@ -220,6 +252,7 @@ class Connection:
         with self._lock:
             self.closed_reason = reason
             streams, self._streams = list(self._streams.values()), {}
+            self._budgets.clear()
         self.hello.set()
         for stream in streams:
             stream.put(failure("SandboxDied", reason))

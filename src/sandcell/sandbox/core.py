@@ -75,7 +75,8 @@ class SandboxCore:
             process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
         except OSError as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
-        self._adopt(sandbox_id, policy, process, Connection(process.stdin, process.stdout, self.death_reason), detachable)  # type: ignore[arg-type]
+        connection = Connection(process.stdin, process.stdout, self.death_reason, policy.limits.output_mb << 20)  # type: ignore[arg-type]
+        self._adopt(sandbox_id, policy, process, connection, detachable)
 
     @classmethod
     def attach(cls, sandbox_id: str, limits: Limits, metadata: dict[str, str], started_at: datetime.datetime, network: bool) -> SandboxCore:
@@ -98,7 +99,7 @@ class SandboxCore:
         except (OSError, EOFError, TimeoutError) as exc:
             process.kill()
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
-        connection = Connection(process.stdin, events, core.death_reason, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
+        connection = Connection(process.stdin, events, core.death_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
         connection.hello.set()
         core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
         core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True
@@ -305,10 +306,6 @@ class SandboxCore:
 
     def cancel(self, request_id: int) -> None:
         self.connection.send({"op": "cancel", "id": f"cancel-{request_id}", "target": request_id})
-
-    @property
-    def output_limit(self) -> int:
-        return self.policy.limits.output_mb * 1024 * 1024
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()

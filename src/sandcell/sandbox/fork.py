@@ -58,7 +58,7 @@ def _python(sandbox: Sandbox, call: str) -> list[str]:
     """Run one of ``runtime/forking.py``'s functions silently (no history, no execution count); its stdout lines."""
     core = sandbox._core
     code = f"from sandcell.runtime import forking as __sandcell_forking\n__sandcell_forking.{call}"
-    execution = sandbox._call(ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, core.oom_reason, core.policy.kill_grace, core.output_limit, silent=True))
+    execution = sandbox._call(ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, core.oom_reason, core.policy.kill_grace, silent=True))
     if execution.error is not None:
         raise SandboxException(f"cannot fork the Python state: {execution.error.name}: {execution.error.value}")
     return "".join(execution.logs.stdout).splitlines()

@@ -93,22 +93,13 @@ class Simple(Operation):
 class TextStreams:
     """Decodes stdout/stderr chunks without splitting multi-byte characters.
 
-    The supervisor caps output; this cap is the host's own backstop, so that
-    a sandbox whose supervisor was subverted still cannot grow host memory.
+    (The host's backstop behind the supervisor's output cap is in ``connection``.)
     """
 
-    SLACK = 1024 * 1024
-
-    def __init__(self, limit: int) -> None:
+    def __init__(self) -> None:
         self.decoders: dict[str, codecs.IncrementalDecoder] = {}  # made on a stream's first output: most runs print nothing
-        self.budget = limit + self.SLACK
 
     def decode(self, stream: str, payload: bytes, final: bool = False) -> str:
-        if self.budget <= 0:
-            return ""
-        self.budget -= len(payload)
-        if self.budget <= 0:
-            return "\n[sandcell: output beyond the sandbox's limit was dropped by the host]\n"
         decoder = self.decoders.get(stream)
         if decoder is None:
             decoder = self.decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -126,7 +117,6 @@ class RunCode(Operation):
         callbacks: dict[str, Callback | None],
         oom_check: Callable[[], str | None],
         kill_grace: float,
-        output_limit: int,
         silent: bool = False,
     ) -> None:
         if not isinstance(code, str):
@@ -137,7 +127,7 @@ class RunCode(Operation):
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()
-        self.text = TextStreams(output_limit)
+        self.text = TextStreams()
 
     def _call(self, name: str, value: Any, calls: Calls) -> None:
         callback = self.callbacks.get(name)
@@ -333,13 +323,13 @@ class CommandStream(Operation):
     Its ``started`` event carries the pid.
     """
 
-    def __init__(self, op: str, wait: float | None, output_limit: int, timeout: float | None = None, **fields: Any) -> None:
+    def __init__(self, op: str, wait: float | None, timeout: float | None = None, **fields: Any) -> None:
         super().__init__(op, wait, timeout=timeout, **fields)
         self.timeout = timeout
         self.pid: int | None = None
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        self.text = TextStreams(output_limit)
+        self.text = TextStreams()
         self.callbacks: dict[str, Callback | None] = {}
         self.terminal: dict[str, Any] | None = None  # kept: wait() may be called again
 
@@ -370,19 +360,19 @@ class CommandStream(Operation):
 class RunCommand(CommandStream):
     """A shell command started by this request."""
 
-    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, output_limit: int, tag: str | None = None) -> None:
+    def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, tag: str | None = None) -> None:
         if not isinstance(cmd, str) or not cmd.strip():
             raise InvalidArgumentException("cmd must be a non-empty string")
         wait = None if not timeout else timeout + 30.0
-        super().__init__("command.run", wait, output_limit, timeout, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, tag=tag)
+        super().__init__("command.run", wait, timeout, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, tag=tag)
 
 
-def connect_command(pid: int, timeout: float | None, output_limit: int) -> CommandStream:
+def connect_command(pid: int, timeout: float | None) -> CommandStream:
     """Follow a running command from now on; ``timeout`` (``None`` or 0: none) ends only the following."""
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise InvalidArgumentException(f"pid must be an integer, not {pid!r}")
     wait = None if not timeout else timeout + 30.0
-    return CommandStream("command.connect", wait, output_limit, pid=pid, timeout=timeout or None)
+    return CommandStream("command.connect", wait, pid=pid, timeout=timeout or None)
 
 
 def process_list(wait: float | None) -> Simple:

@@ -231,7 +231,3 @@ class RemoteCore:
         server_id = self.connection.server_id(request_id)
         if server_id is not None:
             self._client.post(f"{self._path}/requests/{server_id}/cancel")
-
-    @property
-    def output_limit(self) -> int:
-        return int(self._limits["output_mb"]) * 1024 * 1024

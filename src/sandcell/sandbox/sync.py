@@ -147,7 +147,7 @@ class Sandbox:
         """
         callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
         core = self._core
-        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace, core.output_limit))
+        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
 
     def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
         return self._call(ops.create_context(cwd, language, envs))
@@ -375,7 +375,7 @@ class Commands:
         Background commands get stdin unless ``stdin=False``.
         """
         use_stdin = background if stdin is None else stdin
-        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout, self._sandbox._core.output_limit)
+        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
         handle = self._start(operation)
         if background:
             return handle
@@ -389,7 +389,7 @@ class Commands:
         ends this following with ``TimeoutException``, not the command.
         Raises ``NotFoundException`` if no command has that pid.
         """
-        return self._start(ops.connect_command(pid, timeout, self._sandbox._core.output_limit))
+        return self._start(ops.connect_command(pid, timeout))
 
     def _start(self, operation: ops.CommandStream) -> CommandHandle:
         return CommandHandle(self._sandbox, operation, *self._sandbox._open(operation))

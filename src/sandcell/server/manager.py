@@ -45,6 +45,8 @@ class ServerConfig:
     kill_on_exit: bool = False
     # Started sandboxes kept ready (numpy, pandas, matplotlib imported): create becomes a hand-over.
     pool_size: int = 0
+    # Seconds a stream of output waits for a client that reads nothing before it drops the rest.
+    client_patience: float = 30.0
 
 
 @dataclass

@@ -197,7 +197,7 @@ async def host_usage(sandbox_id: str, request: Request, team: Team = Depends(cur
 async def run_code(sandbox_id: str, body: RunCode, request: Request, team: Team = Depends(current_team)) -> Response:
     """Run code; the answer streams NDJSON lines as the code runs: stdout, stderr, result, error, number_of_executions, end_of_execution."""
     sandbox = _live(request, sandbox_id, team).sandbox
-    return await execution_lines(request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout)
+    return await execution_lines(request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout, manager_of(request).config.client_patience)
 
 
 @router.post("/sandboxes/{sandbox_id}/contexts")

@@ -48,6 +48,7 @@ from sandcell.sandbox.models import (
 from sandcell.server.deps import bounded_body, current_sandbox, resolved_sandbox
 from sandcell.server.errors import ERROR_HANDLERS, ApiError
 from sandcell.server.manager import SandboxManager
+from sandcell.server.streaming import Backlog, dropped_notice
 
 log = logging.getLogger("sandcell.server")
 HOME = "/home/user"
@@ -219,28 +220,29 @@ def _end_event(exit_code: int, error: str | None) -> pb.ProcessEvent:
     return pb.ProcessEvent(event=Oneof("end", pb.ProcessEvent.EndEvent(exit_code=exit_code, exited=exit_code >= 0, status=status, error=error)))
 
 
-async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], deadline_ms: float | None = None) -> AsyncIterator[Any]:
+async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience: float, deadline_ms: float | None = None) -> AsyncIterator[Any]:
     """A command's output as envd events, as it comes; the end event carries its exit code.
 
     Past ``deadline_ms`` (the client's Connect timeout on ``Start``) the
     command is killed, as envd does: that is what ``commands.run(timeout=)``
-    means to E2B's SDKs.
+    means to E2B's SDKs. A client reading nothing for ``patience`` seconds
+    loses the rest of the output (see ``Backlog``), not the end event.
     """
-    queue: asyncio.Queue[pb.ProcessEvent | None] = asyncio.Queue()
+    queue: Backlog[pb.ProcessEvent | None] = Backlog(patience, lambda: _data_event("stderr", dropped_notice(patience)))
     loop = asyncio.get_running_loop()
     deadline = None if deadline_ms is None else loop.time() + deadline_ms / 1000
 
     async def pump() -> None:
         try:
             result = await handle.wait(
-                on_stdout=lambda text: queue.put_nowait(_data_event("stdout", text)),
-                on_stderr=lambda text: queue.put_nowait(_data_event("stderr", text)),
+                on_stdout=lambda text: queue.put(_data_event("stdout", text), len(text)),
+                on_stderr=lambda text: queue.put(_data_event("stderr", text), len(text)),
             )
-            queue.put_nowait(_end_event(result.exit_code, result.error))
+            queue.end(_end_event(result.exit_code, result.error))
         except CommandExitException as exc:
-            queue.put_nowait(_end_event(exc.exit_code, exc.error))
+            queue.end(_end_event(exc.exit_code, exc.error))
         finally:
-            queue.put_nowait(None)
+            queue.end(None)
 
     task = asyncio.create_task(pump())
     try:
@@ -301,7 +303,7 @@ class ProcessService(Services):
             )
         yield pb.StartResponse(event=_start_event(handle.pid))
         async with connect_errors():
-            async for event in _events(handle, lambda event: pb.StartResponse(event=event), ctx.timeout_ms):
+            async for event in _events(handle, lambda event: pb.StartResponse(event=event), self.manager.config.client_patience, ctx.timeout_ms):
                 yield event
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext[Any, Any]) -> AsyncIterator[pb.ConnectResponse]:
@@ -311,7 +313,7 @@ class ProcessService(Services):
             handle = await sandbox.commands.connect(pid)
         yield pb.ConnectResponse(event=_start_event(pid))
         async with connect_errors():
-            async for event in _events(handle, lambda event: pb.ConnectResponse(event=event)):
+            async for event in _events(handle, lambda event: pb.ConnectResponse(event=event), self.manager.config.client_patience):
                 yield event
 
     async def update(self, request: pb.UpdateRequest, ctx: RequestContext[Any, Any]) -> pb.UpdateResponse:

@@ -1,0 +1,39 @@
+"""The short form of ``benchmarks/load.py``: floods beside well-behaved clients on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from serving import Server, start_server
+
+from sandcell.server.store import Store
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+import load  # noqa: E402 - benchmarks/load.py
+
+PATIENCE = 2
+
+
+@pytest.fixture
+def load_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    running = start_server(tmp_path / "server.db", tmp_path / "server.log", extra=["--client-patience", str(PATIENCE), "--kill-on-exit"])
+    yield running, Store(running.db).create_key("load")[1]
+    running.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_floods_do_not_cost_well_behaved_clients_their_output(load_server: tuple[Server, str]) -> None:
+    server, key = load_server
+    report = asyncio.run(load.load(server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE))
+    print(report.summary())
+    assert report.runs == 150
+    assert report.lost == []
+    assert set(report.floods) == {"output", "results", "unread"}, f"every flood ran at least once: {report.floods}"
+    assert report.server_mib_peak - report.server_mib_started < 160, report.summary()
+    assert report.percentile(0.99) < 5000, report.summary()
+    assert server.alive()
