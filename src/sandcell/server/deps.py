@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Message
+
+from sandcell.sandbox import AsyncSandbox
+from sandcell.sandbox.models import SandboxException, WriteInfo
 
 from .auth import authenticate
 from .errors import ApiError
@@ -22,18 +29,68 @@ def current_team(request: Request) -> Team:
 
 
 MAX_JSON_BODY = 64 * 1024 * 1024  # a code cell may be long; a JSON body is not a file upload
+INFLATE_STEP = 1024 * 1024
+
+
+async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused with a 413 once it passes ``limit`` (with or without a Content-Length)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+        yield chunk
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 once it passes ``limit`` (with or without a Content-Length)."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    """The whole body, within ``limit`` (see ``bounded_stream``)."""
+    return b"".join([chunk async for chunk in bounded_stream(request, limit)])
+
+
+async def write_upload(sandbox: AsyncSandbox, path: str, chunks: AsyncIterator[bytes]) -> WriteInfo:
+    """Stream an upload into ``path`` as it arrives; if the body breaks off (past the limit, bad gzip), no half file is left."""
+    try:
+        return await sandbox.files.write(path, chunks)
+    except ApiError:
+        with contextlib.suppress(SandboxException):
+            await sandbox.files.remove(path)
+        raise
+
+
+def bounded_request(request: Request, limit: int) -> Request:
+    """``request`` whose body is refused with a 413 once it passes ``limit``, for parsers that read it themselves (multipart)."""
+    size = 0
+
+    async def receive() -> Message:
+        nonlocal size
+        message = await request.receive()
+        size += len(message.get("body", b""))
+        if size > limit:
             raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    return bytes(body)
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def gunzipped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """A gzip body inflated as it arrives, a MiB at a time: a bomb stops at ``limit`` (413), a truncated one is a 400."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    size = 0
+    async for chunk in chunks:
+        while chunk and not inflater.eof:
+            try:
+                data = inflater.decompress(chunk, INFLATE_STEP)
+            except zlib.error as exc:
+                raise ApiError(400, f"the body is not valid gzip: {exc}") from None
+            chunk = inflater.unconsumed_tail
+            size += len(data)
+            if size > limit:
+                raise ApiError(413, f"the gzip body inflates to more than the server's limit of {limit} bytes")
+            yield data
+    if not inflater.eof:
+        raise ApiError(400, "the gzip body is truncated")
 
 
 async def json_object(request: Request, required: bool = True) -> dict[str, Any]:
