@@ -23,8 +23,8 @@ from sandcell.server.store import Store
 
 
 @contextmanager
-def running_server(pool: int) -> Iterator[tuple[str, str]]:
-    """A real server on a free loopback port, and a key for it."""
+def running_server(pool: int) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """A real server on a free loopback port, a key for it, and its process."""
     with tempfile.TemporaryDirectory() as root, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -42,7 +42,7 @@ def running_server(pool: int) -> Iterator[tuple[str, str]]:
                     break
                 except httpx.TransportError:
                     time.sleep(0.05)
-            yield url, key
+            yield url, key, process
         finally:
             process.terminate()
             process.wait(30)
@@ -65,7 +65,7 @@ def figures(timed: Callable[[Callable[[], object], int], list[float]], starts: i
         local_trips = timed(lambda: local.run_code("1+1"), trips)
     local_starts = timed(local_create, starts)
 
-    with running_server(pool=0) as (url, key):
+    with running_server(pool=0) as (url, key, _):
         os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=key)
 
         def e2b_create() -> None:
@@ -88,7 +88,7 @@ def figures(timed: Callable[[Callable[[], object], int], list[float]], starts: i
             remote.run_code("1+1")
             client_trips = timed(lambda: remote.run_code("1+1"), trips)
 
-    with running_server(pool=1) as (url, key):
+    with running_server(pool=1) as (url, key, _):
         os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=key)
 
         def pooled_create() -> None:

@@ -8,6 +8,7 @@ output folder. Every test runs in each sandbox mode and checks a bystander.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -87,7 +88,7 @@ def test_listings_name_devices_fifos_sockets_and_links_for_what_they_are(planted
 def test_reading_what_is_no_regular_file_is_refused_without_growing_the_host(planted: Sandbox, make_sandbox: Callable[..., Sandbox]) -> None:  # noqa: F811
     for path in present(planted, HOSTILE):
         for format in ("bytes", "stream"):
-            outcome = bounded_call(lambda: planted.files.read(path, format=format), stop=planted.kill, limit=128 * MiB, timeout=20)
+            outcome = bounded_call(functools.partial(planted.files.read, path, format=format), stop=planted.kill, limit=128 * MiB, timeout=20)
             assert outcome.stopped is None, f"reading {path} ({format}) {outcome.stopped}: the host buffered an unbounded read"
             assert isinstance(outcome.error, InvalidArgumentException), (path, format, outcome)
             message = str(outcome.error)
