@@ -98,6 +98,7 @@ def test_reading_what_is_no_regular_file_is_refused_without_growing_the_host(pla
     assert "root" in planted.files.read("/home/user/outputs/passwd-link.txt"), "a link to a regular file is read when following is asked"
     with pytest.raises(InvalidArgumentException, match="more than the limit"):
         planted.files.read("/home/user/outputs/ok.txt", limit=5)
+    assert "VmRSS" in planted.files.read("/proc/self/status"), "a file that says it is empty (as /proc's do) is read to its end"
     bystander_fine(make_sandbox, planted)
 
 

@@ -88,10 +88,12 @@ def entry(path: str) -> dict[str, Any]:
 
 @dataclass
 class Reading:
-    """A file open for ``files.read``; ``size``: its size when opened (``None`` for a FIFO, read to its end)."""
+    """A file open for ``files.read``; ``size``: its size when opened, or ``None`` when it is to be
+    read to its end: a FIFO, or a file that says it is empty (``/proc``'s do, yet hold text)."""
 
     fd: int
     size: int | None
+    fifo: bool
 
     def close(self) -> None:
         os.close(self.fd)
@@ -120,18 +122,20 @@ def open_for_read(path: str, follow: bool, fifo: bool, limit: int | None) -> Rea
         fd = os.open(f"/proc/self/fd/{probe}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     finally:
         os.close(probe)
-    return Reading(fd, info.st_size if what == "file" else None)
+    return Reading(fd, info.st_size if what == "file" and info.st_size else None, what == "fifo")
 
 
 async def read_chunks(reading: Reading, path: str, limit: int | None) -> AsyncIterator[bytes]:
-    """The file's bytes up to its size when opened (what it grows by after is not read), or a
-    FIFO's to its end; ``Unreadable`` past ``limit`` bytes."""
-    left = reading.size if reading.size is not None else limit
-    while left is None or left > 0:
-        if reading.size is None:
-            chunk = await _read_fifo(reading.fd, CHUNK if left is None else min(CHUNK, left + 1))
+    """The file's bytes up to its size when opened (what it grows by after is not read), or to its
+    end (see ``Reading``); ``Unreadable`` past ``limit`` bytes."""
+    to_end = reading.size is None
+    left = limit if to_end else reading.size  # None: no limit
+    while left is None or left > 0 or to_end:
+        want = CHUNK if left is None else min(CHUNK, left + to_end)  # to the end: one byte more tells the limit is passed
+        if reading.fifo:
+            chunk = await _read_fifo(reading.fd, want)
         else:
-            chunk = await asyncio.to_thread(os.read, reading.fd, min(CHUNK, left))
+            chunk = await asyncio.to_thread(os.read, reading.fd, want)
         if not chunk:
             return
         if left is not None:
