@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gzip
 import hashlib
 import io
 import os
@@ -116,6 +117,18 @@ def test_a_download_streams_as_the_client_reads_and_ends_when_it_goes(server: Se
         time.sleep(0.05)
     assert not held_open(name), "a download whose client went away kept reading the file"
     assert server.alive()
+
+
+def test_a_refused_upload_leaves_no_half_file_and_an_untouched_one_alone(api: httpx.Client, bystander: Sandbox) -> None:
+    headers = data_plane(bystander) | {"Content-Type": "application/octet-stream"}
+    bystander.files.write("/home/user/keep.txt", "old")
+    response = api.post("/files", params={"path": "/home/user/keep.txt"}, content=b"not gzip at all", headers=headers | {"Content-Encoding": "gzip"})
+    assert response.status_code == 400 and "gzip" in response.json()["message"], response.text
+    assert bystander.files.read("/home/user/keep.txt") == "old", "a body refused before anything was written must not touch the file"
+    bomb = gzip.compress(bytes(64 * MiB))  # 64 KiB that inflate to 64 MiB, past the server's limit
+    response = api.post("/files", params={"path": "/home/user/keep.txt"}, content=bomb, headers=headers | {"Content-Encoding": "gzip"})
+    assert response.status_code == 413, response.text
+    assert not bystander.files.exists("/home/user/keep.txt"), "the part written before the limit was passed is removed"
 
 
 # -- uploads, on a server of their own (its memory is measured, its bounds are set) -------------------

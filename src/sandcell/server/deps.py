@@ -13,6 +13,7 @@ from starlette.types import Message
 
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.models import SandboxException, WriteInfo
+from sandcell.sandbox.operations import WRITE_CHUNK
 
 from .auth import authenticate
 from .errors import ApiError
@@ -32,10 +33,14 @@ MAX_JSON_BODY = 64 * 1024 * 1024  # a code cell may be long; a JSON body is not 
 INFLATE_STEP = 1024 * 1024
 
 
-async def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body as it arrives, refused with a 413 once it passes ``limit`` (with or without a Content-Length)."""
+def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused with a 413 once it passes ``limit``: at once if its Content-Length says so."""
     if int(request.headers.get("content-length") or 0) > limit:
         raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    return _within(request, limit)
+
+
+async def _within(request: Request, limit: int) -> AsyncIterator[bytes]:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -50,12 +55,22 @@ async def bounded_body(request: Request, limit: int) -> bytes:
 
 
 async def write_upload(sandbox: AsyncSandbox, path: str, chunks: AsyncIterator[bytes]) -> WriteInfo:
-    """Stream an upload into ``path`` as it arrives; if the body breaks off (past the limit, bad gzip), no half file is left."""
+    """Stream an upload into ``path`` as it arrives; a body that breaks off (past the limit, bad
+    gzip) after a first piece was written leaves no half file (before, the file is untouched)."""
+    taken = 0
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal taken
+        async for chunk in chunks:
+            taken += len(chunk)
+            yield chunk
+
     try:
-        return await sandbox.files.write(path, chunks)
+        return await sandbox.files.write(path, counted())
     except ApiError:
-        with contextlib.suppress(SandboxException):
-            await sandbox.files.remove(path)
+        if taken >= WRITE_CHUNK:  # a piece went to the sandbox before the next chunk was asked for
+            with contextlib.suppress(SandboxException):
+                await sandbox.files.remove(path)
         raise
 
 
