@@ -10,6 +10,7 @@ fails the test instead of the machine.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -161,10 +162,8 @@ def uploads(upload_server: tuple[Server, str, str], monkeypatch: pytest.MonkeyPa
 
     yield server, make
     for sandbox in made:
-        try:
+        with contextlib.suppress(Exception):  # teardown goes on
             sandbox.kill()
-        except Exception:  # noqa: BLE001 - teardown goes on
-            pass
 
 
 def pattern(size: int) -> bytes:
