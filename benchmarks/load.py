@@ -165,7 +165,8 @@ def main() -> None:
     extra = ["--max-sandboxes", str(args.sandboxes + 10)]
     if args.patience is not None:
         extra += ["--client-patience", str(args.patience)]
-    with server.running_server(pool=0, extra=extra) as (url, key, pid):
+    with server.running_server(pool=0, extra=extra) as (url, key, process):
+        pid = process.pid
         report = asyncio.run(load(url, key, pid, args.sandboxes, args.flooders, args.runs, args.pause, args.duration, kinds, args.patience or 30.0))
     figures = report.summary()
     print(f"{report.runs} well-behaved runs in {report.seconds:.0f} s beside {report.flooders} flooders ({report.floods})")

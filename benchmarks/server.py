@@ -23,8 +23,8 @@ from sandcell.server.store import Store
 
 
 @contextmanager
-def running_server(pool: int, extra: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
-    """A real server on a free loopback port (``extra``: more ``sandcell serve`` options), a key for it, and its pid."""
+def running_server(pool: int, extra: list[str] | None = None) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """A real server on a free loopback port (``extra``: more ``sandcell serve`` options), a key for it, and its process."""
     with tempfile.TemporaryDirectory() as root, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -42,7 +42,7 @@ def running_server(pool: int, extra: list[str] | None = None) -> Iterator[tuple[
                     break
                 except httpx.TransportError:
                     time.sleep(0.05)
-            yield url, key, process.pid
+            yield url, key, process
         finally:
             process.terminate()
             process.wait(30)

@@ -8,12 +8,12 @@ an event, so a CLI, a web UI or a test can show or check it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Union
 
 from sandcell.sandbox import Execution, Sandbox
 
+from .outputs import OutputCopier
 from .providers import ModelTurn, Provider
 from .timing import StepClock, StepTiming
 from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render_parts
@@ -27,7 +27,6 @@ SYSTEM_PROMPT = (
     "/home/user/outputs."
 )
 DEFAULT_RUN_TIMEOUT = 60.0
-OUTPUTS_DIR = "/home/user/outputs"
 DEFAULT_MAX_STEPS = 10
 
 
@@ -127,7 +126,7 @@ class Agent:
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
         self.transcript: list[Entry] = []
         self.timings: list[StepTiming] = []
-        self._outputs_seen: dict[str, tuple[int, datetime]] = {}  # path -> (size, modified time) when last saved
+        self.outputs = OutputCopier(output_dir)
 
     def ask(self, question: str) -> str:
         """One question; returns the model's final answer.
@@ -186,18 +185,9 @@ class Agent:
         Run after every cell, so the person learns where a file is as soon as
         it exists, and each file is copied once per version, not once per cell.
         """
-        if not self.sandbox.files.exists(OUTPUTS_DIR):
-            return []
-        saved = []
-        for entry in self.sandbox.files.list(OUTPUTS_DIR, depth=20):
-            stamp = (entry.size, entry.modified_time)
-            if entry.type.value != "file" or self._outputs_seen.get(entry.path) == stamp:
-                continue
-            target = self.output_dir / Path(entry.path).relative_to(OUTPUTS_DIR)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.sandbox.files.read(entry.path, format="bytes"))
-            self._outputs_seen[entry.path] = stamp
-            saved.append(target)
+        saved, refused = self.outputs.copy_new(self.sandbox)
+        for line in refused:
+            self.on_event(Notice(line))
         return saved
 
     @staticmethod

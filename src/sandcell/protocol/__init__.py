@@ -31,6 +31,11 @@ TERMINAL = frozenset({DONE, FAIL})
 # nonce, after a ``resync``: a host taking over a sandbox skips everything
 # before it. A frame never starts with these bytes (its header would be 4 GiB).
 RESYNC_MARK = b"\xff\xff\xff\xffsandcell-resync:"
+# Flow control of ``files.read``: the supervisor sends at most this many
+# ``data`` frames of a read the host has not taken yet; the host grants more
+# with ``files.more`` (``target``: the read's id, ``frames``: how many it took).
+READ_WINDOW = 8
+WINDOWED = frozenset({"files.read"})
 
 
 class ProtocolError(Exception):

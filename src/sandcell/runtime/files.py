@@ -8,13 +8,15 @@ a sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import grp
 import os
 import pwd
 import shutil
 import stat
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 CHUNK = 1024 * 1024
 
@@ -39,6 +41,28 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
+# What ``entry`` calls each kind of file (``sandcell.sandbox.models.FileType``); a link is
+# described as what it points to, and as ``symlink`` only when that is nothing.
+KINDS = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISDIR, "dir"),
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "char_device"),
+    (stat.S_ISBLK, "block_device"),
+)
+LABELS = {"symlink": "symbolic link", "fifo": "FIFO", "socket": "socket", "char_device": "character device", "block_device": "block device"}
+
+
+class Unreadable(ValueError):
+    """Not a file ``files.read`` reads: not a regular one, a link it may not follow, or too large."""
+
+
+def kind(mode: int) -> str:
+    return next((name for test, name in KINDS if test(mode)), "file")
+
+
 def entry(path: str) -> dict[str, Any]:
     info = os.lstat(path)
     target = None
@@ -48,11 +72,10 @@ def entry(path: str) -> dict[str, Any]:
             info = os.stat(path)
         except OSError:
             pass  # dangling link: describe the link itself
-    kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
     return {
         "name": os.path.basename(path) or path,
         "path": path,
-        "type": kind,
+        "type": kind(info.st_mode),
         "size": info.st_size,
         "mode": stat.S_IMODE(info.st_mode),
         "permissions": stat.filemode(info.st_mode),
@@ -63,10 +86,85 @@ def entry(path: str) -> dict[str, Any]:
     }
 
 
-def read_chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            yield chunk
+@dataclass
+class Reading:
+    """A file open for ``files.read``; ``size``: its size when opened, or ``None`` when it is to be
+    read to its end: a FIFO, or a file that says it is empty (``/proc``'s do, yet hold text)."""
+
+    fd: int
+    size: int | None
+    fifo: bool
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_for_read(path: str, follow: bool, fifo: bool, limit: int | None) -> Reading:
+    """``path`` open for reading if it is a regular file (or, with ``fifo``, a FIFO) of at most ``limit`` bytes.
+
+    The path is looked up once without opening what it names (``O_PATH``: no
+    device is opened, no FIFO waited for), its last component a link only
+    with ``follow``; what it found is checked, then opened through
+    ``/proc/self/fd``: the very file checked, whatever the path names by then.
+    """
+    probe = os.open(path, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    try:
+        info = os.fstat(probe)
+        what = kind(info.st_mode)
+        if what == "dir":
+            raise IsADirectoryError(f"{path} is a directory")
+        if what == "symlink":
+            raise Unreadable(f"{path} is a symbolic link, which is not followed here")
+        if what != "file" and not (what == "fifo" and fifo):
+            raise Unreadable(f"{path} is a {LABELS[what]}, not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise Unreadable(f"{path} is {info.st_size} bytes, more than the limit of {limit}")
+        fd = os.open(f"/proc/self/fd/{probe}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    finally:
+        os.close(probe)
+    return Reading(fd, info.st_size if what == "file" and info.st_size else None, what == "fifo")
+
+
+async def read_chunks(reading: Reading, path: str, limit: int | None) -> AsyncIterator[bytes]:
+    """The file's bytes up to its size when opened (what it grows by after is not read), or to its
+    end (see ``Reading``); ``Unreadable`` past ``limit`` bytes."""
+    to_end = reading.size is None
+    left = limit if to_end else reading.size  # None: no limit
+    while left is None or left > 0 or to_end:
+        want = CHUNK if left is None else min(CHUNK, left + to_end)  # to the end: one byte more tells the limit is passed
+        if reading.fifo:
+            chunk = await _read_fifo(reading.fd, want)
+        else:
+            chunk = await asyncio.to_thread(os.read, reading.fd, want)
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+            if left < 0:
+                raise Unreadable(f"{path} holds more than the limit of {limit} bytes")
+        yield chunk
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _read_fifo(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes of a FIFO, waiting (cancellably) for its writer: until one came,
+    a read would find the end at once, so each read waits for readability first."""
+    loop = asyncio.get_running_loop()
+    while True:
+        ready = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            continue
 
 
 def write(path: str, data: bytes, append: bool) -> dict[str, Any]:

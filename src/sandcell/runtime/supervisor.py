@@ -59,6 +59,24 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class Window:
+    """How many more frames a read may send before the host takes some (``protocol.READ_WINDOW``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = self.credit = size
+        self.granted = asyncio.Event()
+
+    async def take(self) -> None:
+        while self.credit <= 0:
+            self.granted.clear()
+            await self.granted.wait()
+        self.credit -= 1
+
+    def grant(self, frames: int) -> None:
+        self.credit = min(self.credit + max(frames, 0), self.size)
+        self.granted.set()
+
+
 class Supervisor:
     def __init__(self, config: dict[str, Any], zygote_link: socket.socket | None = None) -> None:
         self.zygote_link = zygote_link
@@ -84,6 +102,7 @@ class Supervisor:
         self.prestart = config.get("prestart", ["python"])
         self.spares = Spares(self.runtime, self.home, config.get("spares", []))
         self.default_lock = asyncio.Lock()
+        self.windows: dict[Any, Window] = {}  # the reads under way, by request id
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         assert self.writer is not None
@@ -275,18 +294,34 @@ async def remove_context(sup: Supervisor, request: dict[str, Any], payload: byte
 # -- files --------------------------------------------------------------------
 @handler("files.read")
 async def files_read(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """A regular file (a FIFO with ``fifo``, for ``fork``) as ``data`` frames, after an ``opened``
+    frame with its size; links are followed only with ``follow``, and at most ``limit`` bytes are
+    sent. The host takes the frames at its pace: see ``protocol.READ_WINDOW``."""
     path = files.resolve(request["path"], sup.home)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a directory")
-    chunks = await asyncio.to_thread(lambda: files.read_chunks(path))
-    size = 0
-    while True:
-        chunk = await asyncio.to_thread(next, chunks, b"")
-        if not chunk:
-            break
-        size += len(chunk)
-        await emit({"type": "data"}, chunk)
+    limit = request.get("limit")
+    limit = None if limit is None else int(limit)
+    reading = await asyncio.to_thread(files.open_for_read, path, bool(request.get("follow")), bool(request.get("fifo")), limit)
+    window = sup.windows[request.get("id")] = Window(protocol.READ_WINDOW)
+    try:
+        await emit({"type": "opened", "size": reading.size})
+        size = 0
+        async for chunk in files.read_chunks(reading, path, limit):
+            await window.take()
+            size += len(chunk)
+            await emit({"type": "data"}, chunk)
+    finally:
+        sup.windows.pop(request.get("id"), None)
+        reading.close()
     return {"size": size}
+
+
+@handler("files.more")
+async def files_more(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
+    """The host took ``frames`` more of read ``target``'s frames (a read that ended is no matter)."""
+    window = sup.windows.get(request["target"])
+    if window is not None:
+        window.grant(int(request["frames"]))
+    return {}
 
 
 @handler("files.write")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
-from typing import IO, Any, Callable, Literal
+from typing import IO, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Literal
 
 from sandcell import protocol
 from sandcell.isolation import Limits
@@ -20,6 +20,11 @@ from .core import SandboxCore, new_core, server_core, timeout_error
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
 from .pool import SandboxPool
 from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
+
+
+async def _each(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
 
 
 async def _fire(calls: ops.Calls) -> None:
@@ -81,16 +86,41 @@ class AsyncSandbox:
                 try:
                     header, payload = await stream.get(operation.wait)
                 except asyncio.TimeoutError:
-                    self._core.cancel(request_id)
-                    self._core.connection.forget(request_id)
                     raise timeout_error(operation.header["op"], operation.wait) from None
                 if header["type"] in protocol.TERMINAL:
                     return operation.finish(header)
                 await _fire(operation.feed(header, payload))
-        except asyncio.CancelledError:
-            self._core.cancel(request_id)  # stop the code; the context keeps its state
+        except BaseException:  # cancelled (the code stops, the context keeps its state), timed out, or refused
+            self._core.cancel(request_id)
             self._core.connection.forget(request_id)
             raise
+
+    async def _read_stream(self, operation: ops.ReadFile) -> AsyncIterator[bytes]:
+        """A read's chunks as the caller takes them; see ``Sandbox._read_stream``."""
+        stream, request_id = await self._open(operation)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            ended = False
+            try:
+                if operation.chunks:  # a supervisor from before the ``opened`` frame
+                    yield b"".join(operation.chunks)
+                while True:
+                    try:
+                        header, payload = await stream.get(operation.wait)
+                    except TimeoutError:
+                        raise timeout_error(operation.header["op"], operation.wait) from None
+                    if header["type"] in protocol.TERMINAL:
+                        ended = True
+                        operation.finish(header)
+                        return
+                    if data := operation.take(header, payload):
+                        yield data
+            finally:
+                if not ended:
+                    self._core.cancel(request_id)
+                    self._core.connection.forget(request_id)
+
+        return chunks()
 
     async def _open(self, operation: ops.Operation) -> tuple[AsyncStream, int]:
         """Start a long-lived request and wait for its first event; see ``Sandbox._open``."""
@@ -168,13 +198,20 @@ class AsyncFilesystem:
         self._sandbox = sandbox
         self._wait = request_timeout
 
-    async def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Any:
-        return await self._sandbox._call(ops.ReadFile(path, format, self._wait))
+    async def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text", *, limit: int | None = None, follow_links: bool = True) -> Any:
+        """See ``Filesystem.read``; ``stream`` gives an async iterator of ``bytes`` chunks."""
+        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._core.policy.limits) if limit is None else limit, follow_links)
+        if format == "stream":
+            return await self._sandbox._read_stream(operation)
+        return await self._sandbox._call(operation)
 
-    async def write(self, path: str, data: str | bytes | IO[Any]) -> WriteInfo:
+    async def write(self, path: str, data: str | bytes | IO[Any] | AsyncIterable[bytes]) -> WriteInfo:
+        """See ``Filesystem.write``; ``data`` may also be an async iterable of ``bytes`` (an upload as it arrives)."""
         result = None
-        for operation in ops.write_file(path, data, self._wait):
-            result = await self._sandbox._call(operation)
+        first = True
+        async for piece in ops.gathered(data) if isinstance(data, AsyncIterable) else _each(ops.pieces(data)):
+            result = await self._sandbox._call(ops.write_part(path, piece, first, self._wait))
+            first = False
         return result  # type: ignore[return-value]
 
     async def list(self, path: str, depth: int = 1) -> list[EntryInfo]:

@@ -50,18 +50,24 @@ def output_budget(output_limit: int) -> int:
 
 
 class Stream(Protocol):
+    taken: Callable[[Frame], None] | None
+
     def put(self, frame: Frame) -> None: ...
 
 
 class SyncStream:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Frame] = queue.SimpleQueue()  # C-implemented: no Condition per frame
+        self.taken: Callable[[Frame], None] | None = None  # told of each frame the consumer takes (``Credit``)
 
     def put(self, frame: Frame) -> None:
         self._queue.put(frame)
 
     def get(self, timeout: float | None) -> Frame:
-        return self._queue.get(timeout=timeout)
+        frame = self._queue.get(timeout=timeout)
+        if self.taken is not None:
+            self.taken(frame)
+        return frame
 
 
 class AsyncStream:
@@ -77,6 +83,7 @@ class AsyncStream:
         self._frames: collections.deque[Frame] = collections.deque()
         self._waiters: list[asyncio.Future[None]] = []
         self._waking = False
+        self.taken: Callable[[Frame], None] | None = None  # as SyncStream's
 
     def put(self, frame: Frame) -> None:
         self._frames.append(frame)
@@ -114,7 +121,33 @@ class AsyncStream:
                     self._waiters.remove(waiter)
                     if timer is not None:
                         timer.cancel()
-        return frames.popleft()
+        frame = frames.popleft()
+        if self.taken is not None:
+            self.taken(frame)
+        return frame
+
+
+class Credit:
+    """The host's half of a read's flow control (``protocol.READ_WINDOW``): as the consumer
+    takes the read's data frames, the supervisor may send as many more.
+
+    So a file streams through the host at the consumer's pace, holding at most
+    a window of it, however large (or endless) it is."""
+
+    BATCH = protocol.READ_WINDOW // 2
+
+    def __init__(self, connection: Connection, request_id: int) -> None:
+        self._connection = connection
+        self._request_id = request_id
+        self._taken = 0
+
+    def __call__(self, frame: Frame) -> None:
+        if frame[0].get("type") != "data":
+            return
+        self._taken += 1
+        if self._taken >= self.BATCH:
+            self._connection.send({"op": "files.more", "id": f"more-{self._request_id}", "target": self._request_id, "frames": self._taken})
+            self._taken = 0
 
 
 def failure(name: str, message: str) -> Frame:
@@ -199,6 +232,8 @@ class Connection:
             self._streams[request_id] = stream
             if header.get("op") in CAPPED_OPS:
                 self._budgets[request_id] = self._output_budget
+        if header.get("op") in protocol.WINDOWED:
+            stream.taken = Credit(self, request_id)
         self.send({**header, "id": request_id}, payload)
         return request_id
 

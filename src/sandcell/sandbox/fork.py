@@ -15,9 +15,10 @@ The host only moves bytes, never unpickles them, and overlaps what it can:
    imports the packages the state needs (pandas...) while it reads the
    state as it arrives;
 2. the state streams out of the source as it is pickled (into a FIFO its
-   supervisor is already reading), through the host (which holds what
-   arrives before the new sandbox is up), into parts (one per chunk) in the
-   new sandbox, written concurrently; the archive of the files likewise;
+   supervisor is already reading), through the host (which holds a few
+   MiB of it at most: the source waits while the new sandbox starts), into
+   parts (one per chunk) in the new sandbox, written concurrently; the
+   archive of the files likewise;
 3. the new sandbox unpacks the files, then unpickles the state.
 """
 
@@ -28,13 +29,10 @@ import concurrent.futures
 import fcntl
 import json
 import logging
-import queue
 import shlex
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
-
-from sandcell import protocol
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from . import operations as ops
 from .connection import SyncStream, wait_answer
@@ -94,28 +92,13 @@ class _Pipes:
                 pass  # still holding more than the old size: keep the wide one
 
 
-class _Download:
-    """A file streaming out of a sandbox: its chunks queue up on the host as the supervisor reads them."""
-
-    def __init__(self, sandbox: Sandbox, path: str) -> None:
-        self.path = path
-        self._stream = SyncStream()
-        sandbox._core.ensure_running()
-        self._connection = sandbox._core.connection
-        self._id = self._connection.open({"op": "files.read", "path": path}, b"", self._stream)
-
-    def chunks(self) -> Any:
-        while True:
-            try:
-                header, payload = self._stream.get(STEP_TIMEOUT)
-            except queue.Empty:
-                self._connection.forget(self._id)
-                raise SandboxException(f"cannot fork: reading {self.path} took over {STEP_TIMEOUT:g} s") from None
-            if header["type"] == protocol.FAIL:
-                raise SandboxException(f"cannot fork: reading {self.path} failed: {(header.get('error') or {}).get('message')}")
-            if header["type"] in protocol.TERMINAL:
-                return
-            yield payload
+def _download(sandbox: Sandbox, path: str, fifo: bool = False) -> Iterator[bytes]:
+    """A file of the fork's own streaming out of ``sandbox`` as the host takes it (at most a
+    window of it waits on the host), not through a link, and no larger than the sandbox
+    can hold: its code may have put anything at the path."""
+    limits = sandbox._core.policy.limits
+    limit = (limits.memory_mb + limits.disk_mb) * 1024 * 1024  # the state is in memory (or mapped files), the archive on disk
+    return sandbox._read_stream(ops.ReadFile(path, "stream", STEP_TIMEOUT, limit, follow=False, fifo=fifo))
 
 
 def part_name(path: str, offset: int, size: int) -> str:
@@ -123,7 +106,7 @@ def part_name(path: str, offset: int, size: int) -> str:
     return f"{path}.{offset:012d}-{size}"
 
 
-def _upload(download: _Download, target: Sandbox, path: str) -> None:
+def _upload(download: Iterator[bytes], target: Sandbox, path: str) -> None:
     """Write ``download`` into ``target`` as parts named by offset and size (``forking.part_name``),
     one per chunk as it arrives: sent back to back, written concurrently, never joined on the host."""
     core = target._core
@@ -135,7 +118,7 @@ def _upload(download: _Download, target: Sandbox, path: str) -> None:
         wait_answer(core.connection, request_id, stream, STEP_TIMEOUT, f"cannot fork: writing {part}")
 
     offset = 0
-    for chunk in download.chunks():
+    for chunk in download:
         if len(writing) >= WRITE_WINDOW:
             written()
         part = part_name(path, offset, len(chunk))
@@ -166,12 +149,12 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
                 _python(sandbox_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
 
             warming = threads.submit(warm)
-            state_download = _Download(source, state)  # reading the FIFO before anything writes it
+            state_download = _download(source, state, fifo=True)  # reading the FIFO before anything writes it
             dumping = threads.submit(lambda: json.loads(_python(source, f"dump({state!r})")[-1])["left_behind"])
 
-            def archive_download() -> _Download:
+            def archive_download() -> Iterator[bytes]:
                 _run(source, f"tar -C /home/user -cf {archive} .")
-                return _Download(source, archive)
+                return _download(source, archive)
 
             archiving = threads.submit(archive_download)
             target = sandbox_of(starting.result())  # what arrived meanwhile waits on the host

@@ -205,8 +205,16 @@ class ProcessInfo:
 
 # -- files ------------------------------------------------------------------------
 class FileType(str, enum.Enum):
+    """What an entry is; a link is described as what it points to (``symlink_target`` is set),
+    as ``SYMLINK`` only when that is nothing. E2B knows only files and directories."""
+
     FILE = "file"
     DIR = "dir"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    SOCKET = "socket"
+    CHAR_DEVICE = "char_device"
+    BLOCK_DEVICE = "block_device"
 
 
 @dataclass(frozen=True)

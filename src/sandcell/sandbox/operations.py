@@ -12,9 +12,10 @@ import codecs
 import datetime
 import signal
 import time
-from typing import Any, Callable, Literal
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterator, Literal
 
 from sandcell import protocol
+from sandcell.isolation import Limits
 
 from .models import (
     CommandExitException,
@@ -178,16 +179,51 @@ class RunCode(Operation):
         return self.execution
 
 
+def read_limit(limits: Limits) -> int:
+    """What one read brings at most unless told otherwise: as much as the sandbox may write, and 1 GiB."""
+    return max(limits.disk_mb, 1024) * 1024 * 1024
+
+
 class ReadFile(Operation):
-    def __init__(self, path: str, format: Literal["text", "bytes"], wait: float | None) -> None:
-        if format not in ("text", "bytes"):
-            raise InvalidArgumentException(f"format must be 'text' or 'bytes', not {format!r}")
-        super().__init__("files.read", wait, path=path)
+    """``files.read``: ``text`` or ``bytes`` gather the file, ``stream`` hands out its chunks (``take``).
+
+    Only regular files, links followed only if ``follow``, at most ``limit``
+    bytes; and never more than the size the sandbox gave when it opened the
+    file: the supervisor stops there, and ``take`` is the host's backstop
+    against one that was subverted. (``fifo``: a FIFO too, for ``fork``.)
+    """
+
+    def __init__(self, path: str, format: Literal["text", "bytes", "stream"], wait: float | None, limit: int, follow: bool = True, fifo: bool = False) -> None:
+        if format not in ("text", "bytes", "stream"):
+            raise InvalidArgumentException(f"format must be 'text', 'bytes' or 'stream', not {format!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgumentException(f"limit must be a number of bytes, not {limit!r}")
+        super().__init__("files.read", wait, path=path, follow=bool(follow), limit=limit, **({"fifo": True} if fifo else {}))
+        self.path = path
         self.format = format
+        self.limit = limit
+        self.size: int | None = None
+        self.received = 0
         self.chunks: list[bytes] = []
 
+    def take(self, header: dict[str, Any], payload: bytes) -> bytes:
+        """The file's bytes in this frame (none in the ``opened`` frame, which gives the size)."""
+        if header["type"] == "opened":
+            size = header.get("size")
+            self.size = size if isinstance(size, int) and not isinstance(size, bool) else None
+            return b""
+        if header["type"] != "data":
+            return b""
+        self.received += len(payload)
+        bound = self.limit if self.size is None else min(self.size, self.limit)
+        if self.received > bound:
+            raise SandboxException(f"the sandbox sent more of {self.path} than the {bound} bytes it may; the read was stopped")
+        return payload
+
     def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
-        self.chunks.append(payload)
+        data = self.take(header, payload)
+        if data:
+            self.chunks.append(data)
         return []
 
     def finish(self, header: dict[str, Any]) -> str | bytes:
@@ -196,21 +232,40 @@ class ReadFile(Operation):
         return data.decode("utf-8", errors="replace") if self.format == "text" else data
 
 
-def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[Operation]:
-    """The write as a series of requests, each at most ``WRITE_CHUNK`` bytes."""
+def write_part(path: str, chunk: bytes, first: bool, wait: float | None) -> Simple:
+    """One request of a write: the first creates (or truncates) the file, the others append."""
+    return Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=not first)
+
+
+def pieces(data: str | bytes | Any) -> Iterator[bytes]:
+    """What to write, in pieces of at most ``WRITE_CHUNK`` bytes (a readable file is read as they go); at least one."""
     if isinstance(data, str):
         data = data.encode()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = memoryview(data).cast("B")
+        for start in range(0, max(len(view), 1), WRITE_CHUNK):
+            yield bytes(view[start : start + WRITE_CHUNK])
     elif hasattr(data, "read"):
-        data = data.read()
-        data = data.encode() if isinstance(data, str) else data
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+        first = True
+        while (piece := data.read(WRITE_CHUNK)) or first:
+            yield piece.encode() if isinstance(piece, str) else bytes(piece)
+            first = False
+    else:
         raise InvalidArgumentException("data must be str, bytes or a readable file object")
-    data = bytes(data)
-    chunks = [data[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)] or [b""]
-    return [
-        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=index > 0)
-        for index, chunk in enumerate(chunks)
-    ]
+
+
+async def gathered(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` (an HTTP body as it arrives) in pieces of ``WRITE_CHUNK`` bytes; at least one."""
+    held = bytearray()
+    sent = False
+    async for chunk in chunks:
+        held += chunk
+        while len(held) >= WRITE_CHUNK:
+            yield bytes(held[:WRITE_CHUNK])
+            del held[:WRITE_CHUNK]
+            sent = True
+    if held or not sent:
+        yield bytes(held)
 
 
 def list_files(path: str, depth: int, wait: float | None) -> Simple:

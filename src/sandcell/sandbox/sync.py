@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import signal
-from typing import IO, Any, Callable, Literal
+from typing import IO, Any, Callable, Iterator, Literal
 
 from sandcell import protocol
 from sandcell.isolation import Limits
@@ -84,8 +84,6 @@ class Sandbox:
                 try:
                     header, payload = stream.get(operation.wait)
                 except queue.Empty:
-                    self._core.cancel(request_id)
-                    self._core.connection.forget(request_id)
                     raise timeout_error(operation.header["op"], operation.wait) from None
                 if header["type"] in protocol.TERMINAL:
                     break
@@ -96,6 +94,10 @@ class Sandbox:
             interrupted = True
             self._core.cancel(request_id)
             header = self._drain(stream)
+        except BaseException:  # timed out, or the answer was refused (a read past its bound)
+            self._core.cancel(request_id)
+            self._core.connection.forget(request_id)
+            raise
         result = operation.finish(header)
         if interrupted:
             raise KeyboardInterrupt
@@ -120,6 +122,34 @@ class Sandbox:
         for callback, value in operation.feed(header, payload):
             callback(value)
         return stream, request_id
+
+    def _read_stream(self, operation: ops.ReadFile) -> Iterator[bytes]:
+        """A read's chunks as the caller takes them (at most a window of them waits on the host);
+        closing the iterator early ends the read."""
+        stream, request_id = self._open(operation)
+
+        def chunks() -> Iterator[bytes]:
+            ended = False
+            try:
+                if operation.chunks:  # a supervisor from before the ``opened`` frame
+                    yield b"".join(operation.chunks)
+                while True:
+                    try:
+                        header, payload = stream.get(operation.wait)
+                    except queue.Empty:
+                        raise timeout_error(operation.header["op"], operation.wait) from None
+                    if header["type"] in protocol.TERMINAL:
+                        ended = True
+                        operation.finish(header)
+                        return
+                    if data := operation.take(header, payload):
+                        yield data
+            finally:
+                if not ended:
+                    self._core.cancel(request_id)
+                    self._core.connection.forget(request_id)
+
+        return chunks()
 
     def _drain(self, stream: Any) -> dict[str, Any]:
         while True:
@@ -214,13 +244,25 @@ class Filesystem:
         self._sandbox = sandbox
         self._wait = request_timeout
 
-    def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Any:
-        return self._sandbox._call(ops.ReadFile(path, format, self._wait))
+    def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text", *, limit: int | None = None, follow_links: bool = True) -> Any:
+        """A regular file's contents: ``text``, ``bytes``, or ``stream`` (an iterator of ``bytes`` chunks,
+        read from the sandbox as they are taken).
+
+        Devices, FIFOs and sockets are refused (``InvalidArgumentException``),
+        and so is a symbolic link unless ``follow_links``. A file larger than
+        ``limit`` bytes (default: the sandbox's disk size, at least 1 GiB) is
+        refused; one that grows while read is read to its size when opened.
+        """
+        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._core.policy.limits) if limit is None else limit, follow_links)
+        if format == "stream":
+            return self._sandbox._read_stream(operation)
+        return self._sandbox._call(operation)
 
     def write(self, path: str, data: str | bytes | IO[Any]) -> WriteInfo:
+        """Write ``data`` (a readable file is read and sent a piece at a time) to ``path``, creating parents."""
         result = None
-        for operation in ops.write_file(path, data, self._wait):
-            result = self._sandbox._call(operation)
+        for index, piece in enumerate(ops.pieces(data)):
+            result = self._sandbox._call(ops.write_part(path, piece, index == 0, self._wait))
         return result  # type: ignore[return-value]
 
     def list(self, path: str, depth: int = 1) -> list[EntryInfo]:

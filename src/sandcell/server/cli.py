@@ -24,6 +24,8 @@ def serve(
     log_format: str = typer.Option("json", help="json (one object per line) or text"),
     max_upload_mb: int = typer.Option(512, help="largest file upload accepted, in MiB"),
     max_sandboxes: int = typer.Option(100, help="live sandboxes allowed per team"),
+    max_uploads: int = typer.Option(4, help="file uploads streaming in at once per team; more wait for one to end"),
+    upload_wait: float = typer.Option(30, help="seconds an upload waits for one of its team's slots before it is refused (429)"),
     orphan_grace: float = typer.Option(600, help="seconds sandboxes wait for the server to come back after it stops (or dies)"),
     kill_on_exit: bool = typer.Option(False, "--kill-on-exit", help="kill every sandbox when the server stops, instead of leaving them for the next start"),
     pool: int = typer.Option(2, help="sandboxes kept started, with numpy, pandas and matplotlib imported (about 100 MiB each): create takes one in ~15 ms"),
@@ -38,7 +40,16 @@ def serve(
 
     console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
     console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
-    config = ServerConfig(max_upload_bytes=max_upload_mb * 1024 * 1024, max_sandboxes_per_team=max_sandboxes, orphan_grace=orphan_grace, kill_on_exit=kill_on_exit, pool_size=pool, client_patience=client_patience)
+    config = ServerConfig(
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        max_uploads_per_team=max_uploads,
+        upload_wait=upload_wait,
+        max_sandboxes_per_team=max_sandboxes,
+        orphan_grace=orphan_grace,
+        kill_on_exit=kill_on_exit,
+        pool_size=pool,
+        client_patience=client_patience,
+    )
     configure_logging(log_level, structured=log_format == "json")
     uvicorn.run(create_app(db, config), host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
 

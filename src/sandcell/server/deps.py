@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
+import zlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
+from starlette.types import Message
+
+from sandcell.sandbox import AsyncSandbox
+from sandcell.sandbox.models import SandboxException, WriteInfo
+from sandcell.sandbox.operations import WRITE_CHUNK
 
 from .auth import authenticate
 from .errors import ApiError
@@ -14,8 +22,6 @@ from .manager import SandboxManager
 from .store import Team
 
 if TYPE_CHECKING:
-    from sandcell.sandbox import AsyncSandbox
-
     from .manager import LiveSandbox
 
 # The data-plane dispatcher resolves a request's sandbox once, after checking
@@ -25,9 +31,13 @@ SCOPE_SANDBOX = "sandcell.sandbox"
 current_sandbox: contextvars.ContextVar[LiveSandbox] = contextvars.ContextVar("sandcell_data_plane_sandbox")
 
 
-def resolved_sandbox(request: Request) -> AsyncSandbox:
+def resolved_live(request: Request) -> LiveSandbox:
     """The sandbox the dispatcher resolved and authorised for this data-plane request."""
-    return request.scope[SCOPE_SANDBOX].sandbox
+    return request.scope[SCOPE_SANDBOX]
+
+
+def resolved_sandbox(request: Request) -> AsyncSandbox:
+    return resolved_live(request).sandbox
 
 
 def manager_of(request: Request) -> SandboxManager:
@@ -39,18 +49,82 @@ def current_team(request: Request) -> Team:
 
 
 MAX_JSON_BODY = 64 * 1024 * 1024  # a code cell may be long; a JSON body is not a file upload
+INFLATE_STEP = 1024 * 1024
+
+
+def bounded_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused with a 413 once it passes ``limit``: at once if its Content-Length says so."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+    return _within(request, limit)
+
+
+async def _within(request: Request, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
+        yield chunk
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 once it passes ``limit`` (with or without a Content-Length)."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    """The whole body, within ``limit`` (see ``bounded_stream``)."""
+    return b"".join([chunk async for chunk in bounded_stream(request, limit)])
+
+
+async def write_upload(sandbox: AsyncSandbox, path: str, chunks: AsyncIterator[bytes]) -> WriteInfo:
+    """Stream an upload into ``path`` as it arrives; a body that breaks off (past the limit, bad
+    gzip) after a first piece was written leaves no half file (before, the file is untouched)."""
+    taken = 0
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal taken
+        async for chunk in chunks:
+            taken += len(chunk)
+            yield chunk
+
+    try:
+        return await sandbox.files.write(path, counted())
+    except ApiError:
+        if taken >= WRITE_CHUNK:  # a piece went to the sandbox before the next chunk was asked for
+            with contextlib.suppress(SandboxException):
+                await sandbox.files.remove(path)
+        raise
+
+
+def bounded_request(request: Request, limit: int) -> Request:
+    """``request`` whose body is refused with a 413 once it passes ``limit``, for parsers that read it themselves (multipart)."""
+    size = 0
+
+    async def receive() -> Message:
+        nonlocal size
+        message = await request.receive()
+        size += len(message.get("body", b""))
+        if size > limit:
             raise ApiError(413, f"the body is larger than the server's limit of {limit} bytes")
-    return bytes(body)
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def gunzipped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """A gzip body inflated as it arrives, a MiB at a time: a bomb stops at ``limit`` (413), a truncated one is a 400."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    size = 0
+    async for chunk in chunks:
+        while chunk and not inflater.eof:
+            try:
+                data = inflater.decompress(chunk, INFLATE_STEP)
+            except zlib.error as exc:
+                raise ApiError(400, f"the body is not valid gzip: {exc}") from None
+            chunk = inflater.unconsumed_tail
+            size += len(data)
+            if size > limit:
+                raise ApiError(413, f"the gzip body inflates to more than the server's limit of {limit} bytes")
+            yield data
+    if not inflater.eof:
+        raise ApiError(400, "the gzip body is truncated")
 
 
 async def json_object(request: Request, required: bool = True) -> dict[str, Any]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import hmac
 import logging
 import os
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sandcell.isolation import Limits, Policy
@@ -38,6 +40,10 @@ class ServerConfig:
     max_timeout: float = 24 * 3600
     max_sandboxes_per_team: int = 100
     max_upload_bytes: int = 512 * 1024 * 1024
+    # Uploads streaming into one team's sandboxes at once (each holds a few MiB
+    # of the server's memory); more wait for a slot, up to upload_wait seconds.
+    max_uploads_per_team: int = 4
+    upload_wait: float = 30.0
     limits: Limits = field(default_factory=Limits)
     # How long sandboxes wait for the server to come back after it stops;
     # with kill_on_exit they end with it instead.
@@ -80,6 +86,21 @@ class SandboxManager:
         self.ended: collections.Counter[str] = collections.Counter()
         self._reaper: asyncio.Task[None] | None = None
         self.pool: SandboxPool | None = None
+        self._upload_slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def upload_slot(self, team_id: str) -> AsyncIterator[None]:
+        """One of the team's ``max_uploads_per_team`` upload slots, held while an upload streams in;
+        429 if none frees within ``upload_wait`` seconds."""
+        slots = self._upload_slots.setdefault(team_id, asyncio.Semaphore(self.config.max_uploads_per_team))
+        try:
+            await asyncio.wait_for(slots.acquire(), self.config.upload_wait)
+        except TimeoutError:
+            raise ApiError(429, f"the team already has {self.config.max_uploads_per_team} uploads under way (the server's limit); retry when one has ended") from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     # -- server lifetime ------------------------------------------------------
     async def start(self) -> None:

@@ -8,6 +8,7 @@ over it as in-process, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
@@ -22,16 +23,18 @@ from sandcell.isolation import Limits
 from sandcell.sandbox.connection import AsyncStream, Frame
 from sandcell.sandbox.models import CommandExitException
 
-from .deps import bounded_body, current_team, manager_of
+from .deps import bounded_body, bounded_stream, current_team, manager_of, write_upload
 from .errors import ApiError
 from .manager import LiveSandbox
-from .streaming import execution_lines, until_gone
+from .streaming import ClosingStream, execution_lines, until_gone
 from .store import LIVE_STATES, SandboxRecord, Team
 
 FRAMES = "application/x-sandcell-frames"
 # Requests only the host itself may make: a client's own cancel goes through
-# /requests/{id}/cancel, and a resync would cut the server's stream.
-HOST_ONLY_OPS = frozenset({"cancel", "hello", "resync"})
+# /requests/{id}/cancel, a resync would cut the server's stream, and the
+# server grants a read's flow control (files.more) as it forwards the frames.
+HOST_ONLY_OPS = frozenset({"cancel", "hello", "resync", "files.more"})
+SMALL_FRAME = 1024 * 1024
 router = APIRouter(prefix="/v1", tags=["sandcell"])
 
 
@@ -225,16 +228,18 @@ async def remove_context(sandbox_id: str, context_id: str, request: Request, tea
 
 @router.get("/sandboxes/{sandbox_id}/files", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
 async def download(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> Response:
-    data = await _live(request, sandbox_id, team).sandbox.files.read(path, format="bytes")
-    return Response(bytes(data), media_type="application/octet-stream")
+    """A regular file, streamed as the client takes it."""
+    chunks = await _live(request, sandbox_id, team).sandbox.files.read(path, format="stream")
+    return ClosingStream(chunks, media_type="application/octet-stream")
 
 
 @router.put("/sandboxes/{sandbox_id}/files")
 async def upload(sandbox_id: str, request: Request, path: str, team: Team = Depends(current_team)) -> dict[str, Any]:
-    """Write the raw request body to ``path`` (parents are created)."""
+    """Write the raw request body to ``path`` (parents are created), streamed in as it arrives."""
     live = _live(request, sandbox_id, team)
-    data = await bounded_body(request, manager_of(request).config.max_upload_bytes)
-    info = await live.sandbox.files.write(path, data)
+    manager = manager_of(request)
+    async with manager.upload_slot(team.id):
+        info = await write_upload(live.sandbox, path, bounded_stream(request, manager.config.max_upload_bytes))
     return dataclasses.asdict(info)
 
 
@@ -264,6 +269,23 @@ async def run_command(sandbox_id: str, body: RunCommand, request: Request, team:
 # -- the frame tunnel used by the Python client ------------------------------------------
 
 
+async def _tunnel_frame(request: Request, team: Team) -> Frame:
+    """The one frame a ``/requests`` body holds; any but a small one (a piece of a file) is read
+    in one of the team's upload slots, as uploads are."""
+    manager = manager_of(request)
+    limit = protocol.HEADER.size + protocol.MAX_HEADER + min(manager.config.max_upload_bytes, protocol.MAX_PAYLOAD)
+    small = 0 < int(request.headers.get("content-length") or 0) <= SMALL_FRAME
+    async with contextlib.nullcontext() if small else manager.upload_slot(team.id):
+        body = await bounded_body(request, limit)
+    try:
+        frame = protocol.read_frame(io.BytesIO(body))
+    except (protocol.ProtocolError, EOFError, ValueError) as exc:
+        raise ApiError(400, f"malformed frame: {exc}") from None
+    if frame is None:
+        raise ApiError(400, "the body holds no frame")
+    return frame
+
+
 @router.post("/sandboxes/{sandbox_id}/requests", include_in_schema=False)
 async def supervisor_request(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
     """One supervisor request, in and out as protocol frames.
@@ -275,14 +297,7 @@ async def supervisor_request(sandbox_id: str, request: Request, team: Team = Dep
     live = _live(request, sandbox_id, team)
     if live.paused:
         raise ApiError(409, f"sandbox {sandbox_id} is paused; resume it first")
-    body = await bounded_body(request, manager_of(request).config.max_upload_bytes + 65536)
-    try:
-        frame = protocol.read_frame(io.BytesIO(body))
-    except (protocol.ProtocolError, EOFError, ValueError) as exc:
-        raise ApiError(400, f"malformed frame: {exc}") from None
-    if frame is None:
-        raise ApiError(400, "the body holds no frame")
-    header, payload = frame
+    header, payload = await _tunnel_frame(request, team)
     if not isinstance(header.get("op"), str) or header["op"] in HOST_ONLY_OPS:
         raise ApiError(400, "the frame needs an op (cancel through /requests/{id}/cancel)")
     core = live.sandbox._core

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.models import MIME_FIELDS, Context, Result, SandboxException
@@ -107,6 +108,17 @@ async def until_gone(next_item: Callable[[], Awaitable[Any]], request: Request) 
             yield item
     finally:
         gone.cancel()
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed body whose iterator is closed however the response ends: when the client
+    goes, the sandbox request behind it (a file being read) ends then, not when collected."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def result_line(result: Result) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import os
 import shlex
 import signal
 import uuid
-import zlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -29,6 +28,7 @@ from e2b.envd.process import process_pb as pb
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -45,10 +45,10 @@ from sandcell.sandbox.models import (
     SandboxException,
     TimeoutException,
 )
-from sandcell.server.deps import bounded_body, current_sandbox, resolved_sandbox
+from sandcell.server.deps import bounded_request, bounded_stream, current_sandbox, gunzipped, resolved_live, write_upload
 from sandcell.server.errors import ERROR_HANDLERS, ApiError
 from sandcell.server.manager import SandboxManager
-from sandcell.server.streaming import Backlog, dropped_notice
+from sandcell.server.streaming import Backlog, ClosingStream, dropped_notice
 
 log = logging.getLogger("sandcell.server")
 HOME = "/home/user"
@@ -65,7 +65,8 @@ KEEPALIVE_SECONDS = 30
 DEADLINE_SLACK = 0.25
 _KILLS: set[asyncio.Future[Any]] = set()  # kills in flight, held until done
 EVENT_TYPES = {name.lower(): member for name, member in fs.EventType.__members__.items()}
-FILE_TYPES = {FileType.FILE: fs.FileType.FILE, FileType.DIR: fs.FileType.DIRECTORY}
+# envd knows no devices, FIFOs or sockets: those are UNSPECIFIED (the SDK's type None).
+FILE_TYPES = {FileType.FILE: fs.FileType.FILE, FileType.DIR: fs.FileType.DIRECTORY, FileType.SYMLINK: fs.FileType.SYMLINK}
 
 
 @asynccontextmanager
@@ -80,6 +81,12 @@ async def connect_errors() -> AsyncIterator[None]:
             if isinstance(exc, kind):
                 raise ConnectError(code, str(exc)) from exc
         raise
+
+
+async def _spooled(part: UploadFile) -> AsyncIterator[bytes]:
+    """A multipart file as the parser spooled it (to disk past 1 MiB), a MiB at a time."""
+    while chunk := await part.read(1024 * 1024):
+        yield chunk
 
 
 def _absolute(path: str) -> str:
@@ -366,7 +373,7 @@ class ProcessService(Services):
 
 
 def files_app(manager: SandboxManager) -> Starlette:
-    sandbox_of = resolved_sandbox
+    live_of = resolved_live
 
     def path_of(request: Request) -> str:
         path = request.query_params.get("path")
@@ -375,39 +382,40 @@ def files_app(manager: SandboxManager) -> Starlette:
         return path
 
     async def download(request: Request) -> Response:
+        """The file streamed as the client takes it (a few MiB of it on the server at most); refused
+        before the answer starts if it is no regular file or too large."""
         path = path_of(request)
-        data = await sandbox_of(request).files.read(_absolute(path), format="bytes")
+        chunks = await live_of(request).sandbox.files.read(_absolute(path), format="stream")
         name = os.path.basename(path)
-        return Response(bytes(data), media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return ClosingStream(chunks, media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    async def write_one(sandbox: AsyncSandbox, path: str, data: bytes) -> dict[str, str]:
-        info = await sandbox.files.write(_absolute(path), data)
+    async def write_one(sandbox: AsyncSandbox, path: str, chunks: AsyncIterator[bytes]) -> dict[str, str]:
+        info = await write_upload(sandbox, _absolute(path), chunks)
         return {"name": info.name, "type": "file", "path": info.path}
 
     async def upload(request: Request) -> Response:
-        sandbox = sandbox_of(request)
+        """Each file streams into the sandbox as it arrives, in a slot of the team's (``upload_slot``)."""
+        live = live_of(request)
         limit = manager.config.max_upload_bytes
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            if int(request.headers.get("content-length") or 0) > limit:
-                raise ApiError(413, f"the upload is larger than the server's limit of {limit} bytes")
-            written = []
-            async with request.form(max_files=1000, max_part_size=limit) as form:
-                for field_name, value in form.multi_items():
-                    if isinstance(value, str):
-                        continue
-                    path = request.query_params.get("path") if len(form) == 1 and request.query_params.get("path") else value.filename
-                    if not path:
-                        raise ApiError(400, f"the part {field_name!r} names no file path")
-                    written.append(await write_one(sandbox, path, await value.read()))
-            return JSONResponse(written)
-        path = path_of(request)
-        data = await bounded_body(request, limit)
-        if request.headers.get("content-encoding") == "gzip":
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            data = inflater.decompress(data, limit + 1)  # bounded: a gzip bomb stops at the limit
-            if len(data) > limit or not inflater.eof:
-                raise ApiError(413 if len(data) > limit else 400, "the gzip body is larger than the server's limit, or truncated")
-        return JSONResponse([await write_one(sandbox, path, data)])
+        async with manager.upload_slot(live.record.team_id):
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                if int(request.headers.get("content-length") or 0) > limit:
+                    raise ApiError(413, f"the upload is larger than the server's limit of {limit} bytes")
+                written = []
+                async with bounded_request(request, limit).form(max_files=1000, max_part_size=limit) as form:
+                    for field_name, value in form.multi_items():
+                        if isinstance(value, str):
+                            continue
+                        path = request.query_params.get("path") if len(form) == 1 and request.query_params.get("path") else value.filename
+                        if not path:
+                            raise ApiError(400, f"the part {field_name!r} names no file path")
+                        written.append(await write_one(live.sandbox, path, _spooled(value)))
+                return JSONResponse(written)
+            path = path_of(request)
+            body = bounded_stream(request, limit)
+            if request.headers.get("content-encoding") == "gzip":
+                body = gunzipped(body, limit)
+            return JSONResponse([await write_one(live.sandbox, path, body)])
 
     async def health(request: Request) -> Response:
         return Response(status_code=204)
