@@ -112,12 +112,16 @@ def entry_pb(entry: EntryInfo) -> fs.EntryInfo:
 class Services:
     """The sandbox of each request, as the dispatcher resolved it; shared by both Connect services."""
 
+    def __init__(self, manager: SandboxManager) -> None:
+        self.manager = manager  # for the server's settings
+
     def sandbox(self, ctx: RequestContext[Any, Any]) -> AsyncSandbox:
         return current_sandbox.get().sandbox
 
 
 class FilesystemService(Services):
-    def __init__(self) -> None:
+    def __init__(self, manager: SandboxManager) -> None:
+        super().__init__(manager)
         self.watchers: dict[str, Watcher] = {}
 
     async def stat(self, request: fs.StatRequest, ctx: RequestContext[Any, Any]) -> fs.StatResponse:
@@ -460,8 +464,8 @@ class UndecodableRequests:
 
 
 def envd_app(manager: SandboxManager) -> Starlette:
-    process = pc.ProcessASGIApplication(ProcessService())
-    filesystem = fsc.FilesystemASGIApplication(FilesystemService())
+    process = pc.ProcessASGIApplication(ProcessService(manager))
+    filesystem = fsc.FilesystemASGIApplication(FilesystemService(manager))
     return Starlette(
         routes=[
             Mount(process.path, app=UndecodableRequests(process)),
