@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 
 from sandcell import protocol
 
+from .checks import check_envs, check_path, check_seconds
 from .models import (
     CommandExitException,
     CommandResult,
@@ -131,9 +132,10 @@ class RunCode(Operation):
     ) -> None:
         if not isinstance(code, str):
             raise InvalidArgumentException("code must be a string")
+        timeout = check_seconds(timeout, zero_is_none=True)
         wait = None if timeout is None else timeout + kill_grace + 30.0
         fields = {"silent": True} if silent else {}
-        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(envs or {}), timeout=timeout, **fields)
+        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(check_envs(envs)), timeout=timeout, **fields)
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()
@@ -192,7 +194,7 @@ class ReadFile(Operation):
     def __init__(self, path: str, format: Literal["text", "bytes"], wait: float | None) -> None:
         if format not in ("text", "bytes"):
             raise InvalidArgumentException(f"format must be 'text' or 'bytes', not {format!r}")
-        super().__init__("files.read", wait, path=path)
+        super().__init__("files.read", wait, path=check_path(path))
         self.format = format
         self.chunks: list[bytes] = []
 
@@ -218,7 +220,7 @@ def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[O
     data = bytes(data)
     chunks = [data[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)] or [b""]
     return [
-        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=index > 0)
+        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=check_path(path), append=index > 0)
         for index, chunk in enumerate(chunks)
     ]
 
@@ -226,11 +228,11 @@ def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[O
 def list_files(path: str, depth: int, wait: float | None) -> Simple:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise InvalidArgumentException(f"depth must be an integer of at least 1, not {depth!r}")
-    return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=path, depth=depth)
+    return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=check_path(path), depth=depth)
 
 
 def file_info(path: str, wait: float | None) -> Simple:
-    return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=path)
+    return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(path))
 
 
 class WatchDir(Operation):
@@ -240,9 +242,7 @@ class WatchDir(Operation):
     """
 
     def __init__(self, path: str, recursive: bool, on_event: Callback, timeout: float | None = None) -> None:
-        if not isinstance(path, str) or not path:
-            raise InvalidArgumentException("path must be a non-empty string")
-        super().__init__("files.watch", None, path=path, recursive=bool(recursive), timeout=timeout or None)
+        super().__init__("files.watch", None, path=check_path(path), recursive=bool(recursive), timeout=check_seconds(timeout, zero_is_none=True))
         self.on_event = on_event
 
     def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
@@ -284,7 +284,8 @@ def context_from_wire(raw: dict[str, Any]) -> Context:
 
 
 def create_context(cwd: str | None, language: str | None, envs: dict[str, str] | None) -> Simple:
-    return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {})
+    cwd = None if cwd is None else check_path(cwd, "cwd")
+    return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=check_envs(envs))
 
 
 def list_contexts() -> Simple:
@@ -297,19 +298,19 @@ def context_op(op: str, context: Context | str) -> Simple:
 
 
 def file_exists(path: str, wait: float | None) -> Simple:
-    return Simple("files.exists", lambda h: h["exists"], wait, path=path)
+    return Simple("files.exists", lambda h: h["exists"], wait, path=check_path(path))
 
 
 def remove_file(path: str, wait: float | None) -> Simple:
-    return Simple("files.remove", lambda h: None, wait, path=path)
+    return Simple("files.remove", lambda h: None, wait, path=check_path(path))
 
 
 def make_dir(path: str, wait: float | None) -> Simple:
-    return Simple("files.make_dir", lambda h: h["created"], wait, path=path)
+    return Simple("files.make_dir", lambda h: h["created"], wait, path=check_path(path))
 
 
 def rename(old_path: str, new_path: str, wait: float | None) -> Simple:
-    return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=old_path, destination=new_path)
+    return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(old_path), destination=check_path(new_path, "new_path"))
 
 
 def send_stdin(pid: int, data: str | bytes) -> Simple:
@@ -373,16 +374,19 @@ class RunCommand(CommandStream):
     def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, output_limit: int, tag: str | None = None) -> None:
         if not isinstance(cmd, str) or not cmd.strip():
             raise InvalidArgumentException("cmd must be a non-empty string")
-        wait = None if not timeout else timeout + 30.0
-        super().__init__("command.run", wait, output_limit, timeout, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, tag=tag)
+        timeout = check_seconds(timeout, zero_is_none=True)
+        cwd = None if cwd is None else check_path(cwd, "cwd")
+        wait = None if timeout is None else timeout + 30.0
+        super().__init__("command.run", wait, output_limit, timeout, cmd=cmd, env=dict(check_envs(envs)), cwd=cwd, stdin=stdin, tag=tag)
 
 
 def connect_command(pid: int, timeout: float | None, output_limit: int) -> CommandStream:
     """Follow a running command from now on; ``timeout`` (``None`` or 0: none) ends only the following."""
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise InvalidArgumentException(f"pid must be an integer, not {pid!r}")
-    wait = None if not timeout else timeout + 30.0
-    return CommandStream("command.connect", wait, output_limit, pid=pid, timeout=timeout or None)
+    timeout = check_seconds(timeout, zero_is_none=True)
+    wait = None if timeout is None else timeout + 30.0
+    return CommandStream("command.connect", wait, output_limit, pid=pid, timeout=timeout)
 
 
 def process_list(wait: float | None) -> Simple:

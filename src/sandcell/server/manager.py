@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 
 from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException
+from sandcell.sandbox.checks import check_seconds
 from sandcell.sandbox.fork import fork_sandbox
 from sandcell.sandbox.core import SandboxCore, check_create
 from sandcell.sandbox.pool import SandboxPool
 
 from .errors import ApiError, status_for
+from .quotas import check_limits, check_maxima, default_server_memory_mb, default_team_memory_mb, machine_maxima
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
 log = logging.getLogger("sandcell.server")
@@ -39,12 +41,21 @@ class ServerConfig:
     max_sandboxes_per_team: int = 100
     max_upload_bytes: int = 512 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+    # The largest limits one sandbox may ask for, field by field (see quotas.py).
+    max_limits: Limits = field(default_factory=machine_maxima)
+    # Memory limits (MiB) one team's live sandboxes may hold together, and all
+    # sandboxes of the server, pooled ones included.
+    max_team_memory_mb: int = field(default_factory=default_team_memory_mb)
+    max_server_memory_mb: int = field(default_factory=default_server_memory_mb)
     # How long sandboxes wait for the server to come back after it stops;
     # with kill_on_exit they end with it instead.
     orphan_grace: float = 600.0
     kill_on_exit: bool = False
     # Started sandboxes kept ready (numpy, pandas, matplotlib imported): create becomes a hand-over.
     pool_size: int = 0
+
+    def __post_init__(self) -> None:
+        check_maxima(self.limits, self.max_limits)
 
 
 @dataclass
@@ -64,8 +75,13 @@ class LiveSandbox:
     def paused(self) -> bool:
         return self.record.state == "paused"
 
+    @property
+    def memory_mb(self) -> int:
+        return int(self.record.limits.get("memory_mb", 0))
+
     def token_matches(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token.encode(), self.access_token.encode())
+        # An empty token is never one: a sandbox without one (an old registry's) matches nothing.
+        return bool(token) and bool(self.access_token) and hmac.compare_digest(token.encode(), self.access_token.encode())  # type: ignore[union-attr]
 
 
 class SandboxManager:
@@ -78,6 +94,7 @@ class SandboxManager:
         self.ended: collections.Counter[str] = collections.Counter()
         self._reaper: asyncio.Task[None] | None = None
         self.pool: SandboxPool | None = None
+        self._starting: list[tuple[str, int]] = []  # (team id, memory MiB) of the creates under way
 
     # -- server lifetime ------------------------------------------------------
     async def start(self) -> None:
@@ -85,7 +102,11 @@ class SandboxManager:
         await self.take_over_previous_runs()
         self._reaper = asyncio.create_task(self._reap_forever())
         if self.config.pool_size:
-            self.pool = SandboxPool(self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace)
+            # Only the server's own default kind is kept warm, within what the live sandboxes leave of the memory budget.
+            self.pool = SandboxPool(
+                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False)], learn=0,
+                memory_budget=lambda: self.config.max_server_memory_mb - self.memory_mb(),
+            )
 
     async def close(self) -> None:
         """Stop: sandboxes stay up for the next server to take over, unless ``kill_on_exit``."""
@@ -117,8 +138,10 @@ class SandboxManager:
         live = LiveSandbox(record, AsyncSandbox(core))
         record.server_instance = self.instance
         record.state = "paused" if core.paused else "running"
+        if not record.access_token:  # from before tokens were kept (the store gives them one; never leave one without)
+            record.access_token = secrets.token_urlsafe(24)
         self._live[record.id] = live
-        self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
+        self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state, access_token=record.access_token)
         left = None if record.end_at is None else (record.end_at - now()).total_seconds()
         if core.paused:
             core.set_timeout(self.config.default_timeout)  # a paused sandbox's clock starts when it is resumed
@@ -176,18 +199,18 @@ class SandboxManager:
         if template not in TEMPLATES:
             raise ApiError(404, f"template {template!r} not found; available: {', '.join(TEMPLATES)}")
         timeout = self._check_timeout(timeout)
-        if sum(1 for live in self._live.values() if live.record.team_id == team.id) >= self.config.max_sandboxes_per_team:
-            raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes; kill some first")
         limits = limits or self.config.limits
         try:
             check_create(timeout, envs)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        core = await asyncio.to_thread(self.pool.take, limits, allow_internet, dict(envs or {})) if self.pool else None
-        if core is None:
-            policy = Policy(limits=limits, envs=dict(envs or {}), network=allow_internet)
-            core = await asyncio.to_thread(SandboxCore, policy, True, self.config.orphan_grace)
-            await asyncio.to_thread(core.wait_started)
+        self._admit(team, limits)
+        claim = (team.id, limits.memory_mb)
+        self._starting.append(claim)
+        try:
+            core = await asyncio.to_thread(self._start, limits, allow_internet, dict(envs or {}))
+        finally:
+            self._starting.remove(claim)
         core.hand_out(timeout, metadata)
         sandbox = AsyncSandbox(core)
         info = await sandbox.get_info()
@@ -203,15 +226,44 @@ class SandboxManager:
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
         return live
 
+    def _start(self, limits: Limits, network: bool, envs: dict[str, str]) -> SandboxCore:
+        """A started sandbox (blocking): a pooled one if one is ready, else one cold start, for which the pool makes room."""
+        core = self.pool.take(limits, network, envs) if self.pool else None
+        if core is not None:
+            return core
+        if self.pool is not None:
+            over = self.memory_mb() + self.pool.memory_mb() - self.config.max_server_memory_mb
+            if over > 0:
+                self.pool.release(over)
+        core = SandboxCore(Policy(limits=limits, envs=envs, network=network), True, self.config.orphan_grace)
+        core.wait_started()
+        return core
+
+    def memory_mb(self) -> int:
+        """The memory limits of the live sandboxes and those being created (called from the pool's thread too)."""
+        return sum(live.memory_mb for live in tuple(self._live.values())) + sum(memory for _, memory in tuple(self._starting))
+
+    def _admit(self, team: Team, limits: Limits) -> None:
+        """Refuse a sandbox above the maxima (400), or past the team's or the server's share (429, 503)."""
+        check_limits(limits, self.config.max_limits)
+        mine = [live.memory_mb for live in self._live.values() if live.record.team_id == team.id] + [memory for team_id, memory in self._starting if team_id == team.id]
+        if len(mine) >= self.config.max_sandboxes_per_team:
+            raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes, the most this server allows (sandcell serve --max-sandboxes); kill some first")
+        if sum(mine) + limits.memory_mb > self.config.max_team_memory_mb:
+            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {limits.memory_mb} more would pass the team's maximum of {self.config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
+        if self.memory_mb() + limits.memory_mb > self.config.max_server_memory_mb:
+            raise ApiError(503, f"the server's sandboxes hold {self.memory_mb()} MiB of memory limits; {limits.memory_mb} more would pass its budget of {self.config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
+
     def live(self) -> list[LiveSandbox]:
         return list(self._live.values())
 
     def _check_timeout(self, timeout: float | None) -> float:
         if timeout is None:
             return self.config.default_timeout
-        if timeout <= 0 or timeout > self.config.max_timeout:
-            raise ApiError(400, f"timeout must be between 1 and {self.config.max_timeout:g} seconds")
-        return timeout
+        try:
+            return check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)  # type: ignore[return-value]
+        except ValueError as exc:
+            raise ApiError(400, f"{exc} (the most is set by sandcell serve --max-timeout)") from None
 
     def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
         """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
@@ -253,6 +305,8 @@ class SandboxManager:
         if live.paused:
             raise ApiError(409, f"sandbox {live.id} is paused; resume it before forking")
         policy = live.sandbox._core.policy
+        timeout = self._check_timeout(timeout)
+        self._admit(team, policy.limits)  # before the source packs its state (create checks again)
         loop = asyncio.get_running_loop()
 
         def start() -> LiveSandbox:  # on a copying thread, while the source packs its state
