@@ -8,14 +8,12 @@ dies. Every check raises ``InvalidArgumentException`` (a 400 on the server).
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
+
+from sandcell.protocol import ENV_NAME
 
 from .models import InvalidArgumentException
 
-# A shell's variable names, plus dots and dashes that programs read from the
-# environment directly (``npm_config_x``, ``java.opts``-style names).
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 MAX_ENV_BYTES = 128 * 1024  # the kernel's limit on one NAME=value string (MAX_ARG_STRLEN)
 MAX_ENVS_BYTES = 1024 * 1024  # leaves room in every exec's 2 MiB (ARG_MAX) for the sandbox's own
 MAX_WAIT = 7 * 24 * 3600.0  # the longest run or command timeout: longer than any sandbox lives
@@ -31,8 +29,8 @@ def check_envs(envs: Any, what: str = "envs") -> dict[str, str]:
     for name, value in envs.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise InvalidArgumentException(f"{what} must map str to str")
-        if not ENV_NAME.fullmatch(name):
-            raise InvalidArgumentException(f"{what}: {name!r} is not a valid variable name (letters, digits, '_', '.', '-'; not starting with a digit)")
+        if not ENV_NAME.match(name):
+            raise InvalidArgumentException(f"{what}: {name!r} is not a valid variable name (letters, digits and '_', not starting with a digit)")
         if "\0" in value:
             raise InvalidArgumentException(f"{what}: the value of {name} contains a NUL character")
         size = len(name.encode()) + len(value.encode()) + 2

@@ -138,10 +138,8 @@ class SandboxManager:
         live = LiveSandbox(record, AsyncSandbox(core))
         record.server_instance = self.instance
         record.state = "paused" if core.paused else "running"
-        if not record.access_token:  # from before tokens were kept (the store gives them one; never leave one without)
-            record.access_token = secrets.token_urlsafe(24)
         self._live[record.id] = live
-        self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state, access_token=record.access_token)
+        self.store.update_sandbox(record.id, server_instance=self.instance, state=record.state)
         left = None if record.end_at is None else (record.end_at - now()).total_seconds()
         if core.paused:
             core.set_timeout(self.config.default_timeout)  # a paused sandbox's clock starts when it is resumed

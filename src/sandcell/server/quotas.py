@@ -52,7 +52,7 @@ def check_limits(limits: Limits, maxima: Limits) -> None:
     for field in fields(Limits):
         asked, most = getattr(limits, field.name), getattr(maxima, field.name)
         if asked > most:
-            raise ApiError(400, f"limits.{field.name} = {asked:g} is above this server's maximum of {most:g} (set by sandcell serve {OPTIONS[field.name]})")
+            raise ApiError(400, f"limits.{field.name} = {asked} is above this server's maximum of {most} (set by sandcell serve {OPTIONS[field.name]})")
 
 
 def check_maxima(default: Limits, maxima: Limits) -> None:

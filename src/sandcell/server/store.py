@@ -227,7 +227,7 @@ class Store:
         )
 
     def update_sandbox(self, sandbox_id: str, **changes: Any) -> None:
-        columns = {"state", "reason", "end_at", "ended_at", "server_instance", "access_token"}
+        columns = {"state", "reason", "end_at", "ended_at", "server_instance"}
         if not changes or not set(changes) <= columns:
             raise ValueError(f"cannot update {sorted(set(changes) - columns)}")
         values = [_iso(value) if isinstance(value, datetime.datetime) else value for value in changes.values()]
