@@ -46,7 +46,8 @@ class Server:
 def start_server(db: Path, log: Path, port: int | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None) -> Server:
     """``env``: variables to set for the server on top of this process's."""
     port = port or free_port()
-    command = [str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), "--pool", "0", *(extra or [])]
+    command = [str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), "--pool", "0"]
+    command += extra or []
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"

@@ -78,7 +78,8 @@ def test_limits_above_the_servers_maxima_are_refused(api: httpx.Client, asked: d
 def test_a_team_cannot_pass_its_share_even_with_concurrent_creates(tmp_path: Path) -> None:
     db = tmp_path / "server.db"
     alpha, beta, gamma = (Store(db).create_key(team)[1] for team in ("alpha", "beta", "gamma"))
-    server = start_server(db, tmp_path / "server.log", extra=["--max-sandboxes", "2", "--max-team-memory-mb", "1024", "--max-server-memory-mb", "2048", "--max-memory-mb", "1024"])
+    shares = ["--max-sandboxes", "2", "--max-team-memory-mb", "1024", "--max-server-memory-mb", "2048", "--max-memory-mb", "1024"]
+    server = start_server(db, tmp_path / "server.log", extra=shares)
     try:
         def create(key: str, memory_mb: int) -> httpx.Response:
             return httpx.post(server.url + "/v1/sandboxes", headers={"X-API-Key": key}, json={"timeout": 60, "limits": {"memory_mb": memory_mb}}, timeout=60)
@@ -223,6 +224,7 @@ def test_bad_values_are_refused_in_sandbox_routes(api: httpx.Client, sandbox_id:
     assert_error(api.post(path + "/contexts", json={"cwd": ""}), 400, "cwd")
     assert_error(api.post(path + "/commands", json={"cmd": "pwd", "cwd": ""}), 400, "cwd")
     assert_error(api.get(path + "/files", params={"path": ""}), 400, "path")
+    assert_error(api.get(path + "/files", params={"path": "x" * 300}), 400, "too long")  # was a 502 (ENAMETOOLONG)
     assert_error(api.post(path + "/fork", json={"timeout": 4e-69}), 400, "timeout")
     assert_error(api.post(path + "/timeout", json={"timeout": 1e300}), 400, "timeout")
     assert_error(api.post(path + "/code", json={"code": "1", "timeout": -1}), 400, "timeout")

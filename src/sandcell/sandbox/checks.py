@@ -17,6 +17,7 @@ from .models import InvalidArgumentException
 MAX_ENV_BYTES = 128 * 1024  # the kernel's limit on one NAME=value string (MAX_ARG_STRLEN)
 MAX_ENVS_BYTES = 1024 * 1024  # leaves room in every exec's 2 MiB (ARG_MAX) for the sandbox's own
 MAX_WAIT = 7 * 24 * 3600.0  # the longest run or command timeout: longer than any sandbox lives
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
 
 
 def check_envs(envs: Any, what: str = "envs") -> dict[str, str]:
@@ -60,4 +61,6 @@ def check_path(path: Any, what: str = "path") -> str:
         raise InvalidArgumentException(f"{what} must be a non-empty string")
     if "\0" in path:
         raise InvalidArgumentException(f"{what} contains a NUL character")
+    if len(path.encode(errors="surrogatepass")) > MAX_PATH_BYTES or any(len(part.encode(errors="surrogatepass")) > MAX_NAME_BYTES for part in path.split("/")):
+        raise InvalidArgumentException(f"{what} is too long (at most {MAX_PATH_BYTES} bytes, {MAX_NAME_BYTES} per name)")
     return path

@@ -135,7 +135,8 @@ class RunCode(Operation):
         timeout = check_seconds(timeout, zero_is_none=True)
         wait = None if timeout is None else timeout + kill_grace + 30.0
         fields = {"silent": True} if silent else {}
-        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(check_envs(envs)), timeout=timeout, **fields)
+        context_id = context.id if context else None
+        super().__init__("run_code", wait, code=code, language=language, context=context_id, env=dict(check_envs(envs)), timeout=timeout, **fields)
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()
@@ -217,10 +218,10 @@ def write_file(path: str, data: str | bytes | Any, wait: float | None) -> list[O
         data = data.encode() if isinstance(data, str) else data
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidArgumentException("data must be str, bytes or a readable file object")
-    data = bytes(data)
+    data, path = bytes(data), check_path(path)
     chunks = [data[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)] or [b""]
     return [
-        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=check_path(path), append=index > 0)
+        Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=index > 0)
         for index, chunk in enumerate(chunks)
     ]
 

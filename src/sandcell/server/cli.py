@@ -32,7 +32,7 @@ def serve(
     max_output_mb: int = typer.Option(None, help="most output per run one sandbox may ask for, MiB [default: 256]"),
     max_timeout: float = typer.Option(24 * 3600, help="longest sandbox lifetime a client may ask for, seconds"),
     max_team_memory_mb: int = typer.Option(None, help="memory limits one team's live sandboxes may hold together, MiB [default: the machine's memory]"),
-    max_server_memory_mb: int = typer.Option(None, help="memory limits all sandboxes may hold together, pooled ones included, MiB [default: twice the machine's memory]"),
+    max_server_memory_mb: int = typer.Option(None, help="memory limits all sandboxes may hold, pooled ones too, MiB [default: twice the machine's memory]"),
     orphan_grace: float = typer.Option(600, help="seconds sandboxes wait for the server to come back after it stops (or dies)"),
     kill_on_exit: bool = typer.Option(False, "--kill-on-exit", help="kill every sandbox when the server stops, instead of leaving them for the next start"),
     pool: int = typer.Option(2, help="sandboxes kept started, with numpy, pandas and matplotlib imported (about 100 MiB each): create takes one in ~15 ms"),

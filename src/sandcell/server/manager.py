@@ -204,22 +204,21 @@ class SandboxManager:
             raise ApiError(400, str(exc)) from None
         self._admit(team, limits)
         claim = (team.id, limits.memory_mb)
-        self._starting.append(claim)
+        self._starting.append(claim)  # counted from now on, so that concurrent creates cannot pass the shares
         try:
             core = await asyncio.to_thread(self._start, limits, allow_internet, dict(envs or {}))
+            core.hand_out(timeout, metadata)
+            info = core.info()
+            record = SandboxRecord(
+                id=core.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
+                allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+                access_token=secrets.token_urlsafe(24),
+            )
+            self.store.add_sandbox(record)
+            live = LiveSandbox(record, AsyncSandbox(core))
+            self._live[live.id] = live
         finally:
             self._starting.remove(claim)
-        core.hand_out(timeout, metadata)
-        sandbox = AsyncSandbox(core)
-        info = await sandbox.get_info()
-        record = SandboxRecord(
-            id=sandbox.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
-            allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
-            access_token=secrets.token_urlsafe(24),
-        )
-        self.store.add_sandbox(record)
-        live = LiveSandbox(record, sandbox)
-        self._live[live.id] = live
         self.created += 1
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
         return live
@@ -244,13 +243,18 @@ class SandboxManager:
     def _admit(self, team: Team, limits: Limits) -> None:
         """Refuse a sandbox above the maxima (400), or past the team's or the server's share (429, 503)."""
         check_limits(limits, self.config.max_limits)
-        mine = [live.memory_mb for live in self._live.values() if live.record.team_id == team.id] + [memory for team_id, memory in self._starting if team_id == team.id]
-        if len(mine) >= self.config.max_sandboxes_per_team:
-            raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes, the most this server allows (sandcell serve --max-sandboxes); kill some first")
-        if sum(mine) + limits.memory_mb > self.config.max_team_memory_mb:
-            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {limits.memory_mb} more would pass the team's maximum of {self.config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
-        if self.memory_mb() + limits.memory_mb > self.config.max_server_memory_mb:
-            raise ApiError(503, f"the server's sandboxes hold {self.memory_mb()} MiB of memory limits; {limits.memory_mb} more would pass its budget of {self.config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
+        config, asked = self.config, limits.memory_mb
+        mine = [live.memory_mb for live in self._live.values() if live.record.team_id == team.id]
+        mine += [memory for team_id, memory in self._starting if team_id == team.id]
+        if len(mine) >= config.max_sandboxes_per_team:
+            raise ApiError(429, f"the team already has {len(mine)} live sandboxes, the most this server allows (sandcell serve --max-sandboxes)")
+        if sum(mine) + asked > config.max_team_memory_mb:
+            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
+                                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
+        held = self.memory_mb()
+        if held + asked > config.max_server_memory_mb:
+            raise ApiError(503, f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
+                                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
 
     def live(self) -> list[LiveSandbox]:
         return list(self._live.values())

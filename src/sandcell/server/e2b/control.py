@@ -74,7 +74,9 @@ def detail_json(live: LiveSandbox) -> dict[str, Any]:
     return listed_json(live.record) | {"envdAccessToken": live.access_token, "allowInternetAccess": live.record.allow_internet}
 
 
-CREATE_BODY = body_schema(("templateID",), templateID={"type": "string"}, timeout=SECONDS, metadata=STRINGS, envVars=STRINGS, allowInternetAccess={"type": "boolean"})
+CREATE_BODY = body_schema(
+    ("templateID",), templateID={"type": "string"}, timeout=SECONDS, metadata=STRINGS, envVars=STRINGS, allowInternetAccess={"type": "boolean"}
+)
 
 
 @router.post("/sandboxes", status_code=201, openapi_extra=CREATE_BODY)
