@@ -269,12 +269,14 @@ class SandboxPool:
         with self._cond:
             self._starting = None
             ready = None if self._closed or core is None else self._ready.get(key)
+            if ready is not None and self.memory_budget is not None and self.memory_mb() + limits.memory_mb > self.memory_budget():
+                ready = None  # the owner took the memory meanwhile
             if ready is not None:
                 ready.append(core)
                 ready.failures = 0
                 self._cond.notify_all()
         if core is not None and ready is None:
-            core.kill("its pool was closed or its kind left it")
+            core.kill("its pool was closed, its kind left it or its memory was needed")
 
     def _back_off(self, key: Key, exc: Exception) -> None:
         with self._cond:
