@@ -183,6 +183,41 @@ def test_a_miss_warms_that_kind(pool: SandboxPool) -> None:
         assert sbx._core.policy.preload and sbx.get_info().limits["memory_mb"] == 512
 
 
+def test_learnt_kinds_are_bounded_and_expire(pool: SandboxPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every distinct limits asked for used to be kept warm for ever."""
+    from sandcell.sandbox import pool as pool_module
+
+    for n in range(pool.learn + 3):
+        assert pool.take(Limits(memory_mb=300 + n), False, {}) is None
+    assert len(pool._ready) == 1 + pool.learn, "more kinds kept warm than the pool may learn"
+    assert (Limits(memory_mb=300), False) not in pool._ready, "the least recently asked kind should have made room"
+    monkeypatch.setattr(pool_module, "LEARNED_IDLE", 0.5)
+    assert wait_until(lambda: pool.kinds() == [(Limits(), False)], 10), "learnt kinds nobody asks for must expire"
+
+
+def test_a_kind_that_cannot_start_backs_off_and_does_not_starve_the_others() -> None:
+    """A failing kind used to be retried every 5 s on the refill thread, and the default kind never filled."""
+    broken = Limits(open_files=5)  # the supervisor cannot even open its pipes
+    with SandboxPool(size=2) as pool:
+        pool.warm(broken, timeout=0)
+        assert wait_until(lambda: pool.ready() == 2, POOL_FILL_WAIT), "the default kind starved behind the failing one"
+        assert wait_until(lambda: pool._ready[(broken, False)].failures >= 2, 30)
+        retry_in = pool._ready[(broken, False)].retry_at - time.monotonic()
+        assert retry_in > 5, "the failing kind should wait longer after each failure"
+        assert pool.ready(broken) == 0
+
+
+def test_a_sandbox_failing_at_hand_out_is_not_replaced_by_the_next(pool: SandboxPool) -> None:
+    """Bad envs at hand-out used to kill every pooled sandbox in turn (dozens, for 49 s) before a create answered."""
+    assert wait_until(lambda: pool.ready() == 3, POOL_FILL_WAIT)
+    first, *others = [core.sandbox_id for core in pool._ready[(Limits(), False)]]
+    started = time.monotonic()
+    assert pool.take(Limits(), False, {"": "not a name"}) is None  # past the checks create() makes: the supervisor refuses it
+    assert time.monotonic() - started < 10
+    left = [core.sandbox_id for core in pool._ready[(Limits(), False)]]
+    assert first not in left and all(other in left for other in others), "only the one sandbox tried may be used up"
+
+
 def test_default_pool_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from sandcell.sandbox import pool as pool_module
 

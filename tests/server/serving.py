@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -42,10 +43,13 @@ class Server:
         return self.process.poll() is None and httpx.get(self.url + "/openapi.json", timeout=5).status_code == 200
 
 
-def start_server(db: Path, log: Path, port: int | None = None, extra: list[str] | None = None) -> Server:
+def start_server(db: Path, log: Path, port: int | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None) -> Server:
+    """``env``: variables to set for the server on top of this process's."""
     port = port or free_port()
+    command = [str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), "--pool", "0"]
+    command += extra or []
     with log.open("ab") as sink:
-        process = subprocess.Popen([str(SANDCELL), "serve", "--port", str(port), "--db", str(db), "--log-level", "info", "--max-upload-mb", str(MAX_UPLOAD_MB), "--pool", "0", *(extra or [])], stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

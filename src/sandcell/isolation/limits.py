@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 # RLIMIT_SIGPENDING of every sandbox, set before its user namespace is made (the
@@ -33,7 +34,7 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
-        if not isinstance(self.cpus, (int, float)) or self.cpus <= 0:
+        if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) or not math.isfinite(self.cpus) or self.cpus <= 0:
             raise ValueError(f"Limits.cpus must be a positive number, not {self.cpus!r}")
         if self.memory_mb < 64:
             raise ValueError("Limits.memory_mb below 64 cannot start an interpreter")

@@ -16,8 +16,13 @@ exchange with exactly one terminal frame: ``type`` ``done`` or ``fail``.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
+
+# The environment variable names a sandbox accepts (a shell's), checked by the
+# host where a request enters and by the supervisor again.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 HEADER = struct.Struct(">II")
 MAX_HEADER = 16 * 1024 * 1024

@@ -19,12 +19,13 @@ import asyncio
 import fcntl
 import json
 import os
-import re
 import shlex
 import signal
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from sandcell.protocol import ENV_NAME
 
 from .output import Emit, RunOutput
 from .zygote import PythonZygote
@@ -33,7 +34,6 @@ LANGUAGES = ("python", "javascript", "bash")
 LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
 EVENTS_CLOSED_GRACE = 1.0
 ADOPT_TIMEOUT = 10.0
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def normalize_language(language: str | None) -> str:

@@ -56,6 +56,8 @@ def error_name(exc: BaseException) -> str:
         return "NotFound"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return "DiskFull"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL, errno.EROFS, errno.ENOTEMPTY, errno.EXDEV, errno.EILSEQ):
+        return "InvalidArgument"  # the path asked for is at fault, not the sandbox
     return type(exc).__name__
 
 

@@ -21,8 +21,9 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandcell.isolation import Limits, Policy, SandboxProcess, attach, launch
+from sandcell.isolation import ImageMissing, Limits, Policy, SandboxProcess, attach, launch
 
+from .checks import check_envs, check_seconds
 from .connection import Connection, SyncStream, resync, wait_answer
 from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
 
@@ -58,11 +59,9 @@ def _kill_all() -> None:
 
 
 def check_create(timeout: float | None, envs: dict[str, str] | None) -> None:
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive (seconds) or None")
-    for name, value in (envs or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ValueError("envs must map str to str")
+    """What every create checks, in-process and on the server (which also bounds the timeout)."""
+    check_seconds(timeout)
+    check_envs(envs)
 
 
 class SandboxCore:
@@ -73,7 +72,7 @@ class SandboxCore:
         sandbox_id = uuid.uuid4().hex[:20]
         try:
             process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
-        except OSError as exc:
+        except (OSError, ImageMissing) as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
         connection = Connection(process.stdin, process.stdout, self.death_reason, policy.limits.output_mb << 20)  # type: ignore[arg-type]
         self._adopt(sandbox_id, policy, process, connection, detachable)
@@ -201,6 +200,7 @@ class SandboxCore:
     # -- lifetime -------------------------------------------------------------
     def set_timeout(self, timeout: float | None) -> None:
         """Kill the sandbox ``timeout`` seconds from now (``None``: never); paused time does not count."""
+        timeout = check_seconds(timeout)
         with self._lock:
             self._set_timeout(timeout)
 

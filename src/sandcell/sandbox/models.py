@@ -39,8 +39,8 @@ class NotFoundException(SandboxException):
     """A file, context, process or sandbox that does not exist."""
 
 
-class InvalidArgumentException(SandboxException):
-    """The request itself is wrong: bad path, unknown language, bad limits."""
+class InvalidArgumentException(SandboxException, ValueError):
+    """The request itself is wrong: bad path, unknown language, bad limits, bad envs."""
 
 
 class NotEnoughSpaceException(SandboxException):

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterator, Litera
 from sandcell import protocol
 from sandcell.isolation import Limits
 
+from .checks import check_envs, check_path, check_seconds
 from .models import (
     CommandExitException,
     CommandResult,
@@ -34,9 +35,9 @@ from .models import (
     ProcessInfo,
     Result,
     SandboxDiedException,
-    SandboxPausedException,
     SandboxException,
     SandboxMetrics,
+    SandboxPausedException,
     TimeoutException,
     WriteInfo,
 )
@@ -122,9 +123,11 @@ class RunCode(Operation):
     ) -> None:
         if not isinstance(code, str):
             raise InvalidArgumentException("code must be a string")
+        timeout = check_seconds(timeout, zero_is_none=True)
         wait = None if timeout is None else timeout + kill_grace + 30.0
         fields = {"silent": True} if silent else {}
-        super().__init__("run_code", wait, code=code, language=language, context=context.id if context else None, env=dict(envs or {}), timeout=timeout, **fields)
+        context_id = context.id if context else None
+        super().__init__("run_code", wait, code=code, language=language, context=context_id, env=dict(check_envs(envs)), timeout=timeout, **fields)
         self.callbacks = callbacks
         self.oom_check = oom_check
         self.execution = Execution()
@@ -198,7 +201,7 @@ class ReadFile(Operation):
             raise InvalidArgumentException(f"format must be 'text', 'bytes' or 'stream', not {format!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgumentException(f"limit must be a number of bytes, not {limit!r}")
-        super().__init__("files.read", wait, path=path, follow=bool(follow), limit=limit, **({"fifo": True} if fifo else {}))
+        super().__init__("files.read", wait, path=check_path(path), follow=bool(follow), limit=limit, **({"fifo": True} if fifo else {}))
         self.path = path
         self.format = format
         self.limit = limit
@@ -234,7 +237,7 @@ class ReadFile(Operation):
 
 def write_part(path: str, chunk: bytes, first: bool, wait: float | None) -> Simple:
     """One request of a write: the first creates (or truncates) the file, the others append."""
-    return Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=path, append=not first)
+    return Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=check_path(path), append=not first)
 
 
 def pieces(data: str | bytes | Any) -> Iterator[bytes]:
@@ -271,11 +274,11 @@ async def gathered(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 def list_files(path: str, depth: int, wait: float | None) -> Simple:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise InvalidArgumentException(f"depth must be an integer of at least 1, not {depth!r}")
-    return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=path, depth=depth)
+    return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=check_path(path), depth=depth)
 
 
 def file_info(path: str, wait: float | None) -> Simple:
-    return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=path)
+    return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(path))
 
 
 class WatchDir(Operation):
@@ -285,9 +288,7 @@ class WatchDir(Operation):
     """
 
     def __init__(self, path: str, recursive: bool, on_event: Callback, timeout: float | None = None) -> None:
-        if not isinstance(path, str) or not path:
-            raise InvalidArgumentException("path must be a non-empty string")
-        super().__init__("files.watch", None, path=path, recursive=bool(recursive), timeout=timeout or None)
+        super().__init__("files.watch", None, path=check_path(path), recursive=bool(recursive), timeout=check_seconds(timeout, zero_is_none=True))
         self.on_event = on_event
 
     def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
@@ -329,7 +330,8 @@ def context_from_wire(raw: dict[str, Any]) -> Context:
 
 
 def create_context(cwd: str | None, language: str | None, envs: dict[str, str] | None) -> Simple:
-    return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=envs or {})
+    cwd = None if cwd is None else check_path(cwd, "cwd")
+    return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=check_envs(envs))
 
 
 def list_contexts() -> Simple:
@@ -342,19 +344,19 @@ def context_op(op: str, context: Context | str) -> Simple:
 
 
 def file_exists(path: str, wait: float | None) -> Simple:
-    return Simple("files.exists", lambda h: h["exists"], wait, path=path)
+    return Simple("files.exists", lambda h: h["exists"], wait, path=check_path(path))
 
 
 def remove_file(path: str, wait: float | None) -> Simple:
-    return Simple("files.remove", lambda h: None, wait, path=path)
+    return Simple("files.remove", lambda h: None, wait, path=check_path(path))
 
 
 def make_dir(path: str, wait: float | None) -> Simple:
-    return Simple("files.make_dir", lambda h: h["created"], wait, path=path)
+    return Simple("files.make_dir", lambda h: h["created"], wait, path=check_path(path))
 
 
 def rename(old_path: str, new_path: str, wait: float | None) -> Simple:
-    return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=old_path, destination=new_path)
+    return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(old_path), destination=check_path(new_path, "new_path"))
 
 
 def send_stdin(pid: int, data: str | bytes) -> Simple:
@@ -418,16 +420,19 @@ class RunCommand(CommandStream):
     def __init__(self, cmd: str, envs: dict[str, str] | None, cwd: str | None, stdin: bool, timeout: float | None, tag: str | None = None) -> None:
         if not isinstance(cmd, str) or not cmd.strip():
             raise InvalidArgumentException("cmd must be a non-empty string")
-        wait = None if not timeout else timeout + 30.0
-        super().__init__("command.run", wait, timeout, cmd=cmd, env=dict(envs or {}), cwd=cwd, stdin=stdin, tag=tag)
+        timeout = check_seconds(timeout, zero_is_none=True)
+        cwd = None if cwd is None else check_path(cwd, "cwd")
+        wait = None if timeout is None else timeout + 30.0
+        super().__init__("command.run", wait, timeout, cmd=cmd, env=dict(check_envs(envs)), cwd=cwd, stdin=stdin, tag=tag)
 
 
 def connect_command(pid: int, timeout: float | None) -> CommandStream:
     """Follow a running command from now on; ``timeout`` (``None`` or 0: none) ends only the following."""
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise InvalidArgumentException(f"pid must be an integer, not {pid!r}")
-    wait = None if not timeout else timeout + 30.0
-    return CommandStream("command.connect", wait, pid=pid, timeout=timeout or None)
+    timeout = check_seconds(timeout, zero_is_none=True)
+    wait = None if timeout is None else timeout + 30.0
+    return CommandStream("command.connect", wait, pid=pid, timeout=timeout)
 
 
 def process_list(wait: float | None) -> Simple:

@@ -24,7 +24,7 @@ from .deps import SCOPE_SANDBOX, current_sandbox
 from .e2b import control
 from .e2b.envd import envd_app
 from .e2b.interpreter import interpreter_app
-from .errors import ERROR_HANDLERS, ApiError, http_error_handler, validation_error_handler
+from .errors import ERROR_HANDLERS, ApiError, CatchAll, http_error_handler, validation_error_handler
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .observability import Metrics, Observed
 from .store import Store
@@ -188,4 +188,4 @@ def create_app(db: Path | str, config: ServerConfig | None = None) -> ASGIApp:
     manager = SandboxManager(Store(db), config)
     # Room above the largest upload for a frame's header or a multipart envelope.
     limit = manager.config.max_upload_bytes + 1024 * 1024
-    return Observed(BodyLimit(SandcellServer(manager), limit), Metrics(manager))
+    return Observed(CatchAll(BodyLimit(SandcellServer(manager), limit)), Metrics(manager))

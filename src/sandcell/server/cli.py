@@ -26,30 +26,51 @@ def serve(
     max_sandboxes: int = typer.Option(100, help="live sandboxes allowed per team"),
     max_uploads: int = typer.Option(4, help="file uploads streaming in at once per team; more wait for one to end"),
     upload_wait: float = typer.Option(30, help="seconds an upload waits for one of its team's slots before it is refused (429)"),
+    max_memory_mb: int = typer.Option(None, help="most memory one sandbox may ask for, MiB (default: half the machine's)"),
+    max_cpus: float = typer.Option(None, help="most CPUs one sandbox may ask for (default: the machine's)"),
+    max_pids: int = typer.Option(None, help="most processes one sandbox may ask for (default: 4096)"),
+    max_disk_mb: int = typer.Option(None, help="largest /home/user (and /tmp) one sandbox may ask for, MiB (default: half the machine's memory)"),
+    max_open_files: int = typer.Option(None, help="most open files one sandbox may ask for (default: 65536)"),
+    max_output_mb: int = typer.Option(None, help="most output per run one sandbox may ask for, MiB (default: 256)"),
+    max_timeout: float = typer.Option(24 * 3600, help="longest sandbox lifetime a client may ask for, seconds"),
+    max_team_memory_mb: int = typer.Option(None, help="memory limits one team's live sandboxes may hold together, MiB (default: the machine's memory)"),
+    max_server_memory_mb: int = typer.Option(None, help="memory limits all sandboxes may hold, pooled ones too, MiB (default: twice the machine's memory)"),
     orphan_grace: float = typer.Option(600, help="seconds sandboxes wait for the server to come back after it stops (or dies)"),
     kill_on_exit: bool = typer.Option(False, "--kill-on-exit", help="kill every sandbox when the server stops, instead of leaving them for the next start"),
     pool: int = typer.Option(2, help="sandboxes kept started, with numpy, pandas and matplotlib imported (about 100 MiB each): create takes one in ~15 ms"),
     client_patience: float = typer.Option(30, help="seconds a stream of output waits for a client that reads nothing, before it drops the rest of that output"),
 ) -> None:
     """Run the sandbox server: native REST API and E2B-compatible API on one port."""
+    import dataclasses
+
     import uvicorn
 
     from .app import create_app
     from .manager import ServerConfig
     from .observability import configure_logging
+    from .quotas import machine_maxima
 
     console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
     console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
-    config = ServerConfig(
-        max_upload_bytes=max_upload_mb * 1024 * 1024,
-        max_uploads_per_team=max_uploads,
-        upload_wait=upload_wait,
-        max_sandboxes_per_team=max_sandboxes,
-        orphan_grace=orphan_grace,
-        kill_on_exit=kill_on_exit,
-        pool_size=pool,
-        client_patience=client_patience,
-    )
+    asked = {"memory_mb": max_memory_mb, "cpus": max_cpus, "pids": max_pids, "disk_mb": max_disk_mb, "open_files": max_open_files, "output_mb": max_output_mb}
+    shares = {"max_team_memory_mb": max_team_memory_mb, "max_server_memory_mb": max_server_memory_mb}
+    try:
+        maxima = dataclasses.replace(machine_maxima(), **{name: value for name, value in asked.items() if value is not None})
+        config = ServerConfig(
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            max_uploads_per_team=max_uploads,
+            upload_wait=upload_wait,
+            max_sandboxes_per_team=max_sandboxes,
+            orphan_grace=orphan_grace,
+            kill_on_exit=kill_on_exit,
+            pool_size=pool,
+            client_patience=client_patience,
+            max_limits=maxima,
+            max_timeout=max_timeout,
+            **{name: value for name, value in shares.items() if value is not None},
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     configure_logging(log_level, structured=log_format == "json")
     uvicorn.run(create_app(db, config), host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
 

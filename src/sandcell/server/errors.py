@@ -6,11 +6,17 @@ our errors into their own exceptions with our message in them.
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandcell.sandbox.models import InvalidArgumentException, NotEnoughSpaceException, NotFoundException, SandboxException, SandboxPausedException
+
+log = logging.getLogger("sandcell.server")
 
 
 class ApiError(Exception):
@@ -53,5 +59,45 @@ def status_for(exc: Exception) -> int:
     return 502
 
 
+def internal_error(scope: Scope) -> ApiError:
+    """A bug of the server, logged with its traceback under an id the answer names (its details stay in the log)."""
+    incident = uuid.uuid4().hex[:12]
+    scope["sandcell.error_logged"] = True
+    log.exception("unexpected error answering %s %s (incident %s)", scope.get("method"), scope.get("path"), incident)
+    return ApiError(500, f"internal server error (incident {incident} in the server's log)")
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """What Starlette's last-resort handler answers with in place of its text/plain 500 (it re-raises after)."""
+    return internal_error(request.scope).response()
+
+
+class CatchAll:
+    """Around the whole server: an exception no app answered is logged and answered as a JSON 500, never a bare one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:  # noqa: BLE001 - the point of this middleware
+            if started:  # an app's handler already answered (and logged), or a stream broke off: nothing more can be sent
+                if not scope.get("sandcell.error_logged"):
+                    log.exception("unexpected error after the answer to %s %s began", scope.get("method"), scope.get("path"))
+                return
+            await internal_error(scope).response()(scope, receive, send)
+
+
 # What every app of the server answers errors with (the control app adds FastAPI's own).
-ERROR_HANDLERS = {ApiError: api_error_handler, SandboxException: sandbox_error_handler}
+ERROR_HANDLERS = {ApiError: api_error_handler, SandboxException: sandbox_error_handler, Exception: unexpected_error_handler}

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException
-from sandcell.sandbox.fork import fork_sandbox
+from sandcell.sandbox.checks import check_seconds
 from sandcell.sandbox.core import SandboxCore, check_create
+from sandcell.sandbox.fork import fork_sandbox
 from sandcell.sandbox.pool import SandboxPool
 
 from .errors import ApiError, status_for
+from .quotas import check_limits, check_maxima, default_server_memory_mb, default_team_memory_mb, machine_maxima
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
 log = logging.getLogger("sandcell.server")
@@ -45,6 +47,12 @@ class ServerConfig:
     max_uploads_per_team: int = 4
     upload_wait: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    # The largest limits one sandbox may ask for, field by field (see quotas.py).
+    max_limits: Limits = field(default_factory=machine_maxima)
+    # Memory limits (MiB) one team's live sandboxes may hold together, and all
+    # sandboxes of the server, pooled ones included.
+    max_team_memory_mb: int = field(default_factory=default_team_memory_mb)
+    max_server_memory_mb: int = field(default_factory=default_server_memory_mb)
     # How long sandboxes wait for the server to come back after it stops;
     # with kill_on_exit they end with it instead.
     orphan_grace: float = 600.0
@@ -53,6 +61,9 @@ class ServerConfig:
     pool_size: int = 0
     # Seconds a stream of output waits for a client that reads nothing before it drops the rest.
     client_patience: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_maxima(self.limits, self.max_limits)
 
 
 @dataclass
@@ -72,8 +83,13 @@ class LiveSandbox:
     def paused(self) -> bool:
         return self.record.state == "paused"
 
+    @property
+    def memory_mb(self) -> int:
+        return int(self.record.limits.get("memory_mb", 0))
+
     def token_matches(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token.encode(), self.access_token.encode())
+        # An empty token is never one: a sandbox without one (an old registry's) matches nothing.
+        return bool(token) and bool(self.access_token) and hmac.compare_digest(token.encode(), self.access_token.encode())  # type: ignore[union-attr]
 
 
 class SandboxManager:
@@ -86,6 +102,7 @@ class SandboxManager:
         self.ended: collections.Counter[str] = collections.Counter()
         self._reaper: asyncio.Task[None] | None = None
         self.pool: SandboxPool | None = None
+        self._starting: list[tuple[str, int]] = []  # (team id, memory MiB) of the creates under way
         self._upload_slots: dict[str, asyncio.Semaphore] = {}
 
     @contextlib.asynccontextmanager
@@ -108,7 +125,11 @@ class SandboxManager:
         await self.take_over_previous_runs()
         self._reaper = asyncio.create_task(self._reap_forever())
         if self.config.pool_size:
-            self.pool = SandboxPool(self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace)
+            # Only the server's own default kind is kept warm, within what the live sandboxes leave of the memory budget.
+            self.pool = SandboxPool(
+                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False)], learn=0,
+                memory_budget=lambda: self.config.max_server_memory_mb - self.memory_mb(),
+            )
 
     async def close(self) -> None:
         """Stop: sandboxes stay up for the next server to take over, unless ``kill_on_exit``."""
@@ -199,32 +220,64 @@ class SandboxManager:
         if template not in TEMPLATES:
             raise ApiError(404, f"template {template!r} not found; available: {', '.join(TEMPLATES)}")
         timeout = self._check_timeout(timeout)
-        if sum(1 for live in self._live.values() if live.record.team_id == team.id) >= self.config.max_sandboxes_per_team:
-            raise ApiError(429, f"the team already has {self.config.max_sandboxes_per_team} live sandboxes; kill some first")
         limits = limits or self.config.limits
         try:
             check_create(timeout, envs)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        core = await asyncio.to_thread(self.pool.take, limits, allow_internet, dict(envs or {})) if self.pool else None
-        if core is None:
-            policy = Policy(limits=limits, envs=dict(envs or {}), network=allow_internet)
-            core = await asyncio.to_thread(SandboxCore, policy, True, self.config.orphan_grace)
-            await asyncio.to_thread(core.wait_started)
-        core.hand_out(timeout, metadata)
-        sandbox = AsyncSandbox(core)
-        info = await sandbox.get_info()
-        record = SandboxRecord(
-            id=sandbox.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
-            allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
-            access_token=secrets.token_urlsafe(24),
-        )
-        self.store.add_sandbox(record)
-        live = LiveSandbox(record, sandbox)
-        self._live[live.id] = live
+        self._admit(team, limits)
+        claim = (team.id, limits.memory_mb)
+        self._starting.append(claim)  # counted from now on, so that concurrent creates cannot pass the shares
+        try:
+            core = await asyncio.to_thread(self._start, limits, allow_internet, dict(envs or {}))
+            core.hand_out(timeout, metadata)
+            info = core.info()
+            record = SandboxRecord(
+                id=core.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
+                allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+                access_token=secrets.token_urlsafe(24),
+            )
+            self.store.add_sandbox(record)
+            live = LiveSandbox(record, AsyncSandbox(core))
+            self._live[live.id] = live
+        finally:
+            self._starting.remove(claim)
         self.created += 1
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
         return live
+
+    def _start(self, limits: Limits, network: bool, envs: dict[str, str]) -> SandboxCore:
+        """A started sandbox (blocking): a pooled one if one is ready, else one cold start, for which the pool makes room."""
+        core = self.pool.take(limits, network, envs) if self.pool else None
+        if core is not None:
+            return core
+        if self.pool is not None:
+            over = self.memory_mb() + self.pool.memory_mb() - self.config.max_server_memory_mb
+            if over > 0:
+                self.pool.release(over)
+        core = SandboxCore(Policy(limits=limits, envs=envs, network=network), True, self.config.orphan_grace)
+        core.wait_started()
+        return core
+
+    def memory_mb(self) -> int:
+        """The memory limits of the live sandboxes and those being created (called from the pool's thread too)."""
+        return sum(live.memory_mb for live in tuple(self._live.values())) + sum(memory for _, memory in tuple(self._starting))
+
+    def _admit(self, team: Team, limits: Limits) -> None:
+        """Refuse a sandbox above the maxima (400), or past the team's or the server's share (429, 503)."""
+        check_limits(limits, self.config.max_limits)
+        config, asked = self.config, limits.memory_mb
+        mine = [live.memory_mb for live in self._live.values() if live.record.team_id == team.id]
+        mine += [memory for team_id, memory in self._starting if team_id == team.id]
+        if len(mine) >= config.max_sandboxes_per_team:
+            raise ApiError(429, f"the team already has {len(mine)} live sandboxes, the most this server allows (sandcell serve --max-sandboxes)")
+        if sum(mine) + asked > config.max_team_memory_mb:
+            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
+                                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
+        held = self.memory_mb()
+        if held + asked > config.max_server_memory_mb:
+            raise ApiError(503, f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
+                                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
 
     def live(self) -> list[LiveSandbox]:
         return list(self._live.values())
@@ -232,9 +285,10 @@ class SandboxManager:
     def _check_timeout(self, timeout: float | None) -> float:
         if timeout is None:
             return self.config.default_timeout
-        if timeout <= 0 or timeout > self.config.max_timeout:
-            raise ApiError(400, f"timeout must be between 1 and {self.config.max_timeout:g} seconds")
-        return timeout
+        try:
+            return check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)  # type: ignore[return-value]
+        except ValueError as exc:
+            raise ApiError(400, f"{exc} (the most is set by sandcell serve --max-timeout)") from None
 
     def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
         """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
@@ -274,6 +328,8 @@ class SandboxManager:
         if live.paused:
             raise ApiError(409, f"sandbox {live.id} is paused; resume it before forking")
         policy = live.sandbox._core.policy
+        timeout = self._check_timeout(timeout)
+        self._admit(team, policy.limits)  # before the source packs its state (create checks again)
         loop = asyncio.get_running_loop()
 
         def start() -> LiveSandbox:  # on a copying thread, while the source packs its state

@@ -130,6 +130,9 @@ class Store:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
             if "access_token" not in columns:  # a registry from before tokens were kept
                 self._db.execute("ALTER TABLE sandboxes ADD COLUMN access_token TEXT NOT NULL DEFAULT ''")
+            # Its sandboxes get a token of their own: an empty one must never be what opens a sandbox.
+            for (sandbox_id,) in self._db.execute("SELECT id FROM sandboxes WHERE access_token = ''").fetchall():
+                self._db.execute("UPDATE sandboxes SET access_token = ? WHERE id = ?", (secrets.token_urlsafe(24), sandbox_id))
         if str(path) != ":memory:":
             Path(path).chmod(0o600)  # it holds key hashes and sandbox metadata
 

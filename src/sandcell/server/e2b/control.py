@@ -27,6 +27,16 @@ CLIENT_ID = "sandcell"
 router = APIRouter(tags=["e2b control plane"])
 
 
+def body_schema(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (the spec is what clients and the fuzz tests go by)."""
+    schema = {"type": "object", "properties": properties, "required": list(required)}
+    return {"requestBody": {"required": bool(required), "content": {"application/json": {"schema": schema}}}}
+
+
+SECONDS = {"type": "number", "description": "seconds"}
+STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
 def _time(moment: datetime.datetime | None) -> str:
     # E2B always has an end; a sandbox without a timeout reports a far one.
     return (moment or datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc)).isoformat()
@@ -64,8 +74,13 @@ def detail_json(live: LiveSandbox) -> dict[str, Any]:
     return listed_json(live.record) | {"envdAccessToken": live.access_token, "allowInternetAccess": live.record.allow_internet}
 
 
-@router.post("/sandboxes", status_code=201)
-@router.post("/v2/sandboxes", status_code=201)
+CREATE_BODY = body_schema(
+    ("templateID",), templateID={"type": "string"}, timeout=SECONDS, metadata=STRINGS, envVars=STRINGS, allowInternetAccess={"type": "boolean"}
+)
+
+
+@router.post("/sandboxes", status_code=201, openapi_extra=CREATE_BODY)
+@router.post("/v2/sandboxes", status_code=201, openapi_extra=CREATE_BODY)
 async def create(request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     body = await json_object(request)
     template = body.get("templateID")
@@ -124,7 +139,7 @@ async def kill(sandbox_id: str, request: Request, team: Team = Depends(current_t
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204)
+@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204, openapi_extra=body_schema(("timeout",), timeout=SECONDS))
 async def set_timeout(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
     manager = manager_of(request)
     live = manager.get(team, sandbox_id)
@@ -135,7 +150,7 @@ async def set_timeout(sandbox_id: str, request: Request, team: Team = Depends(cu
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204)
+@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204, openapi_extra=body_schema(duration=SECONDS))
 async def refresh(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> Response:
     manager = manager_of(request)
     live = manager.get(team, sandbox_id)
@@ -157,7 +172,7 @@ async def _resume(manager: SandboxManager, live: LiveSandbox, timeout: float | N
     return JSONResponse(sandbox_json(live), status_code=201 if was_paused else 200)
 
 
-@router.post("/sandboxes/{sandbox_id}/resume", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/resume", status_code=201, openapi_extra=body_schema(timeout=SECONDS))
 async def resume(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     manager = manager_of(request)
     live = manager.get(team, sandbox_id)
@@ -166,8 +181,8 @@ async def resume(sandbox_id: str, request: Request, team: Team = Depends(current
     return await _resume(manager, live, optional_number(await json_object(request, required=False), "timeout"))
 
 
-@router.post("/sandboxes/{sandbox_id}/connect")
-@router.post("/v2/sandboxes/{sandbox_id}/connect")
+@router.post("/sandboxes/{sandbox_id}/connect", openapi_extra=body_schema(timeout=SECONDS))
+@router.post("/v2/sandboxes/{sandbox_id}/connect", openapi_extra=body_schema(timeout=SECONDS))
 async def connect(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     manager = manager_of(request)
     live = manager.get(team, sandbox_id)
@@ -179,7 +194,7 @@ async def connect(sandbox_id: str, request: Request, team: Team = Depends(curren
     return await _resume(manager, live, timeout)
 
 
-@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201, openapi_extra=body_schema(count={"type": "integer"}, timeout=SECONDS))
 async def fork(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     manager = manager_of(request)
     live = manager.get(team, sandbox_id)
