@@ -25,7 +25,7 @@ from sandcell import protocol
 
 from .cgroups import Cgroup, CgroupManager
 from .image import PACKAGE_DIR, SANDBOX_UID, Image, ImageMissing
-from .limits import PENDING_SIGNALS, Limits
+from .limits import PENDING_SIGNALS, PTYS, Limits
 from .seccomp import filter_fd
 from .template import UID_SPAN, RunningTemplate, TemplateUnavailable, template_socket
 from .uids import reserve_uid
@@ -120,13 +120,16 @@ def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
     }
 
 
-def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int) -> list[str]:
+def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int, own_ptys: bool) -> list[str]:
+    """bubblewrap for a sandbox of its own; ``own_ptys``: the launcher mounts it a devpts with ``max=`` (see ``launcher``)."""
     # A network namespace of its own even with ``network``: never the host's (its
     # loopback, abstract sockets, /proc/net). Egress is not built yet.
     argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net"]
     argv += ["--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     argv += filesystem_argv(image, policy.limits.disk_mb * 1024 * 1024)
+    if own_ptys:
+        argv += ["--dev-bind", "/dev/pts", "/dev/pts"]  # over bubblewrap's own, which has no max=
     argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]
     # The supervisor's config (envs included) is its first frame on stdin, never
     # in an argv or environment every host user can read in ps or /proc.
@@ -371,12 +374,12 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
     }
     supervisor = supervisor_config(image, policy)
     # The launcher starts the sandbox its own way (with the same uid) if the template has just gone.
-    config.update(argv=bwrap_argv(image, policy, seccomp_fd), uid=host_uid, gid=host_uid)
+    config.update(argv=bwrap_argv(image, policy, seccomp_fd, own_ptys=root), uid=host_uid, gid=host_uid, ptys=PTYS if root else None)
     if template is not None and host_uid is not None:
         # What the template's child learns after its fork, from the launcher: the
         # template itself never holds anything of one sandbox, for its later
         # children to find in their copy of its memory.
-        setup = {"uid": host_uid - template.uid_base, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"]}
+        setup = {"uid": host_uid - template.uid_base, "ptys": PTYS, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"]}
         config["template"] = {"socket": str(template.socket), "setup": setup}
     kept: tuple[int, ...] = ()
     stderr_read = None

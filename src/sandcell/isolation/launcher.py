@@ -40,6 +40,8 @@ from sandcell.isolation.cgroups import Cgroup
 from sandcell.isolation.limits import PENDING_SIGNALS
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 8, 0x4000, 1 << 18
 
 
 class ForkedChild:
@@ -130,6 +132,8 @@ def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
         resource.setrlimit(resource.RLIMIT_SIGPENDING, (PENDING_SIGNALS, PENDING_SIGNALS))  # see PENDING_SIGNALS
+        if config.get("ptys"):
+            private_devpts(config["ptys"])
         if config.get("uid") is not None:
             os.setgroups([])
             os.setresgid(config["gid"], config["gid"], config["gid"])
@@ -144,6 +148,26 @@ def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
     except BaseException as exc:  # noqa: BLE001 - report anything, then die
         os.write(2, f"sandcell launcher: cannot start the sandbox: {exc}\n".encode())
     os._exit(127)
+
+
+def private_devpts(ptys: int) -> None:
+    """A devpts instance of this sandbox's own, at most ``ptys`` terminals, where bubblewrap binds it from.
+
+    bubblewrap's ``--dev`` mounts one without ``max=``. This one is mounted
+    over ``/dev/pts`` in a mount namespace of our own (so never seen by the
+    host, gone with the sandbox, and not allowed the host's reserve of ptys).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"{what}: {os.strerror(error)}")
+
+    check(libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
+    check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    options = f"newinstance,ptmxmode=0666,mode=620,max={ptys}".encode()
+    check(libc.mount(b"devpts", b"/dev/pts", b"devpts", MS_NOSUID | MS_NOEXEC, options), "mount devpts")
 
 
 class Attachable:

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 # timers are charged up the chain of user namespaces, and must stay well below
 # what the host's own users may queue (tens of thousands).
 PENDING_SIGNALS = 1024
+# Pseudo-terminals per sandbox (devpts ``max=``): the kernel has 3,072 for all
+# non-initial devpts instances together, and one sandbox must not take them all.
+PTYS = 128
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,6 @@ NAMESPACE_MAXIMA = {
     "fanotify_groups": 16,
     "fanotify_marks": 8192,
 }
-# Pseudo-terminals per sandbox: the kernel has 3,072 for all non-initial devpts instances together.
-MAX_PTYS = 128
 # Parts of a fresh /proc that bubblewrap makes read-only too.
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 
@@ -272,7 +270,7 @@ class Sandbox:
             if os.path.exists(path):
                 mount(path, path, None, MS_BIND | MS_REC)
                 mount(path, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=620,max={MAX_PTYS}")
+        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=620,max={int(self.setup['ptys'])}")
         os.setsid()
         set_dumpable(False)
         drop_capabilities()
