@@ -127,7 +127,7 @@ def sandcell_density(count: int) -> tuple[int, float, float]:
             await asyncio.gather(*(start() for _ in range(count)))
             elapsed = time.perf_counter() - started
             answering = sum([(await sandbox.run_code("1+1")).text == "2" for sandbox in held])
-            charged = sum(sandbox._core.process.memory_bytes() or 0 for sandbox in held) / 2**20
+            charged = sum(sandbox.backend.process.memory_bytes() or 0 for sandbox in held) / 2**20
             return answering, charged / count, elapsed
         finally:
             await asyncio.gather(*(sandbox.kill() for sandbox in held))
@@ -149,7 +149,7 @@ def sandcell_fork(megabytes: int, repeat: int, pool: SandboxPool | None = None) 
             child = source.fork()
             samples.append((time.perf_counter() - started) * 1000)
             assert child.run_code("frame.shape[1]").text == "4"
-            assert pool is None or child._core.policy.preload, "the fork did not come from the pool"
+            assert pool is None or child.backend.policy.preload, "the fork did not come from the pool"
             child.kill()
         return samples
 
@@ -182,7 +182,7 @@ def pooled_create_to_first_result(pool: SandboxPool, code: str, expected: str, r
         sandbox = Sandbox.create(pool=pool)
         text = sandbox.run_code(code).text
         samples.append((time.perf_counter() - started) * 1000)
-        assert text == expected and sandbox._core.policy.preload, "not from the pool"
+        assert text == expected and sandbox.backend.policy.preload, "not from the pool"
         sandbox.kill()
     return samples
 
@@ -217,7 +217,7 @@ def sandcell_idle_memory(count: int) -> tuple[float, float]:
         for sandbox in sandboxes:
             sandbox.run_code("1+1")
         time.sleep(0.5)
-        private = [private_mib(sandbox._core.process.cgroup.pids()) for sandbox in sandboxes if sandbox._core.process.cgroup]
+        private = [private_mib(sandbox.backend.process.cgroup.pids()) for sandbox in sandboxes if sandbox.backend.process.cgroup]
         charged = [(sandbox.memory_usage() or 0) / 2**20 for sandbox in sandboxes]
         return statistics.median(private) if private else float("nan"), statistics.median(charged)
     finally:

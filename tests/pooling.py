@@ -13,5 +13,5 @@ def take_pooled(pool: SandboxPool, limits: Limits | None = None, network: bool =
     """A sandbox that surely comes from ``pool``: waits until one of its kind is ready."""
     assert pool.warm(limits, network, timeout=POOL_FILL_WAIT), "the pool did not fill"
     sbx = Sandbox.create(pool=pool, limits=limits, network=network, **kwargs)
-    assert sbx._core.policy.preload, "the sandbox did not come from the pool"
+    assert sbx.backend.policy.preload, "the sandbox did not come from the pool"
     return sbx

@@ -170,10 +170,10 @@ def test_a_second_cancel_during_the_first_ones_clean_up_spoils_nothing(asbx):
     """A server forwarding a client's cancel, then its disconnect, cancels twice a few ms apart."""
 
     async def body():
-        core = asbx._core
+        core = asbx.backend
         for attempt in range(5):
             stream = AsyncStream()
-            request_id = core.connection.open({"op": "run_code", "code": "import time; time.sleep(30)", "language": "python", "env": {}, "timeout": None}, b"", stream)
+            request_id = core.open({"op": "run_code", "code": "import time; time.sleep(30)", "language": "python", "env": {}, "timeout": None}, b"", stream)
             await asyncio.sleep(0.3)
             core.cancel(request_id)
             await asyncio.sleep(0.02)

@@ -170,7 +170,7 @@ def test_the_fork_comes_from_the_sources_pool(make_pooled_sandbox: Callable[...,
     assert sandbox_pool.warm(timeout=120), "the pool did not refill"
     child = source.fork()
     try:
-        assert child._core.policy.preload, "the fork's sandbox did not come from the pool"
+        assert child.backend.policy.preload, "the fork's sandbox did not come from the pool"
         assert child.run_code("int(frame.a.sum())").text == "6"
     finally:
         child.kill()

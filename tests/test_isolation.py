@@ -111,7 +111,7 @@ def host_pids_of_uid(uid: int) -> list[int]:
 
 
 def sandbox_pids(sbx: Sandbox) -> set[int]:
-    cgroup = sbx._core.process.cgroup
+    cgroup = sbx.backend.process.cgroup
     assert cgroup is not None, "these tests need cgroups (run as root)"
     return cgroup.pids()
 
@@ -544,7 +544,7 @@ def test_processes_run_as_unprivileged_host_uid(sandbox: Sandbox, witnesses: Wit
     run_js(sandbox, "1")  # start a node context too
     pids = sandbox_pids(sandbox)
     assert len(pids) >= 4, pids  # bwrap, supervisor, python kernel, node, sleep...
-    host_uid = sandbox._core.process.host_uid
+    host_uid = sandbox.backend.process.host_uid
     assert host_uid is not None and host_uid >= HOST_UID_BASE
     outside: list[bytes] = []
     for pid in pids:
@@ -567,7 +567,7 @@ def test_processes_run_as_unprivileged_host_uid(sandbox: Sandbox, witnesses: Wit
     # A template's child leaves no process outside the sandbox's pid namespace.
     assert outside in ([], [b"bwrap"], [shutil.which("bwrap").encode()]), outside
     # Another sandbox gets another uid.
-    assert witnesses.other._core.process.host_uid != host_uid
+    assert witnesses.other.backend.process.host_uid != host_uid
     witnesses.check()
 
 
@@ -794,13 +794,13 @@ def test_cannot_create_namespaces_with_tools(sandbox: Sandbox, witnesses: Witnes
 @pytest.mark.slow
 def test_fork_bomb_bash(make_sandbox: Callable[..., Sandbox], witnesses: Witnesses) -> None:
     sbx = make_sandbox(limits=Limits(pids=64))
-    dirs = sbx._core.process.cgroup.dirs
+    dirs = sbx.backend.process.cgroup.dirs
     started = time.monotonic()
     execution = sbx.run_code(":(){ :|:& };:", language="bash", timeout=5)
-    assert time.monotonic() - started < 5 + sbx._core.policy.kill_grace + 5
+    assert time.monotonic() - started < 5 + sbx.backend.policy.kill_grace + 5
     time.sleep(3)  # let it saturate
     assert len(sandbox_pids(sbx)) <= 64
-    pids_v1 = sbx._core.process.cgroup.v1.get("pids")
+    pids_v1 = sbx.backend.process.cgroup.v1.get("pids")
     if pids_v1:
         assert int((pids_v1 / "pids.current").read_text()) <= 64
     witnesses.check()
@@ -810,21 +810,21 @@ def test_fork_bomb_bash(make_sandbox: Callable[..., Sandbox], witnesses: Witness
     started = time.monotonic()
     sbx.kill()
     assert time.monotonic() - started < 10
-    assert gone(pids, sbx._core.process.host_uid)
+    assert gone(pids, sbx.backend.process.host_uid)
     assert not any(path.exists() for path in dirs)
-    assert host_pids_of_uid(sbx._core.process.host_uid) == []
+    assert host_pids_of_uid(sbx.backend.process.host_uid) == []
     witnesses.check()
 
 
 @pytest.mark.slow
 def test_fork_bomb_python(make_sandbox: Callable[..., Sandbox], witnesses: Witnesses) -> None:
     sbx = make_sandbox(limits=Limits(pids=64))
-    dirs = sbx._core.process.cgroup.dirs
+    dirs = sbx.backend.process.cgroup.dirs
     code = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.001)\n"
     started = time.monotonic()
     execution = sbx.run_code(code, timeout=5)
     elapsed = time.monotonic() - started
-    assert elapsed < 5 + sbx._core.policy.kill_grace + 5, elapsed
+    assert elapsed < 5 + sbx.backend.policy.kill_grace + 5, elapsed
     assert execution.error is not None and execution.error.name == "TimeoutError", execution.error
     assert len(sandbox_pids(sbx)) <= 64
     witnesses.check()
@@ -838,7 +838,7 @@ def test_fork_bomb_python(make_sandbox: Callable[..., Sandbox], witnesses: Witne
     assert sbx.commands.run("echo alive", timeout=20).stdout == "alive\n"
     pids = sandbox_pids(sbx)
     sbx.kill()
-    assert gone(pids, sbx._core.process.host_uid)
+    assert gone(pids, sbx.backend.process.host_uid)
     assert not any(path.exists() for path in dirs)
     witnesses.check()
 
@@ -1042,7 +1042,7 @@ def test_kill_leaves_nothing(make_sandbox: Callable[..., Sandbox], witnesses: Wi
     sbx.commands.run("setsid nohup sleep 301 >/dev/null 2>&1 & disown; (sleep 302 >/dev/null 2>&1 &) ; true", timeout=10)
     run_py(sbx, "import subprocess\nsubprocess.Popen(['sleep', '303'], start_new_session=True)")
     run_js(sbx, "1")
-    process = sbx._core.process
+    process = sbx.backend.process
     pids, dirs, host_uid = sandbox_pids(sbx), process.cgroup.dirs, process.host_uid
     assert len(pids) >= 7, pids
     assert all(path.exists() for path in dirs)
@@ -1062,7 +1062,7 @@ def test_kill_leaves_nothing(make_sandbox: Callable[..., Sandbox], witnesses: Wi
 def test_sandbox_timeout_kills_everything(make_sandbox: Callable[..., Sandbox], witnesses: Witnesses) -> None:
     sbx = make_sandbox(timeout=3)
     sbx.commands.run("setsid sleep 300 >/dev/null 2>&1 &", timeout=10)
-    process = sbx._core.process
+    process = sbx.backend.process
     pids, dirs = sandbox_pids(sbx), process.cgroup.dirs
     assert wait_until(lambda: gone(pids, process.host_uid) and not any(path.exists() for path in dirs), 10)
     assert not sbx.is_running()
@@ -1077,7 +1077,7 @@ sbx.commands.run("sleep 888", background=True)
 sbx.commands.run("setsid nohup sleep 889 >/dev/null 2>&1 &", timeout=10)
 sbx.run_code("x = 1")
 sbx.run_code("1", language="javascript")
-process = sbx._core.process
+process = sbx.backend.process
 print(json.dumps({"dirs": [str(d) for d in process.cgroup.dirs], "pids": sorted(process.cgroup.pids()),
                   "host_uid": process.host_uid, "launcher": process.launcher_pid}), flush=True)
 if sys.argv[1] == "exit":

@@ -30,17 +30,17 @@ def ticks(sandbox) -> list[tuple[int, float]]:
 
 def test_pause_stops_a_busy_loop_and_resume_continues_it(make_sandbox):
     sandbox = make_sandbox()
-    started_with = sandbox._core.process.cpu_seconds() or 0.0
+    started_with = sandbox.backend.process.cpu_seconds() or 0.0
     sandbox.commands.run(BUSY, background=True)
     deadline = time.monotonic() + 20
-    while (sandbox._core.process.cpu_seconds() or 0.0) - started_with < 0.3 and time.monotonic() < deadline:
+    while (sandbox.backend.process.cpu_seconds() or 0.0) - started_with < 0.3 and time.monotonic() < deadline:
         time.sleep(0.1)
     sandbox.pause()
     paused_at = time.time()
-    cpu_before = sandbox._core.process.cpu_seconds()
+    cpu_before = sandbox.backend.process.cpu_seconds()
     assert cpu_before and cpu_before - started_with >= 0.3  # the loop was running
     time.sleep(1.5)
-    assert sandbox._core.process.cpu_seconds() == cpu_before  # not one tick of CPU while frozen
+    assert sandbox.backend.process.cpu_seconds() == cpu_before  # not one tick of CPU while frozen
     assert sandbox.get_info().state == "paused"
     sandbox.resume()
     resumed_at = time.time()
@@ -96,7 +96,7 @@ def test_kill_while_paused(make_sandbox):
     sandbox.kill()
     assert time.monotonic() - started < 5
     assert not sandbox.is_running()
-    assert not sandbox._core.process.cgroup.exists()
+    assert not sandbox.backend.process.cgroup.exists()
 
 
 def test_metrics(make_sandbox):

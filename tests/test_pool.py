@@ -59,8 +59,8 @@ def test_concurrent_creates_hand_out_each_sandbox_once(pool: SandboxPool) -> Non
     try:
         assert len(sandboxes) == 6
         assert len({sbx.sandbox_id for sbx in sandboxes}) == 6
-        assert len({sbx._core.process.launcher_pid for sbx in sandboxes}) == 6, "two callers got one sandbox"
-        assert 1 <= sum(bool(sbx._core.policy.preload) for sbx in sandboxes) <= 3
+        assert len({sbx.backend.process.launcher_pid for sbx in sandboxes}) == 6, "two callers got one sandbox"
+        assert 1 <= sum(bool(sbx.backend.policy.preload) for sbx in sandboxes) <= 3
         for index, sbx in enumerate(sandboxes):
             sbx.files.write("/home/user/owner", str(index))
         assert [sbx.files.read("/home/user/owner") for sbx in sandboxes] == [str(i) for i in range(6)]
@@ -175,12 +175,12 @@ def test_a_miss_warms_that_kind(pool: SandboxPool) -> None:
     small = Limits(memory_mb=512)
     cold = Sandbox.create(pool=pool, limits=small, timeout=60)
     try:
-        assert not cold._core.policy.preload
+        assert not cold.backend.policy.preload
     finally:
         cold.kill()
     assert wait_until(lambda: pool.ready(small) >= 1, POOL_FILL_WAIT)
     with Sandbox.create(pool=pool, limits=small, timeout=60) as sbx:
-        assert sbx._core.policy.preload and sbx.get_info().limits["memory_mb"] == 512
+        assert sbx.backend.policy.preload and sbx.get_info().limits["memory_mb"] == 512
 
 
 def test_learnt_kinds_are_bounded_and_expire(pool: SandboxPool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,9 +233,9 @@ def test_default_pool_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         assert default is not None and default.size == 1 and pool_module.default_pool() is default
         assert default.warm(timeout=POOL_FILL_WAIT)
         with Sandbox.create(timeout=60) as sbx:
-            assert sbx._core.policy.preload
+            assert sbx.backend.policy.preload
         with Sandbox.create(timeout=60, pool=False) as sbx:
-            assert not sbx._core.policy.preload
+            assert not sbx.backend.policy.preload
     finally:
         default.close()
 
@@ -249,7 +249,7 @@ while pool.ready() < 2:
 taken = Sandbox.create(pool=pool, timeout=120)
 while pool.ready() < 2:
     time.sleep(0.1)
-cores = [taken._core, *pool._ready[next(iter(pool._ready))]]
+cores = [taken.backend, *pool._ready[next(iter(pool._ready))]]
 print(json.dumps([{"dirs": [str(d) for d in c.process.cgroup.dirs], "pids": sorted(c.process.cgroup.pids()), "launcher": c.process.launcher_pid} for c in cores]), flush=True)
 if sys.argv[1] == "exit":
     os._exit(0)

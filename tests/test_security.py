@@ -99,7 +99,7 @@ def test_a_sandboxs_envs_never_reach_a_later_sandbox(any_sandbox: Callable[..., 
         later = any_sandbox()
         # What its code can read, and (as host root) all of its processes: one exploit away.
         assert digest not in run_py(later, SCAN_MEMORY % SECRET_PREFIX, timeout=60)
-        for pid in later._core.process.cgroup.pids():
+        for pid in later.backend.process.cgroup.pids():
             assert copies_in_memory(pid, secret.encode()) == 0, f"{Path(f'/proc/{pid}/comm').read_text().strip()} holds the secret"
 
 
@@ -108,7 +108,7 @@ def test_no_host_process_shows_a_sandboxs_envs(any_sandbox: Callable[..., Sandbo
     secret = SECRET_PREFIX + secrets.token_hex(16)
     sbx = any_sandbox(envs={"TOKEN": secret})
     assert run_py(sbx, "import os; print(os.environ['TOKEN'] == %r)" % secret).strip() == "True"
-    own = sbx._core.process.cgroup.pids()  # its own processes have it in their environment, readable by it alone
+    own = sbx.backend.process.cgroup.pids()  # its own processes have it in their environment, readable by it alone
     for pid in host_processes():
         for part in ("cmdline",) if pid in own else ("cmdline", "environ"):
             try:
@@ -263,7 +263,7 @@ def test_host_uids_are_random_and_reserved(tmp_path: Path) -> None:
 
 
 def test_sandboxes_get_distinct_unordered_host_uids(any_sandbox: Callable[..., Sandbox]) -> None:
-    uids = [any_sandbox()._core.process.host_uid for _ in range(4)]
+    uids = [any_sandbox().backend.process.host_uid for _ in range(4)]
     assert None not in uids and len(set(uids)) == 4
     steps = {b - a for a, b in zip(uids, uids[1:])}
     assert steps != {1}, f"sequential uids: {uids}"

@@ -42,7 +42,7 @@ def test_sandboxes_draw_their_own_random_numbers(make_sandbox: Callable[..., San
 
 def test_each_sandbox_has_its_own_host_uid(make_sandbox: Callable[..., Sandbox]) -> None:
     sandboxes = [make_sandbox() for _ in range(3)]
-    uids = {sandbox._core.process.host_uid for sandbox in sandboxes}
+    uids = {sandbox.backend.process.host_uid for sandbox in sandboxes}
     assert len(uids) == 3 and all(uid is not None and uid >= 1 << 26 for uid in uids), uids
 
 
@@ -60,7 +60,7 @@ def test_a_dead_template_is_replaced_and_its_sandboxes_live_on(make_sandbox: Cal
     after = make_sandbox()
     assert after.run_code("1+1").text == "2"
     assert before.run_code("x + 1").text == "42"
-    assert after._core.process.host_uid >> 20 != before._core.process.host_uid >> 20  # another range
+    assert after.backend.process.host_uid >> 20 != before.backend.process.host_uid >> 20  # another range
     assert not set(template_pids()) & set(killed)
 
 

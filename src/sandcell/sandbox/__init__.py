@@ -1,5 +1,6 @@
 """The host-side ``Sandbox`` users hold, and the models it returns."""
 
+from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
 from .models import (
     CommandExitException,
     CommandResult,
@@ -25,7 +26,6 @@ from .models import (
     TimeoutException,
     WriteInfo,
 )
-from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
 from .pool import SandboxPool
 from .sync import CommandHandle, Sandbox, WatchHandle
 

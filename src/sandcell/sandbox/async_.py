@@ -7,19 +7,21 @@ the caller's event loop, in order, while the code runs.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import signal
-from typing import IO, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Literal
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import IO, Any, Literal, TypeVar
 
-from sandcell import protocol
 from sandcell.isolation import Limits
 
 from . import operations as ops
-from .connection import AsyncStream
-from .core import SandboxCore, new_core, server_core, timeout_error
+from .backend import SandboxBackend
+from .exchange import AsyncExchange, fire_async
+from .factories import fork_backend, new_backend, server_backend
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
+from .operations import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
 from .pool import SandboxPool
-from .sync import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT, START_WAIT, STOP_WAIT
+
+T = TypeVar("T")
 
 
 async def _each(items: Iterable[bytes]) -> AsyncIterator[bytes]:
@@ -27,16 +29,9 @@ async def _each(items: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield item
 
 
-async def _fire(calls: ops.Calls) -> None:
-    for callback, value in calls:
-        outcome = callback(value)
-        if inspect.isawaitable(outcome):
-            await outcome
-
-
 class AsyncSandbox:
-    def __init__(self, core: SandboxCore) -> None:
-        self._core = core
+    def __init__(self, backend: SandboxBackend) -> None:
+        self._backend = backend
         self.files = AsyncFilesystem(self)
         self.commands = AsyncCommands(self)
 
@@ -53,23 +48,34 @@ class AsyncSandbox:
         pool: SandboxPool | Literal[False] | None = None,
     ) -> AsyncSandbox:
         """Start a sandbox, here or on a ``sandcell serve`` server; see ``Sandbox.create``."""
-        core = await asyncio.to_thread(new_core, timeout, envs, limits, metadata, network, api_url, api_key, pool)
-        await asyncio.to_thread(core.wait_started)
-        return cls(core)
+        backend = await asyncio.to_thread(new_backend, timeout, envs, limits, metadata, network, api_url, api_key, pool)
+        await asyncio.to_thread(backend.wait_started)
+        return cls(backend)
 
     @classmethod
     async def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> AsyncSandbox:
         """Attach to a sandbox running on a ``sandcell serve`` server."""
-        return cls(await asyncio.to_thread(server_core, sandbox_id, api_url, api_key))
+        return cls(await asyncio.to_thread(server_backend, sandbox_id, api_url, api_key))
 
     @property
     def sandbox_id(self) -> str:
-        return self._core.sandbox_id
+        return self._backend.sandbox_id
+
+    @property
+    def backend(self) -> SandboxBackend:
+        """What runs the sandbox; see ``Sandbox.backend``."""
+        return self._backend
 
     @property
     def stop_reason(self) -> str | None:
         """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
-        return self._core.stop_reason
+        return self._backend.stop_reason
+
+    async def _lifecycle(self, call: Callable[..., T], *args: Any) -> T:
+        """A backend call that may wait on the network, made off the event loop."""
+        if self._backend.blocks:
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
 
     async def __aenter__(self) -> AsyncSandbox:
         return self
@@ -77,66 +83,15 @@ class AsyncSandbox:
     async def __aexit__(self, *exc: Any) -> None:
         await self.kill()
 
+    # -- requests (see ``exchange.py``) -------------------------------------------
     async def _call(self, operation: ops.Operation) -> Any:
-        self._core.ensure_running()
-        stream = AsyncStream()
-        request_id = self._core.connection.open(operation.header, operation.payload, stream)
-        try:
-            while True:
-                try:
-                    header, payload = await stream.get(operation.wait)
-                except asyncio.TimeoutError:
-                    raise timeout_error(operation.header["op"], operation.wait) from None
-                if header["type"] in protocol.TERMINAL:
-                    return operation.finish(header)
-                await _fire(operation.feed(header, payload))
-        except BaseException:  # cancelled (the code stops, the context keeps its state), timed out, or refused
-            self._core.cancel(request_id)
-            self._core.connection.forget(request_id)
-            raise
+        return await AsyncExchange(self._backend, operation).run()
 
-    async def _read_stream(self, operation: ops.ReadFile) -> AsyncIterator[bytes]:
-        """A read's chunks as the caller takes them; see ``Sandbox._read_stream``."""
-        stream, request_id = await self._open(operation)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            ended = False
-            try:
-                if operation.chunks:  # a supervisor from before the ``opened`` frame
-                    yield b"".join(operation.chunks)
-                while True:
-                    try:
-                        header, payload = await stream.get(operation.wait)
-                    except TimeoutError:
-                        raise timeout_error(operation.header["op"], operation.wait) from None
-                    if header["type"] in protocol.TERMINAL:
-                        ended = True
-                        operation.finish(header)
-                        return
-                    if data := operation.take(header, payload):
-                        yield data
-            finally:
-                if not ended:
-                    self._core.cancel(request_id)
-                    self._core.connection.forget(request_id)
-
-        return chunks()
-
-    async def _open(self, operation: ops.Operation) -> tuple[AsyncStream, int]:
+    async def _open(self, operation: ops.Operation) -> AsyncExchange:
         """Start a long-lived request and wait for its first event; see ``Sandbox._open``."""
-        self._core.ensure_running()
-        stream = AsyncStream()
-        request_id = self._core.connection.open(operation.header, operation.payload, stream)
-        try:
-            header, payload = await stream.get(START_WAIT)
-        except asyncio.TimeoutError:
-            self._core.cancel(request_id)
-            self._core.connection.forget(request_id)
-            raise timeout_error(operation.header["op"], START_WAIT) from None
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)  # raises: it failed to start
-        await _fire(operation.feed(header, payload))
-        return stream, request_id
+        exchange = AsyncExchange(self._backend, operation)
+        await exchange.start()
+        return exchange
 
     async def run_code(
         self,
@@ -151,8 +106,7 @@ class AsyncSandbox:
         timeout: float | None = DEFAULT_RUN_TIMEOUT,
     ) -> Execution:
         callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
-        core = self._core
-        return await self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
+        return await self._call(ops.run_code(self._backend, code, language, context, callbacks, envs, timeout))
 
     async def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
         return await self._call(ops.create_context(cwd, language, envs))
@@ -168,29 +122,34 @@ class AsyncSandbox:
 
     async def fork(self, timeout: float | None = 300) -> AsyncSandbox:
         """A new, independent sandbox with a copy of this one's files and Python state; see ``Sandbox.fork``."""
-        return AsyncSandbox(await asyncio.to_thread(self._core.fork, timeout))
+        return AsyncSandbox(await asyncio.to_thread(fork_backend, self._backend, timeout))
 
     async def kill(self) -> None:
-        await asyncio.to_thread(self._core.kill, "it was killed")
+        await asyncio.to_thread(self._backend.kill, "it was killed")
 
     async def is_running(self) -> bool:
-        return self._core.running
+        return await self._lifecycle(lambda: self._backend.running)
 
     async def set_timeout(self, timeout: float | None) -> None:
-        self._core.set_timeout(timeout)
+        await self._lifecycle(self._backend.set_timeout, timeout)
 
     async def get_info(self) -> SandboxInfo:
-        return self._core.info()
+        return await self._lifecycle(self._backend.info)
 
     async def pause(self) -> None:
         """Freeze the sandbox; see ``Sandbox.pause``."""
-        await asyncio.to_thread(self._core.pause)
+        await asyncio.to_thread(self._backend.pause)
 
     async def resume(self) -> None:
-        await asyncio.to_thread(self._core.resume)
+        await asyncio.to_thread(self._backend.resume)
 
     async def get_metrics(self) -> SandboxMetrics:
-        return await self._call(ops.get_metrics(self._core.usage, 60.0))
+        disk = await self._call(ops.disk_usage(60.0))
+        return ops.metrics(await self._lifecycle(self._backend.usage), disk)
+
+    async def memory_usage(self) -> int | None:
+        """Bytes of memory the sandbox uses now (processes and files), if known."""
+        return await self._lifecycle(self._backend.memory_bytes)
 
 
 class AsyncFilesystem:
@@ -200,9 +159,9 @@ class AsyncFilesystem:
 
     async def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text", *, limit: int | None = None, follow_links: bool = True) -> Any:
         """See ``Filesystem.read``; ``stream`` gives an async iterator of ``bytes`` chunks."""
-        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._core.policy.limits) if limit is None else limit, follow_links)
+        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._backend.policy.limits) if limit is None else limit, follow_links)
         if format == "stream":
-            return await self._sandbox._read_stream(operation)
+            return (await self._sandbox._open(operation)).chunks(operation)
         return await self._sandbox._call(operation)
 
     async def write(self, path: str, data: str | bytes | IO[Any] | AsyncIterable[bytes]) -> WriteInfo:
@@ -247,84 +206,67 @@ class AsyncFilesystem:
         gets ``None`` after ``stop()`` or when the directory is removed.
         Raises ``NotFoundException`` for a missing path, ``InvalidArgumentException`` for a file.
         """
-        operation = ops.WatchDir(path, recursive, on_event, timeout)
-        stream, request_id = await self._sandbox._open(operation)
-        return AsyncWatchHandle(self._sandbox, operation, stream, request_id, on_exit)
+        return AsyncWatchHandle(await self._sandbox._open(ops.WatchDir(path, recursive, on_event, timeout)), on_exit)
 
 
 class AsyncWatchHandle:
     """A directory watch delivering events to its callback from a task on the caller's loop."""
 
-    def __init__(self, sandbox: AsyncSandbox, operation: ops.WatchDir, stream: AsyncStream, request_id: int, on_exit: Callable[[Exception | None], Any] | None) -> None:
-        self._sandbox = sandbox
-        self._operation = operation
-        self._stream = stream
-        self._request_id = request_id
+    def __init__(self, exchange: AsyncExchange, on_exit: Callable[[Exception | None], Any] | None) -> None:
+        self._exchange = exchange
         self._on_exit = on_exit
-        self._ended = False
         self._task = asyncio.ensure_future(self._deliver())
 
     async def _deliver(self) -> None:
         error: Exception | None = None
         try:
-            while True:
-                header, payload = await self._stream.get(None)
-                if header["type"] in protocol.TERMINAL:
-                    self._ended = True
-                    self._operation.finish(header)
-                    break
-                await _fire(self._operation.feed(header, payload))
+            await self._exchange.run()
         except asyncio.CancelledError:
             if self._on_exit is not None:
-                await _fire([(self._on_exit, None)])
+                await fire_async([(self._on_exit, None)])
             raise
         except Exception as exc:  # noqa: BLE001 - a failed watch or callback ends the watch; on_exit hears why
             error = exc
-            if not self._ended:
-                self._end_in_sandbox()
         if self._on_exit is not None:
-            await _fire([(self._on_exit, error)])
-
-    def _end_in_sandbox(self) -> None:
-        self._ended = True
-        self._sandbox._core.cancel(self._request_id)
-        self._sandbox._core.connection.forget(self._request_id)
+            await fire_async([(self._on_exit, error)])
 
     async def stop(self) -> None:
         """End the watch; returns once ``on_exit`` ran (idempotent)."""
-        core = self._sandbox._core
-        if not self._ended and core.running:
-            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
-            await asyncio.wait([self._task], timeout=0 if core.paused else STOP_WAIT)
-            if not self._ended:  # a paused or hung sandbox: stop listening anyway
-                self._end_in_sandbox()
+        exchange = self._exchange
+        if not exchange.done and exchange.backend.stop_reason is None:
+            exchange.cancel()  # a paused sandbox gets it when resumed
+            await asyncio.wait([self._task], timeout=0 if exchange.backend.paused else ops.STOP_WAIT)
+            if not exchange.done:  # a paused or hung sandbox: stop listening anyway
+                exchange.close()
                 self._task.cancel()
         await asyncio.wait([self._task])
 
 
 class AsyncCommandHandle:
-    def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, stream: AsyncStream) -> None:
+    def __init__(self, sandbox: AsyncSandbox, exchange: AsyncExchange) -> None:
         self._sandbox = sandbox
-        self._operation = operation
-        self._stream = stream
+        self._exchange = exchange
+        self._operation: ops.CommandStream = exchange.operation  # type: ignore[assignment]
 
     @property
     def pid(self) -> int:
         assert self._operation.pid is not None
         return self._operation.pid
 
+    @property
+    def stdout(self) -> str:
+        return "".join(self._operation.stdout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._operation.stderr)
+
     async def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
-        if self._operation.terminal is not None:
-            return self._operation.finish(self._operation.terminal)
+        """See ``CommandHandle.wait``."""
+        if self._exchange.terminal is not None:
+            return self._exchange.outcome()
         self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
-        while True:
-            try:
-                header, payload = await self._stream.get(self._operation.wait)
-            except asyncio.TimeoutError:
-                raise timeout_error("command", self._operation.wait) from None
-            if header["type"] in protocol.TERMINAL:
-                return self._operation.finish(header)
-            await _fire(self._operation.feed(header, payload))
+        return await self._exchange.run()
 
     async def kill(self) -> bool:
         return await self._sandbox.commands.kill(self.pid)
@@ -351,9 +293,7 @@ class AsyncCommands:
         stdin: bool | None = None,
         timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
     ) -> Any:
-        use_stdin = background if stdin is None else stdin
-        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
-        handle = await self._start(operation)
+        handle = await self._start(ops.run_command(cmd, background, envs, cwd, stdin, timeout))
         if background:
             return handle
         return await handle.wait(on_stdout, on_stderr)
@@ -363,8 +303,7 @@ class AsyncCommands:
         return await self._start(ops.connect_command(pid, timeout))
 
     async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
-        stream, _ = await self._sandbox._open(operation)
-        return AsyncCommandHandle(self._sandbox, operation, stream)
+        return AsyncCommandHandle(self._sandbox, await self._sandbox._open(operation))
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:
         await self._sandbox._call(ops.send_stdin(pid, data))

@@ -64,3 +64,9 @@ def check_path(path: Any, what: str = "path") -> str:
     if len(path.encode(errors="surrogatepass")) > MAX_PATH_BYTES or any(len(part.encode(errors="surrogatepass")) > MAX_NAME_BYTES for part in path.split("/")):
         raise InvalidArgumentException(f"{what} is too long (at most {MAX_PATH_BYTES} bytes, {MAX_NAME_BYTES} per name)")
     return path
+
+
+def check_create(timeout: float | None, envs: dict[str, str] | None) -> None:
+    """What every create checks, in-process and on the server (which also bounds the timeout)."""
+    check_seconds(timeout)
+    check_envs(envs)

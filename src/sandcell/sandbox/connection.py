@@ -29,8 +29,6 @@ from typing import Any, BinaryIO, Callable, Protocol
 
 from sandcell import protocol
 
-from .models import SandboxException
-
 Frame = tuple[dict[str, Any], bytes]
 
 # Requests whose frames the supervisor caps: a run, a command, a follower of a command.
@@ -64,7 +62,11 @@ class SyncStream:
         self._queue.put(frame)
 
     def get(self, timeout: float | None) -> Frame:
-        frame = self._queue.get(timeout=timeout)
+        """The next frame; ``TimeoutError`` if none came within ``timeout`` seconds (as ``AsyncStream``)."""
+        try:
+            frame = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
         if self.taken is not None:
             self.taken(frame)
         return frame
@@ -152,19 +154,6 @@ class Credit:
 
 def failure(name: str, message: str) -> Frame:
     return {"type": protocol.FAIL, "error": {"name": name, "message": message}}, b""
-
-
-def wait_answer(connection: Connection, request_id: int, stream: SyncStream, timeout: float, doing: str) -> Frame:
-    """The one answer to a request; ``SandboxException`` naming ``doing`` if it failed, or
-    took over ``timeout`` (the request is then forgotten)."""
-    try:
-        header, payload = stream.get(timeout)
-    except queue.Empty:
-        connection.forget(request_id)
-        raise SandboxException(f"{doing} took over {timeout:g} s") from None
-    if header["type"] == protocol.FAIL:
-        raise SandboxException(f"{doing} failed: {(header.get('error') or {}).get('message')}")
-    return header, payload
 
 
 class Rejoined:

@@ -12,36 +12,26 @@ import atexit
 import dataclasses
 import datetime
 import math
-import os
 import secrets
 import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from sandcell.isolation import ImageMissing, Limits, Policy, SandboxProcess, attach, launch
 
-from .checks import check_envs, check_seconds
-from .connection import Connection, SyncStream, resync, wait_answer
-from .models import SandboxException, SandboxInfo, SandboxPausedException, TimeoutException
+from . import operations as ops
+from .checks import check_seconds
+from .connection import Connection, Stream, resync
+from .exchange import SyncExchange
+from .models import HostUsage, SandboxException, SandboxInfo, SandboxPausedException
 
 if TYPE_CHECKING:
     from .pool import SandboxPool
 
 START_TIMEOUT = 60.0
 
-
-@dataclass(frozen=True)
-class HostUsage:
-    """The host-side half of ``SandboxMetrics`` (the sandbox reports its disk)."""
-
-    cpu_count: int
-    cpu_used_pct: float
-    mem_used: int
-    mem_total: int
-    mem_cache: int
 
 _live: weakref.WeakSet[SandboxCore] = weakref.WeakSet()
 
@@ -56,12 +46,6 @@ def _kill_all() -> None:
             core.detach()  # the next server process takes it over
         else:
             core.kill("the Python process that owned the sandbox exited")
-
-
-def check_create(timeout: float | None, envs: dict[str, str] | None) -> None:
-    """What every create checks, in-process and on the server (which also bounds the timeout)."""
-    check_seconds(timeout)
-    check_envs(envs)
 
 
 class SandboxCore:
@@ -146,27 +130,9 @@ class SandboxCore:
         if self.detachable:
             self.process.arm()
 
-    def fork(self, timeout: float | None) -> SandboxCore:
-        """A new sandbox like this one, with a copy of its files and Python state (see ``fork.py``).
-
-        It comes from the pool this one came from (or the process-wide pool)
-        when one is ready there, and starts while this one packs its state.
-        """
-        from .fork import fork_sandbox
-        from .sync import Sandbox
-
-        def start() -> SandboxCore:
-            child = local_core(timeout, self.policy.envs, self.policy.limits, self.metadata, self.policy.network, self.pool)
-            child.wait_started()
-            return child
-
-        return fork_sandbox(Sandbox(self), start, Sandbox, lambda child, reason: child.kill(f"the fork failed: {reason}"))
-
     def add_envs(self, envs: dict[str, str]) -> None:
         """Give a started sandbox (a pooled one) the envs it would have been created with."""
-        stream = SyncStream()
-        request_id = self.connection.open({"op": "set_env", "env": envs}, b"", stream)
-        wait_answer(self.connection, request_id, stream, START_TIMEOUT, "giving the sandbox its envs")
+        SyncExchange(self, ops.set_env(envs)).run()
         self.policy = dataclasses.replace(self.policy, envs={**self.policy.envs, **envs})
 
     def wait_started(self) -> None:
@@ -304,70 +270,18 @@ class SandboxCore:
         memory = self.policy.limits.memory_mb * 1024 * 1024
         return HostUsage(max(1, math.ceil(cpus)), round(percent, 2), self.process.memory_bytes() or 0, memory, self.process.memory_cache_bytes() or 0)
 
+    # -- requests (see ``SandboxBackend``) ----------------------------------------
+    blocks = False
+
+    def open(self, header: dict[str, Any], payload: bytes, stream: Stream) -> int:
+        return self.connection.open(header, payload, stream)
+
+    def forget(self, request_id: int) -> None:
+        self.connection.forget(request_id)
+
     def cancel(self, request_id: int) -> None:
         self.connection.send({"op": "cancel", "id": f"cancel-{request_id}", "target": request_id})
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()
 
-
-def local_core(
-    timeout: float | None,
-    envs: dict[str, str] | None,
-    limits: Limits | None,
-    metadata: dict[str, str] | None,
-    network: bool,
-    pool: SandboxPool | Literal[False] | None,
-) -> SandboxCore:
-    """A sandbox on this machine, from ``pool`` if it has one ready (``None``: the process-wide pool, if any)."""
-    from .pool import default_pool
-
-    check_create(timeout, envs)
-    limits = limits or Limits()
-    chosen = default_pool() if pool is None else pool or None
-    core = chosen.take(limits, network, envs or {}) if chosen else None
-    if core is None:
-        core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
-    core.pool = pool
-    core.hand_out(timeout, metadata)
-    return core
-
-
-def new_core(
-    timeout: float | None,
-    envs: dict[str, str] | None,
-    limits: Limits | None,
-    metadata: dict[str, str] | None,
-    network: bool,
-    api_url: str | None,
-    api_key: str | None,
-    pool: SandboxPool | Literal[False] | None = None,
-) -> Any:
-    """A sandbox on this machine (from ``pool`` if it has one ready), or on the
-    server named by ``api_url`` / ``SANDCELL_API_URL``.
-
-    ``pool`` ``None`` means the process-wide pool that ``SANDCELL_POOL_SIZE``
-    turns on; ``False``, a cold start whatever the environment says.
-    """
-    api_url = api_url or os.environ.get("SANDCELL_API_URL")
-    if not api_url:
-        return local_core(timeout, envs, limits, metadata, network, pool)
-    if pool:
-        raise ValueError("a SandboxPool holds sandboxes of this machine; it cannot serve api_url")
-    from .remote import RemoteCore
-
-    body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network}
-    return RemoteCore.create(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), **body)
-
-
-def server_core(sandbox_id: str, api_url: str | None, api_key: str | None) -> Any:
-    api_url = api_url or os.environ.get("SANDCELL_API_URL")
-    if not api_url:
-        raise SandboxException("connect() needs the server: pass api_url or set SANDCELL_API_URL")
-    from .remote import RemoteCore
-
-    return RemoteCore.connect(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), sandbox_id)
-
-
-def timeout_error(what: str, seconds: float | None) -> TimeoutException:
-    return TimeoutException(f"{what}: no answer from the sandbox within {seconds:g} s")

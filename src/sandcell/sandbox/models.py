@@ -55,6 +55,18 @@ class SandboxPausedException(SandboxException):
     """The sandbox is paused: ``resume()`` it before sending it requests."""
 
 
+# -- host figures ---------------------------------------------------------------
+@dataclass(frozen=True)
+class HostUsage:
+    """The host-side half of ``SandboxMetrics`` (the sandbox reports its disk)."""
+
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+
+
 # -- code execution -------------------------------------------------------------
 @dataclass
 class OutputMessage:

@@ -18,6 +18,7 @@ from sandcell import protocol
 from sandcell.isolation import Limits
 
 from .checks import check_envs, check_path, check_seconds
+from .errors import exception_for
 from .models import (
     CommandExitException,
     CommandResult,
@@ -28,16 +29,13 @@ from .models import (
     FilesystemEvent,
     FilesystemEventType,
     FileType,
+    HostUsage,
     InvalidArgumentException,
-    NotEnoughSpaceException,
-    NotFoundException,
     OutputMessage,
     ProcessInfo,
     Result,
-    SandboxDiedException,
     SandboxException,
     SandboxMetrics,
-    SandboxPausedException,
     TimeoutException,
     WriteInfo,
 )
@@ -46,26 +44,34 @@ Callback = Callable[[Any], Any]
 Calls = list[tuple[Callback, Any]]
 WRITE_CHUNK = 8 * 1024 * 1024
 
-ERRORS: dict[str, type[SandboxException]] = {
-    "NotFound": NotFoundException,
-    "InvalidArgument": InvalidArgumentException,
-    "AlreadyExists": InvalidArgumentException,
-    "PermissionDenied": InvalidArgumentException,
-    "DiskFull": NotEnoughSpaceException,
-    "SandboxDied": SandboxDiedException,
-    "SandboxPaused": SandboxPausedException,
-    "Timeout": TimeoutException,
-}
+DEFAULT_RUN_TIMEOUT = 300.0
+# The first frame of a long-lived request (a background command, a watch, a read) comes within this.
+START_WAIT = 60.0
+# A run's terminal frame is due this long after its timeout and kill grace, whatever it printed; past
+# that the supervisor failed to enforce the timeout, and the host kills the sandbox.
+ENFORCE_MARGIN = 15.0
+# How long a command's output may pause beyond its timeout before its waiter gives up.
+COMMAND_WAIT_MARGIN = 30.0
+# How long stopping a watch waits for the sandbox to confirm.
+STOP_WAIT = 10.0
+
+
+class DefaultSeconds(float):
+    """A default timeout, told apart from the same number given explicitly (``is``)."""
+
+
+DEFAULT_COMMAND_TIMEOUT = DefaultSeconds(60.0)
 
 
 def raise_for(header: dict[str, Any]) -> None:
-    error = header.get("error") or {}
-    name = error.get("name", "Error")
-    raise ERRORS.get(name, SandboxException)(error.get("message") or name)
+    raise exception_for(header.get("error") or {})
 
 
 class Operation:
-    """One request; ``wait`` bounds the silence between two frames (seconds)."""
+    """One request; ``wait`` bounds the silence between two frames (seconds), ``deadline`` (if
+    any) the time from its start to its terminal frame, past which the sandbox is killed."""
+
+    deadline: float | None = None
 
     def __init__(self, op: str, wait: float | None = 60.0, payload: bytes = b"", **fields: Any) -> None:
         self.header = {"op": op, **fields}
@@ -125,6 +131,7 @@ class RunCode(Operation):
             raise InvalidArgumentException("code must be a string")
         timeout = check_seconds(timeout, zero_is_none=True)
         wait = None if timeout is None else timeout + kill_grace + 30.0
+        self.deadline = None if timeout is None else timeout + kill_grace + ENFORCE_MARGIN
         fields = {"silent": True} if silent else {}
         context_id = context.id if context else None
         super().__init__("run_code", wait, code=code, language=language, context=context_id, env=dict(check_envs(envs)), timeout=timeout, **fields)
@@ -180,6 +187,19 @@ class RunCode(Operation):
             return self.execution
         self.execution.execution_count = header.get("execution_count")
         return self.execution
+
+
+def run_code(
+    backend: Any,
+    code: str,
+    language: str | None,
+    context: Context | None,
+    callbacks: dict[str, Callback | None],
+    envs: dict[str, str] | None,
+    timeout: float | None,
+) -> RunCode:
+    """``run_code``'s request, for a ``SandboxBackend`` (its OOM check and kill grace)."""
+    return RunCode(code, language, context, envs, timeout, callbacks, backend.oom_reason, backend.policy.kill_grace)
 
 
 def read_limit(limits: Limits) -> int:
@@ -302,27 +322,20 @@ class WatchDir(Operation):
         super().finish(header)
 
 
-def get_metrics(host_usage: Callable[[], Any], wait: float | None) -> Simple:
-    """E2B's metrics: the sandbox's disk (``/home/user``, asked of the supervisor) with the host's cgroup figures.
+def disk_usage(wait: float | None) -> Simple:
+    """The sandbox's ``/home/user`` disk, ``(used, total)`` bytes."""
+    return Simple("files.usage", lambda h: (h["used"], h["total"]), wait)
 
-    ``host_usage`` (a ``core.HostUsage``) is sampled when the answer arrives, so
-    both halves describe the same moment.
-    """
 
-    def combine(header: dict[str, Any]) -> SandboxMetrics:
-        usage = host_usage()
-        return SandboxMetrics(
-            usage.cpu_count,
-            usage.cpu_used_pct,
-            usage.mem_used,
-            usage.mem_total,
-            usage.mem_cache,
-            header["used"],
-            header["total"],
-            datetime.datetime.now(datetime.timezone.utc),
-        )
+def metrics(usage: HostUsage, disk: tuple[int, int]) -> SandboxMetrics:
+    """E2B's metrics: the host's cgroup figures with the sandbox's disk (``disk_usage``), sampled just after it."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return SandboxMetrics(usage.cpu_count, usage.cpu_used_pct, usage.mem_used, usage.mem_total, usage.mem_cache, disk[0], disk[1], now)
 
-    return Simple("files.usage", combine, wait)
+
+def set_env(envs: dict[str, str]) -> Simple:
+    """Give a started sandbox (a pooled one) the envs it would have been created with."""
+    return Simple("set_env", lambda h: None, env=envs)
 
 
 def context_from_wire(raw: dict[str, Any]) -> Context:
@@ -422,8 +435,15 @@ class RunCommand(CommandStream):
             raise InvalidArgumentException("cmd must be a non-empty string")
         timeout = check_seconds(timeout, zero_is_none=True)
         cwd = None if cwd is None else check_path(cwd, "cwd")
-        wait = None if timeout is None else timeout + 30.0
+        wait = None if timeout is None else timeout + COMMAND_WAIT_MARGIN
         super().__init__("command.run", wait, timeout, cmd=cmd, env=dict(check_envs(envs)), cwd=cwd, stdin=stdin, tag=tag)
+
+
+def run_command(cmd: str, background: bool, envs: dict[str, str] | None, cwd: str | None, stdin: bool | None, timeout: float | None) -> RunCommand:
+    """``commands.run``'s request: a background command gets stdin unless ``stdin=False``, and no
+    timeout unless one is given (the default is the foreground's)."""
+    use_stdin = background if stdin is None else stdin
+    return RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout is DEFAULT_COMMAND_TIMEOUT else timeout)
 
 
 def connect_command(pid: int, timeout: float | None) -> CommandStream:
@@ -431,7 +451,7 @@ def connect_command(pid: int, timeout: float | None) -> CommandStream:
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise InvalidArgumentException(f"pid must be an integer, not {pid!r}")
     timeout = check_seconds(timeout, zero_is_none=True)
-    wait = None if timeout is None else timeout + 30.0
+    wait = None if timeout is None else timeout + COMMAND_WAIT_MARGIN
     return CommandStream("command.connect", wait, pid=pid, timeout=timeout)
 
 

@@ -21,14 +21,12 @@ from sandcell import protocol
 from sandcell.isolation import Limits, Policy
 
 from .connection import Stream, failure
-from .core import HostUsage
-from .models import SandboxException, SandboxInfo, SandboxPausedException
+from .errors import exception_for_status, name_for_status
+from .models import HostUsage, SandboxException, SandboxInfo
 
 STREAM_TIMEOUT = httpx.Timeout(connect=30.0, read=None, write=60.0, pool=30.0)
 CALL_TIMEOUT = 60.0
 ACCEPT_WAIT = 10.0
-# An HTTP answer to a supervisor request, as the error name operations.py maps to an exception.
-HTTP_ERRORS = {400: "InvalidArgument", 404: "SandboxDied", 409: "SandboxPaused", 413: "InvalidArgument"}
 
 
 def _message(response: httpx.Response) -> str:
@@ -62,6 +60,10 @@ class _Request:
     response: httpx.Response | None = None
     forgotten: bool = False
 
+    def wait_server_id(self) -> int | None:
+        """The server's id of the request, once its ``accepted`` frame came (``None``: it never did)."""
+        return self.server_id if self.accepted.wait(ACCEPT_WAIT) else None
+
 
 class RemoteConnection:
     """``Connection``'s interface over HTTP: ``open`` starts one streamed request on a thread of its own."""
@@ -88,7 +90,7 @@ class RemoteConnection:
                 request.response = response
                 if response.status_code != 200:
                     response.read()
-                    request.stream.put(failure(HTTP_ERRORS.get(response.status_code, "SandboxDied"), _message(response)))
+                    request.stream.put(failure(name_for_status(response.status_code), _message(response)))
                     return
                 reader = _Chunks(response.iter_bytes())
                 accepted = protocol.read_frame(reader)
@@ -108,12 +110,9 @@ class RemoteConnection:
             with self._lock:
                 self._requests.pop(request_id, None)
 
-    def server_id(self, request_id: int) -> int | None:
+    def pending(self, request_id: int) -> _Request | None:
         with self._lock:
-            request = self._requests.get(request_id)
-        if request is None or not request.accepted.wait(ACCEPT_WAIT):
-            return None
-        return request.server_id
+            return self._requests.get(request_id)
 
     def forget(self, request_id: int) -> None:
         with self._lock:
@@ -149,8 +148,7 @@ class RemoteCore:
     @staticmethod
     def _checked(response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
-            kind = SandboxPausedException if response.status_code == 409 else SandboxException
-            raise kind(f"sandcell server: {_message(response)} (HTTP {response.status_code})")
+            raise exception_for_status(response.status_code, f"sandcell server: {_message(response)} (HTTP {response.status_code})")
         return response
 
     def _describe(self, description: dict[str, Any]) -> None:
@@ -169,7 +167,15 @@ class RemoteCore:
         self._describe(description)
         return description
 
-    # -- what Sandbox and AsyncSandbox ask of a core --------------------------
+    # -- the SandboxBackend -----------------------------------------------------
+    blocks = True
+
+    def open(self, header: dict[str, Any], payload: bytes, stream: Stream) -> int:
+        return self.connection.open(header, payload, stream)
+
+    def forget(self, request_id: int) -> None:
+        self.connection.forget(request_id)
+
     def wait_started(self) -> None:
         """Nothing to wait for: the server answers once the sandbox is ready."""
 
@@ -183,7 +189,8 @@ class RemoteCore:
 
     @property
     def stop_reason(self) -> str | None:
-        return None if self.running else self._killed
+        """As last heard from the server (``running`` asks it)."""
+        return self._killed
 
     @property
     def paused(self) -> bool:
@@ -228,6 +235,18 @@ class RemoteCore:
         return self.usage().mem_used
 
     def cancel(self, request_id: int) -> None:
-        server_id = self.connection.server_id(request_id)
-        if server_id is not None:
-            self._client.post(f"{self._path}/requests/{server_id}/cancel")
+        """Sent from a thread of its own: it waits for the server to name the request, then on HTTP."""
+
+        request = self.connection.pending(request_id)
+        if request is None:
+            return
+
+        def send() -> None:
+            server_id = request.wait_server_id()
+            if server_id is not None:
+                try:
+                    self._client.post(f"{self._path}/requests/{server_id}/cancel")
+                except httpx.HTTPError:
+                    pass  # the server is gone: so is the request
+
+        threading.Thread(target=send, name="sandcell-remote-cancel", daemon=True).start()

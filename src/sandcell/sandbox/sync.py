@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import queue
 import signal
-from typing import IO, Any, Callable, Iterator, Literal
+from collections.abc import Callable
+from typing import IO, Any, Literal
 
-from sandcell import protocol
 from sandcell.isolation import Limits
 
 from . import operations as ops
-from .connection import SyncStream
-from .core import SandboxCore, new_core, server_core, timeout_error
+from .backend import SandboxBackend
+from .exchange import SyncExchange, fire
+from .factories import fork_backend, new_backend, server_backend
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
+from .operations import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
 from .pool import SandboxPool
-
-DEFAULT_RUN_TIMEOUT = 300.0
-DEFAULT_COMMAND_TIMEOUT = 60.0
-START_WAIT = 60.0
-STOP_WAIT = 10.0
 
 
 class Sandbox:
     """An isolated machine for running untrusted code; see ``Sandbox.create``."""
 
-    def __init__(self, core: SandboxCore) -> None:
-        self._core = core
+    def __init__(self, backend: SandboxBackend) -> None:
+        self._backend = backend
         self.files = Filesystem(self)
         self.commands = Commands(self)
 
@@ -51,18 +47,29 @@ class Sandbox:
         the process-wide pool if ``SANDCELL_POOL_SIZE`` is set; ``False``,
         always a cold start. Either way the sandbox is isolated alike.
         """
-        core = new_core(timeout, envs, limits, metadata, network, api_url, api_key, pool)
-        core.wait_started()
-        return cls(core)
+        backend = new_backend(timeout, envs, limits, metadata, network, api_url, api_key, pool)
+        backend.wait_started()
+        return cls(backend)
 
     @classmethod
     def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> Sandbox:
         """Attach to a sandbox running on a ``sandcell serve`` server."""
-        return cls(server_core(sandbox_id, api_url, api_key))
+        return cls(server_backend(sandbox_id, api_url, api_key))
 
     @property
     def sandbox_id(self) -> str:
-        return self._core.sandbox_id
+        return self._backend.sandbox_id
+
+    @property
+    def backend(self) -> SandboxBackend:
+        """What runs the sandbox: a ``SandboxCore`` on this machine (its host process and cgroup are
+        ``backend.process``), a ``RemoteCore`` on a server."""
+        return self._backend
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
+        return self._backend.stop_reason
 
     def __enter__(self) -> Sandbox:
         return self
@@ -73,89 +80,18 @@ class Sandbox:
     def __repr__(self) -> str:
         return f"Sandbox({self.sandbox_id}{'' if self.is_running() else ', stopped'})"
 
-    # -- the request loop ----------------------------------------------------
+    # -- requests (see ``exchange.py``) -------------------------------------------
     def _call(self, operation: ops.Operation) -> Any:
-        self._core.ensure_running()
-        stream = SyncStream()
-        request_id = self._core.connection.open(operation.header, operation.payload, stream)
-        interrupted = False
-        try:
-            while True:
-                try:
-                    header, payload = stream.get(operation.wait)
-                except queue.Empty:
-                    raise timeout_error(operation.header["op"], operation.wait) from None
-                if header["type"] in protocol.TERMINAL:
-                    break
-                for callback, value in operation.feed(header, payload):
-                    callback(value)
-        except KeyboardInterrupt:
-            # Stop the code, keep the context: drain to the terminal frame, then re-raise.
-            interrupted = True
-            self._core.cancel(request_id)
-            header = self._drain(stream)
-        except BaseException:  # timed out, or the answer was refused (a read past its bound)
-            self._core.cancel(request_id)
-            self._core.connection.forget(request_id)
-            raise
-        result = operation.finish(header)
-        if interrupted:
-            raise KeyboardInterrupt
-        return result
+        return SyncExchange(self._backend, operation).run()
 
-    def _open(self, operation: ops.Operation) -> tuple[SyncStream, int]:
-        """Start a long-lived request (a background command, a watch) and wait for its first event.
+    def _open(self, operation: ops.Operation) -> SyncExchange:
+        """Start a long-lived request (a background command, a watch, a read) and wait for its first event.
 
         A request that fails to start raises here; after that its frames are the handle's.
         """
-        self._core.ensure_running()
-        stream = SyncStream()
-        request_id = self._core.connection.open(operation.header, operation.payload, stream)
-        try:
-            header, payload = stream.get(START_WAIT)
-        except queue.Empty:
-            self._core.cancel(request_id)
-            self._core.connection.forget(request_id)
-            raise timeout_error(operation.header["op"], START_WAIT) from None
-        if header["type"] in protocol.TERMINAL:
-            operation.finish(header)  # raises: it failed to start
-        for callback, value in operation.feed(header, payload):
-            callback(value)
-        return stream, request_id
-
-    def _read_stream(self, operation: ops.ReadFile) -> Iterator[bytes]:
-        """A read's chunks as the caller takes them (at most a window of them waits on the host);
-        closing the iterator early ends the read."""
-        stream, request_id = self._open(operation)
-
-        def chunks() -> Iterator[bytes]:
-            ended = False
-            try:
-                if operation.chunks:  # a supervisor from before the ``opened`` frame
-                    yield b"".join(operation.chunks)
-                while True:
-                    try:
-                        header, payload = stream.get(operation.wait)
-                    except queue.Empty:
-                        raise timeout_error(operation.header["op"], operation.wait) from None
-                    if header["type"] in protocol.TERMINAL:
-                        ended = True
-                        operation.finish(header)
-                        return
-                    if data := operation.take(header, payload):
-                        yield data
-            finally:
-                if not ended:
-                    self._core.cancel(request_id)
-                    self._core.connection.forget(request_id)
-
-        return chunks()
-
-    def _drain(self, stream: Any) -> dict[str, Any]:
-        while True:
-            header, _ = stream.get(self._core.policy.kill_grace + 10)
-            if header["type"] in protocol.TERMINAL:
-                return header
+        exchange = SyncExchange(self._backend, operation)
+        exchange.start()
+        return exchange
 
     # -- code ------------------------------------------------------------------
     def run_code(
@@ -176,8 +112,7 @@ class Sandbox:
         and keeps the context's state; the error is then ``TimeoutError``.
         """
         callbacks = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
-        core = self._core
-        return self._call(ops.RunCode(code, language, context, envs, timeout, callbacks, core.oom_reason, core.policy.kill_grace))
+        return self._call(ops.run_code(self._backend, code, language, context, callbacks, envs, timeout))
 
     def create_code_context(self, cwd: str | None = None, language: str | None = None, envs: dict[str, str] | None = None) -> Context:
         return self._call(ops.create_context(cwd, language, envs))
@@ -201,20 +136,20 @@ class Sandbox:
         warning. JavaScript and Bash state is not copied. Changes on either
         side are invisible to the other.
         """
-        return Sandbox(self._core.fork(timeout))
+        return Sandbox(fork_backend(self._backend, timeout))
 
     def kill(self) -> None:
         """Kill every process of the sandbox; its files are gone with it."""
-        self._core.kill("it was killed")
+        self._backend.kill("it was killed")
 
     def is_running(self) -> bool:
-        return self._core.running
+        return self._backend.running
 
     def set_timeout(self, timeout: float | None) -> None:
-        self._core.set_timeout(timeout)
+        self._backend.set_timeout(timeout)
 
     def get_info(self) -> SandboxInfo:
-        return self._core.info()
+        return self._backend.info()
 
     def pause(self) -> None:
         """Freeze the sandbox: its processes stop, its timeout clock too; state is kept.
@@ -222,19 +157,20 @@ class Sandbox:
         Until ``resume()``, requests raise ``SandboxPausedException`` at once
         (see ``SandboxCore.pause`` for why not resume implicitly). Idempotent.
         """
-        self._core.pause()
+        self._backend.pause()
 
     def resume(self) -> None:
         """Thaw a paused sandbox; its timeout goes on with the time it had left."""
-        self._core.resume()
+        self._backend.resume()
 
     def get_metrics(self) -> SandboxMetrics:
         """CPU (since the previous call), memory and ``/home/user`` disk usage, like E2B's."""
-        return self._call(ops.get_metrics(self._core.usage, 60.0))
+        disk = self._call(ops.disk_usage(60.0))
+        return ops.metrics(self._backend.usage(), disk)
 
     def memory_usage(self) -> int | None:
         """Bytes of memory the sandbox uses now (processes and files), if known."""
-        return self._core.memory_bytes()
+        return self._backend.memory_bytes()
 
 
 class Filesystem:
@@ -253,9 +189,9 @@ class Filesystem:
         ``limit`` bytes (default: the sandbox's disk size, at least 1 GiB) is
         refused; one that grows while read is read to its size when opened.
         """
-        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._core.policy.limits) if limit is None else limit, follow_links)
+        operation = ops.ReadFile(path, format, self._wait, ops.read_limit(self._sandbox._backend.policy.limits) if limit is None else limit, follow_links)
         if format == "stream":
-            return self._sandbox._read_stream(operation)
+            return self._sandbox._open(operation).chunks(operation)
         return self._sandbox._call(operation)
 
     def write(self, path: str, data: str | bytes | IO[Any]) -> WriteInfo:
@@ -293,19 +229,15 @@ class Filesystem:
         """
         events: list[FilesystemEvent] = []
         operation = ops.WatchDir(path, recursive, events.append)
-        return WatchHandle(self._sandbox, operation, events, *self._sandbox._open(operation))
+        return WatchHandle(self._sandbox._open(operation), events)
 
 
 class WatchHandle:
     """A directory watch, polled like E2B's sync ``WatchHandle``; ``stop()`` ends it."""
 
-    def __init__(self, sandbox: Sandbox, operation: ops.WatchDir, events: list[FilesystemEvent], stream: SyncStream, request_id: int) -> None:
-        self._sandbox = sandbox
-        self._operation = operation
+    def __init__(self, exchange: SyncExchange, events: list[FilesystemEvent]) -> None:
+        self._exchange = exchange
         self._events = events  # filled by the operation's callback
-        self._stream = stream
-        self._request_id = request_id
-        self._terminal: dict[str, Any] | None = None
         self._stopped = False
 
     def get_new_events(self) -> list[FilesystemEvent]:
@@ -317,18 +249,10 @@ class WatchHandle:
         """
         if self._stopped:
             raise SandboxException("the watcher is already stopped")
-        while self._terminal is None:
-            try:
-                header, payload = self._stream.get(0)
-            except queue.Empty:
-                break
-            if header["type"] in protocol.TERMINAL:
-                self._terminal = header
-            for callback, value in self._operation.feed(header, payload):
-                callback(value)
+        fire(self._exchange.poll())
         events, self._events[:] = list(self._events), []
-        if not events and self._terminal is not None:
-            self._operation.finish(self._terminal)
+        if not events and self._exchange.terminal is not None:
+            self._exchange.outcome()
         return events
 
     def stop(self) -> None:
@@ -336,25 +260,19 @@ class WatchHandle:
         if self._stopped:
             return
         self._stopped = True
-        core = self._sandbox._core
-        if self._terminal is None and core.running:
-            core.cancel(self._request_id)  # a paused sandbox gets it when resumed
-            try:
-                while not core.paused and self._stream.get(STOP_WAIT)[0]["type"] not in protocol.TERMINAL:
-                    pass
-            except queue.Empty:
-                pass  # a hung sandbox: stop listening anyway
-        core.connection.forget(self._request_id)
+        exchange = self._exchange
+        if exchange.terminal is None and exchange.backend.stop_reason is None and not exchange.backend.paused:
+            exchange.drain(ops.STOP_WAIT)
+        exchange.close()  # a paused sandbox gets the cancel when resumed
 
 
 class CommandHandle:
     """A command running in the background: started here, or followed with ``commands.connect``."""
 
-    def __init__(self, sandbox: Sandbox, operation: ops.CommandStream, stream: Any, request_id: int) -> None:
+    def __init__(self, sandbox: Sandbox, exchange: SyncExchange) -> None:
         self._sandbox = sandbox
-        self._operation = operation
-        self._stream = stream
-        self._request_id = request_id
+        self._exchange = exchange
+        self._operation: ops.CommandStream = exchange.operation  # type: ignore[assignment]
 
     @property
     def pid(self) -> int:
@@ -370,19 +288,14 @@ class CommandHandle:
         return "".join(self._operation.stderr)
 
     def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
-        """Wait for the exit; raises ``CommandExitException`` on a non-zero code."""
-        if self._operation.terminal is not None:
-            return self._operation.finish(self._operation.terminal)
+        """Wait for the exit; raises ``CommandExitException`` on a non-zero code.
+
+        If no output or exit comes in time, the command is given up (cancelled, forgotten) and
+        ``TimeoutException`` raised."""
+        if self._exchange.terminal is not None:
+            return self._exchange.outcome()
         self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
-        while True:
-            try:
-                header, payload = self._stream.get(self._operation.wait)
-            except queue.Empty:
-                raise timeout_error("command", self._operation.wait) from None
-            if header["type"] in protocol.TERMINAL:
-                return self._operation.finish(header)
-            for callback, value in self._operation.feed(header, payload):
-                callback(value)
+        return self._exchange.run()
 
     def kill(self) -> bool:
         return self._sandbox.commands.kill(self.pid)
@@ -416,9 +329,7 @@ class Commands:
         A foreground command that exits non-zero raises ``CommandExitException``.
         Background commands get stdin unless ``stdin=False``.
         """
-        use_stdin = background if stdin is None else stdin
-        operation = ops.RunCommand(cmd, envs, cwd, use_stdin, None if background and timeout == DEFAULT_COMMAND_TIMEOUT else timeout)
-        handle = self._start(operation)
+        handle = self._start(ops.run_command(cmd, background, envs, cwd, stdin, timeout))
         if background:
             return handle
         return handle.wait(on_stdout, on_stderr)
@@ -434,7 +345,7 @@ class Commands:
         return self._start(ops.connect_command(pid, timeout))
 
     def _start(self, operation: ops.CommandStream) -> CommandHandle:
-        return CommandHandle(self._sandbox, operation, *self._sandbox._open(operation))
+        return CommandHandle(self._sandbox, self._sandbox._open(operation))
 
     def send_stdin(self, pid: int, data: str | bytes) -> None:
         self._sandbox._call(ops.send_stdin(pid, data))

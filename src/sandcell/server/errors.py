@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandcell.sandbox.models import InvalidArgumentException, NotEnoughSpaceException, NotFoundException, SandboxException, SandboxPausedException
+from sandcell.sandbox.errors import status_for
+from sandcell.sandbox.models import SandboxException
 
 log = logging.getLogger("sandcell.server")
 
@@ -49,14 +50,6 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     """FastAPI's own 422 for a body that does not fit the schema, in the one error shape."""
     problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())  # type: ignore[attr-defined]
     return ApiError(400, f"invalid request: {problems}").response()
-
-
-def status_for(exc: Exception) -> int:
-    """The HTTP status of a sandbox error: the caller's mistake, or the sandbox's state."""
-    for kind, status in ((NotFoundException, 404), (InvalidArgumentException, 400), (NotEnoughSpaceException, 507), (SandboxPausedException, 409)):
-        if isinstance(exc, kind):
-            return status
-    return 502
 
 
 def internal_error(scope: Scope) -> ApiError:

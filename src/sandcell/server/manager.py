@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sandcell.isolation import Limits, Policy
-from sandcell.sandbox import AsyncSandbox, Sandbox, SandboxException
-from sandcell.sandbox.checks import check_seconds
-from sandcell.sandbox.core import SandboxCore, check_create
-from sandcell.sandbox.fork import fork_sandbox
+from sandcell.sandbox import AsyncSandbox, SandboxException
+from sandcell.sandbox.checks import check_create, check_seconds
+from sandcell.sandbox.core import SandboxCore
 from sandcell.sandbox.pool import SandboxPool
+from sandcell.sandbox.state_copy import copy_state
 
 from .errors import ApiError, status_for
 from .quotas import check_limits, check_maxima, default_server_memory_mb, default_team_memory_mb, machine_maxima
@@ -84,6 +84,13 @@ class LiveSandbox:
         return self.record.state == "paused"
 
     @property
+    def core(self) -> SandboxCore:
+        """The server's own sandboxes run here, on a ``SandboxCore`` it started or attached to."""
+        core = self.sandbox.backend
+        assert isinstance(core, SandboxCore)
+        return core
+
+    @property
     def memory_mb(self) -> int:
         return int(self.record.limits.get("memory_mb", 0))
 
@@ -141,7 +148,7 @@ class SandboxManager:
             if self.config.kill_on_exit:
                 await self._end(live, "stopped", "the server shut down")
             else:
-                live.sandbox._core.detach()
+                live.core.detach()
                 self._live.pop(live.id, None)
 
     async def take_over_previous_runs(self) -> None:
@@ -327,7 +334,7 @@ class SandboxManager:
         """A new sandbox of the team with a copy of ``live``'s files and Python state (``Sandbox.fork``)."""
         if live.paused:
             raise ApiError(409, f"sandbox {live.id} is paused; resume it before forking")
-        policy = live.sandbox._core.policy
+        policy = live.core.policy
         timeout = self._check_timeout(timeout)
         self._admit(team, policy.limits)  # before the source packs its state (create checks again)
         loop = asyncio.get_running_loop()
@@ -340,7 +347,7 @@ class SandboxManager:
             asyncio.run_coroutine_threadsafe(self._end(child, "ended", f"the fork failed: {reason}"), loop).result()
 
         try:
-            return await asyncio.to_thread(fork_sandbox, Sandbox(live.sandbox._core), start, lambda child: Sandbox(child.sandbox._core), discard)
+            return await asyncio.to_thread(copy_state, live.core, start, lambda child: child.core, discard)
         except SandboxException as exc:
             raise ApiError(status_for(exc), f"cannot fork sandbox {live.id}: {exc}") from None
 

@@ -20,14 +20,16 @@ from pydantic import BaseModel, Field
 
 from sandcell import protocol
 from sandcell.isolation import Limits
-from sandcell.sandbox.connection import AsyncStream, Frame
+from sandcell.sandbox.connection import Frame
+from sandcell.sandbox.exchange import AsyncExchange
 from sandcell.sandbox.models import CommandExitException
+from sandcell.sandbox.operations import Operation
 
 from .deps import bounded_body, bounded_stream, current_team, manager_of, write_upload
 from .errors import ApiError
 from .manager import LiveSandbox
-from .streaming import ClosingStream, execution_lines, until_gone
 from .store import LIVE_STATES, SandboxRecord, Team
+from .streaming import ClosingStream, execution_lines, until_gone
 
 FRAMES = "application/x-sandcell-frames"
 # Requests only the host itself may make: a client's own cancel goes through
@@ -190,7 +192,7 @@ async def metrics(sandbox_id: str, request: Request, team: Team = Depends(curren
 async def host_usage(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> dict[str, Any]:
     """The host-side figures (cgroups) the Python client folds into ``get_metrics``."""
     live = _live(request, sandbox_id, team)
-    return dataclasses.asdict(live.sandbox._core.usage()) | {"oom": live.sandbox._core.oom_reason()}
+    return dataclasses.asdict(live.core.usage()) | {"oom": live.core.oom_reason()}
 
 
 # -- code, contexts, files, commands --------------------------------------------------
@@ -300,34 +302,24 @@ async def supervisor_request(sandbox_id: str, request: Request, team: Team = Dep
     header, payload = await _tunnel_frame(request, team)
     if not isinstance(header.get("op"), str) or header["op"] in HOST_ONLY_OPS:
         raise ApiError(400, "the frame needs an op (cancel through /requests/{id}/cancel)")
-    core = live.sandbox._core
-    stream = AsyncStream()
-    request_id = core.connection.open({key: value for key, value in header.items() if key != "id"}, payload, stream)
-
-    ended = False
+    fields = {key: value for key, value in header.items() if key not in ("id", "op")}
+    exchange = AsyncExchange(live.core, Operation(header["op"], None, payload, **fields))
 
     async def next_frame() -> Frame | None:
-        nonlocal ended
-        if ended:
-            return None
-        reply = await stream.get(None)
-        ended = reply[0].get("type") in protocol.TERMINAL
-        return reply
+        return None if exchange.terminal is not None else await exchange.next_frame(None)
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            yield protocol.encode({"type": "accepted", "request": request_id})
+            yield protocol.encode({"type": "accepted", "request": exchange.request_id})
             async for reply, data in until_gone(next_frame, request):
                 yield protocol.encode(reply, data)
         finally:
-            if not ended:
-                core.cancel(request_id)
-            core.connection.forget(request_id)
+            exchange.close()  # cancelled in the sandbox unless it ended
 
     return StreamingResponse(frames(), media_type=FRAMES)
 
 
 @router.post("/sandboxes/{sandbox_id}/requests/{request_id}/cancel", status_code=204, include_in_schema=False)
 async def cancel_request(sandbox_id: str, request_id: int, request: Request, team: Team = Depends(current_team)) -> Response:
-    _live(request, sandbox_id, team).sandbox._core.cancel(request_id)
+    _live(request, sandbox_id, team).core.cancel(request_id)
     return Response(status_code=204)

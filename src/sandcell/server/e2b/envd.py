@@ -35,15 +35,12 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandcell.sandbox import AsyncSandbox
+from sandcell.sandbox.errors import kind_of
 from sandcell.sandbox.models import (
     CommandExitException,
     EntryInfo,
     FileType,
-    InvalidArgumentException,
-    NotEnoughSpaceException,
-    NotFoundException,
     SandboxException,
-    TimeoutException,
 )
 from sandcell.server.deps import bounded_request, bounded_stream, current_sandbox, gunzipped, resolved_live, write_upload
 from sandcell.server.errors import ERROR_HANDLERS, ApiError
@@ -53,13 +50,6 @@ from sandcell.server.streaming import Backlog, ClosingStream, dropped_notice
 log = logging.getLogger("sandcell.server")
 HOME = "/home/user"
 LOGIN_SHELL = ("/bin/bash", "-l", "-c")
-ERROR_CODES: list[tuple[type[Exception], Code]] = [
-    (NotFoundException, Code.NOT_FOUND),
-    (InvalidArgumentException, Code.INVALID_ARGUMENT),
-    (NotEnoughSpaceException, Code.RESOURCE_EXHAUSTED),
-    (TimeoutException, Code.DEADLINE_EXCEEDED),
-    (SandboxException, Code.UNAVAILABLE),
-]
 WATCH_BACKLOG = 10_000
 KEEPALIVE_SECONDS = 30
 DEADLINE_SLACK = 0.25
@@ -74,13 +64,8 @@ async def connect_errors() -> AsyncIterator[None]:
     """Our sandbox exceptions as Connect error codes, which the SDK maps back to its own."""
     try:
         yield
-    except ConnectError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translated, never swallowed
-        for kind, code in ERROR_CODES:
-            if isinstance(exc, kind):
-                raise ConnectError(code, str(exc)) from exc
-        raise
+    except SandboxException as exc:
+        raise ConnectError(Code[kind_of(exc).connect_code], str(exc)) from exc
 
 
 async def _spooled(part: UploadFile) -> AsyncIterator[bytes]:

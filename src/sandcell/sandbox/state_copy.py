@@ -1,4 +1,6 @@
-"""``Sandbox.fork()``: a second, independent sandbox with a copy of the live state.
+"""State copying, behind ``Sandbox.fork()``: a second, independent sandbox with a copy of the live state.
+
+No process is forked: the state is pickled in one sandbox and unpickled in the other.
 
 Copied: the files under ``/home/user`` (as a tar archive), and the default
 Python context's variables, functions, classes, imported modules and open
@@ -28,20 +30,16 @@ import collections
 import concurrent.futures
 import fcntl
 import json
-import logging
 import shlex
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from . import operations as ops
-from .connection import SyncStream, wait_answer
+from .backend import SandboxBackend
+from .exchange import SyncExchange
 from .models import SandboxException
-
-if TYPE_CHECKING:
-    from .sync import Sandbox
-
-log = logging.getLogger("sandcell.fork")
 
 WORK = "/tmp/.sandcell/fork"
 STEP_TIMEOUT = 300.0
@@ -52,28 +50,27 @@ F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 T = TypeVar("T")
 
 
-def _python(sandbox: Sandbox, call: str) -> list[str]:
+def _python(sandbox: SandboxBackend, call: str) -> list[str]:
     """Run one of ``runtime/forking.py``'s functions silently (no history, no execution count); its stdout lines."""
-    core = sandbox._core
     code = f"from sandcell.runtime import forking as __sandcell_forking\n__sandcell_forking.{call}"
-    execution = sandbox._call(ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, core.oom_reason, core.policy.kill_grace, silent=True))
+    run = ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, sandbox.oom_reason, sandbox.policy.kill_grace, silent=True)
+    execution = SyncExchange(sandbox, run).run()
     if execution.error is not None:
         raise SandboxException(f"cannot fork the Python state: {execution.error.name}: {execution.error.value}")
     return "".join(execution.logs.stdout).splitlines()
 
 
-def _run(sandbox: Sandbox, command: str) -> None:
-    result = sandbox.commands.run(command, timeout=STEP_TIMEOUT)
-    if result.exit_code:
-        raise SandboxException(f"cannot fork the files: {command!r} failed: {result.stderr.strip()}")
+def _run(sandbox: SandboxBackend, command: str) -> None:
+    """A shell command; a non-zero exit raises ``CommandExitException``."""
+    SyncExchange(sandbox, ops.RunCommand(command, None, None, False, STEP_TIMEOUT)).run()
 
 
 class _Pipes:
     """Widen the pipes to a sandbox's supervisor for the copy (fewer wake-ups per MiB), and restore them after."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxBackend) -> None:
         self._restore: list[tuple[int, int]] = []
-        process = sandbox._core.process
+        process = getattr(sandbox, "process", None)  # a local sandbox's
         for pipe in (getattr(process, "stdin", None), getattr(process, "stdout", None)):
             try:
                 fd = pipe.fileno()  # type: ignore[union-attr]
@@ -92,13 +89,16 @@ class _Pipes:
                 pass  # still holding more than the old size: keep the wide one
 
 
-def _download(sandbox: Sandbox, path: str, fifo: bool = False) -> Iterator[bytes]:
+def _download(sandbox: SandboxBackend, path: str, fifo: bool = False) -> Iterator[bytes]:
     """A file of the fork's own streaming out of ``sandbox`` as the host takes it (at most a
     window of it waits on the host), not through a link, and no larger than the sandbox
     can hold: its code may have put anything at the path."""
-    limits = sandbox._core.policy.limits
+    limits = sandbox.policy.limits
     limit = (limits.memory_mb + limits.disk_mb) * 1024 * 1024  # the state is in memory (or mapped files), the archive on disk
-    return sandbox._read_stream(ops.ReadFile(path, "stream", STEP_TIMEOUT, limit, follow=False, fifo=fifo))
+    read = ops.ReadFile(path, "stream", STEP_TIMEOUT, limit, follow=False, fifo=fifo)
+    exchange = SyncExchange(sandbox, read)
+    exchange.start()
+    return exchange.chunks(read)
 
 
 def part_name(path: str, offset: int, size: int) -> str:
@@ -106,30 +106,25 @@ def part_name(path: str, offset: int, size: int) -> str:
     return f"{path}.{offset:012d}-{size}"
 
 
-def _upload(download: Iterator[bytes], target: Sandbox, path: str) -> None:
+def _upload(download: Iterator[bytes], target: SandboxBackend, path: str) -> None:
     """Write ``download`` into ``target`` as parts named by offset and size (``forking.part_name``),
     one per chunk as it arrives: sent back to back, written concurrently, never joined on the host."""
-    core = target._core
-    core.ensure_running()
-    writing: collections.deque[tuple[str, SyncStream, int]] = collections.deque()
-
-    def written() -> None:
-        part, stream, request_id = writing.popleft()
-        wait_answer(core.connection, request_id, stream, STEP_TIMEOUT, f"cannot fork: writing {part}")
-
+    writing: collections.deque[SyncExchange] = collections.deque()
     offset = 0
-    for chunk in download:
-        if len(writing) >= WRITE_WINDOW:
-            written()
-        part = part_name(path, offset, len(chunk))
-        offset += len(chunk)
-        stream = SyncStream()
-        writing.append((part, stream, core.connection.open({"op": "files.write", "path": part, "append": False}, chunk, stream)))
-    while writing:
-        written()
+    try:
+        for chunk in download:
+            if len(writing) >= WRITE_WINDOW:
+                writing.popleft().run()
+            writing.append(SyncExchange(target, ops.write_part(part_name(path, offset, len(chunk)), chunk, True, STEP_TIMEOUT)))
+            offset += len(chunk)
+        while writing:
+            writing.popleft().run()
+    finally:
+        for exchange in writing:  # after an error: the writes still under way
+            exchange.close()
 
 
-def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[T], Sandbox], discard: Callable[[T, str], None]) -> T:
+def copy_state(source: SandboxBackend, start: Callable[[], T], backend_of: Callable[[T], SandboxBackend], discard: Callable[[T, str], None]) -> T:
     """A new sandbox (``start()``) carrying a copy of ``source``'s files and Python state.
 
     ``start`` makes the new sandbox (blocking); it runs while the source
@@ -146,7 +141,7 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
 
             def warm() -> None:
                 # and start reading the state's parts as they arrive, while importing
-                _python(sandbox_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
+                _python(backend_of(starting.result()), f"warm({names!r}, {state!r}, {STEP_TIMEOUT!r})")
 
             warming = threads.submit(warm)
             state_download = _download(source, state, fifo=True)  # reading the FIFO before anything writes it
@@ -157,7 +152,7 @@ def fork_sandbox(source: Sandbox, start: Callable[[], T], sandbox_of: Callable[[
                 return _download(source, archive)
 
             archiving = threads.submit(archive_download)
-            target = sandbox_of(starting.result())  # what arrived meanwhile waits on the host
+            target = backend_of(starting.result())  # what arrived meanwhile waits on the host
             pipes.append(_Pipes(target))
 
             def unpack() -> None:
