@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
+import httpx
 import pytest
 from serving import Keys, Server
 
@@ -105,6 +106,65 @@ def test_async_client(server: Server, keys: Keys) -> None:
             await sandbox.kill()
 
     asyncio.run(scenario())
+
+
+def test_a_remote_async_sandbox_never_blocks_the_event_loop(server: Server, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every HTTP call of a remote ``AsyncSandbox`` is made off the event loop, which keeps ticking."""
+    on_the_loop: list[str] = []
+    send = httpx.Client.send
+
+    def watched_send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if asyncio_running():
+            on_the_loop.append(f"{request.method} {request.url.path}")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", watched_send)
+
+    async def scenario() -> None:
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        sandbox = await AsyncSandbox.create(timeout=60, api_url=server.url, api_key=keys.alpha)
+        try:
+            assert (await sandbox.run_code("6 * 7")).text == "42"
+            assert await sandbox.is_running() and sandbox.stop_reason is None
+            await sandbox.set_timeout(60)
+            assert (await sandbox.get_info()).sandbox_id == sandbox.sandbox_id
+            assert (await sandbox.get_metrics()).mem_total > 0 and await sandbox.memory_usage()
+            await sandbox.files.write("t.txt", "tick")
+            assert await sandbox.files.read("t.txt") == "tick"
+            assert (await sandbox.commands.run("echo tock")).stdout == "tock\n"
+            task = asyncio.create_task(sandbox.run_code("import time; time.sleep(30)"))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            with pytest.raises(SandboxException):
+                await sandbox.files.read("/no/such/file")
+        finally:
+            await sandbox.kill()
+            ticker.cancel()
+        assert not await sandbox.is_running()
+        assert gaps and max(gaps) < 0.5, max(gaps)
+
+    asyncio.run(scenario())
+    assert on_the_loop == [], f"HTTP calls made on the event loop: {on_the_loop}"
+
+
+def asyncio_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def test_bad_key_is_refused(server: Server) -> None:
