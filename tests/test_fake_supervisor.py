@@ -15,6 +15,9 @@ from sandcell.sandbox import AsyncCommandHandle, AsyncWatchHandle, CommandHandle
 from sandcell.sandbox import exchange as exchange_module
 from sandcell.sandbox import operations as ops
 from sandcell.sandbox.async_ import AsyncCommands, AsyncFilesystem
+from sandcell.sandbox.backend import SandboxBackend
+from sandcell.sandbox.core import SandboxCore
+from sandcell.sandbox.remote import RemoteCore
 from sandcell.sandbox.sync import Commands, Filesystem
 
 
@@ -272,3 +275,17 @@ def test_sync_and_async_classes_have_the_same_members_and_signatures(sync: type,
 def test_the_watch_handles_differ_only_as_intended() -> None:
     assert set(_public(WatchHandle)) == {"get_new_events", "stop"}
     assert set(_public(AsyncWatchHandle)) == {"stop"}
+
+
+@pytest.mark.parametrize("backend", ["SandboxCore", "RemoteCore", "FakeBackend"])
+def test_every_backend_implements_the_declared_seam(backend: str) -> None:
+    cls = {"SandboxCore": SandboxCore, "RemoteCore": RemoteCore, "FakeBackend": FakeBackend}[backend]
+    for name, member in vars(SandboxBackend).items():
+        if name.startswith("_") or not (callable(member) or isinstance(member, property)):
+            continue
+        assert hasattr(cls, name), f"{backend} lacks {name}"
+        if isinstance(member, property):
+            assert isinstance(getattr(cls, name), property), f"{backend}.{name} is not a property"
+        else:
+            assert list(inspect.signature(getattr(cls, name)).parameters) == list(inspect.signature(member).parameters), f"{backend}.{name} differs"
+    assert isinstance(cls.blocks, bool)

@@ -1,6 +1,7 @@
 """The host-side ``Sandbox`` users hold, and the models it returns."""
 
 from .async_ import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
+from .backend import SandboxBackend
 from .models import (
     CommandExitException,
     CommandResult,
@@ -51,6 +52,7 @@ __all__ = [
     "ProcessInfo",
     "Result",
     "Sandbox",
+    "SandboxBackend",
     "SandboxDiedException",
     "SandboxException",
     "SandboxInfo",
