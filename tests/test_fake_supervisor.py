@@ -160,7 +160,7 @@ def test_a_run_the_supervisor_does_not_end_kills_the_sandbox(monkeypatch: pytest
     with pytest.raises(TimeoutException, match="killed"):
         Sandbox(backend).run_code("while True: print('still here')", timeout=0.1)
     assert 0.3 <= time.monotonic() - started < 2
-    assert backend.killed and "did not end a run_code" in backend.killed
+    assert backend.killed and "did not stop a run_code" in backend.killed
 
 
 def test_an_async_run_the_supervisor_does_not_end_kills_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +172,7 @@ def test_an_async_run_the_supervisor_does_not_end_kills_the_sandbox(monkeypatch:
             await AsyncSandbox(backend).run_code("import time; time.sleep(100)", timeout=0.1)
 
     run(body())
-    assert backend.killed and "did not end a run_code" in backend.killed
+    assert backend.killed and "did not stop a run_code" in backend.killed
 
 
 # -- cancel, forget ----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class Exchange:
         deadline = self.operation.deadline
         if deadline is None or time.monotonic() < self._started + deadline:
             return None
-        return f"it did not end a {self.operation.header['op']} within {deadline:g} s of its start (its timeout and kill grace were enforced by the host)"
+        return f"its supervisor did not stop a {self.operation.header['op']} that ran past its timeout ({deadline:g} s with kill grace and margin)"
 
     def timed_out(self, idle: float | None, killed: str | None) -> TimeoutException:
         """Give the request up after no frame came in time; the error to raise."""
