@@ -38,10 +38,9 @@ from pathlib import Path
 
 from sandcell.isolation.cgroups import Cgroup
 from sandcell.isolation.limits import PENDING_SIGNALS
-from sandcell.protocol.linux import CLONE_NEWNS
+from sandcell.protocol.linux import CLONE_NEWNS, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
 
 PR_SET_PDEATHSIG = 1
-MS_NOSUID, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 8, 0x4000, 1 << 18
 
 
 class ForkedChild:

@@ -62,7 +62,7 @@ def filesystem_argv(image: Image, disk_bytes: int) -> list[str]:
     binds += [("--ro-bind", str(path), f"/etc/{path.name}") for path in sorted(image.etc.iterdir())]
     binds += [("--ro-bind", str(path), str(path)) for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage)]
     # bwrap makes the skeleton's directories (/etc, /opt...) 0700: fine for a
-    # cold sandbox, which owns them, not for a template's children, which don't.
+    # cold sandbox, which owns them, not for a fork server's children, which don't.
     parents = {str(parent) for _, _, destination in binds for parent in Path(destination).parents} - {"/"}
     argv = [arg for parent in sorted(parents, key=lambda path: path.count("/")) for arg in ("--perms", "0755", "--dir", parent)]
     argv += [arg for bind in binds for arg in bind]

@@ -45,7 +45,6 @@ from sandcell.protocol import part_prefix
 SHELL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 MAGIC = b"SCFORK5\n"
 PROTOCOL = 5
-F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
 
 
@@ -270,7 +269,7 @@ def _open_writer(path: str, wait: float = 30.0) -> Any:
             time.sleep(0.001)
     os.set_blocking(fd, True)
     try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
     except OSError:
         pass
     return open(fd, "wb", buffering=0)

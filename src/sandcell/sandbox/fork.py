@@ -49,7 +49,6 @@ WORK = f"{WORK_DIR}/fork"
 STEP_TIMEOUT = 300.0
 PIPE_SIZE = 1024 * 1024  # the pipes to both supervisors, while the state moves
 WRITE_WINDOW = 32  # parts (of about 1 MiB) sent to the new sandbox and not yet written: bounds its supervisor's memory
-F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 
 T = TypeVar("T")
 
@@ -79,9 +78,9 @@ class _Pipes:
         for pipe in (getattr(process, "stdin", None), getattr(process, "stdout", None)):
             try:
                 fd = pipe.fileno()  # type: ignore[union-attr]
-                size = fcntl.fcntl(fd, F_GETPIPE_SZ)
+                size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
                 if size < PIPE_SIZE:
-                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
                     self._restore.append((fd, size))
             except (AttributeError, OSError, ValueError):
                 continue  # not a pipe, or the limit says no: the copy is only slower
@@ -89,7 +88,7 @@ class _Pipes:
     def restore(self) -> None:
         for fd, size in self._restore:
             try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
             except OSError:
                 pass  # still holding more than the old size: keep the wide one
 

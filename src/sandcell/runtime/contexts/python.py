@@ -31,7 +31,7 @@ class PythonContext(Context):
 
 
 def python_env(env: dict[str, str], work_dir: str) -> dict[str, str]:
-    """``env`` with what Python contexts, and the zygotes and templates they fork from, need by default."""
+    """``env`` with what Python contexts, and the zygotes and fork servers they fork from, need by default."""
     return {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": os.path.join(work_dir, "ipython"), **env}
 
 
