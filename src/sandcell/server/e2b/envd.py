@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandcell.protocol import HOME
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.models import (
     CommandExitException,
@@ -51,7 +52,6 @@ from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import Backlog, ClosingStream, dropped_notice
 
 log = logging.getLogger("sandcell.server")
-HOME = "/home/user"
 LOGIN_SHELL = ("/bin/bash", "-l", "-c")
 ERROR_CODES: list[tuple[type[Exception], Code]] = [
     (NotFoundException, Code.NOT_FOUND),
