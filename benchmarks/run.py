@@ -58,17 +58,17 @@ def private_mib(pids: set[int], name: str | None = None) -> float:
 
 # -- sandcell --------------------------------------------------------------------
 @contextlib.contextmanager
-def templates(enabled: bool) -> Iterator[None]:
-    """Sandboxes forked from a template (the default), or each started by a bubblewrap of its own."""
-    previous = os.environ.get("SANDCELL_TEMPLATES")
-    os.environ["SANDCELL_TEMPLATES"] = "1" if enabled else "0"
+def fork_server(enabled: bool) -> Iterator[None]:
+    """Sandboxes forked from a fork server (the default), or each started by a bubblewrap of its own."""
+    previous = os.environ.get("SANDCELL_FORK_SERVER")
+    os.environ["SANDCELL_FORK_SERVER"] = "1" if enabled else "0"
     try:
         yield
     finally:
         if previous is None:
-            del os.environ["SANDCELL_TEMPLATES"]
+            del os.environ["SANDCELL_FORK_SERVER"]
         else:
-            os.environ["SANDCELL_TEMPLATES"] = previous
+            os.environ["SANDCELL_FORK_SERVER"] = previous
 
 
 def sandcell_create_to_first_result(repeat: int) -> list[float]:
@@ -203,7 +203,7 @@ def pooled_idle_memory(size: int) -> dict[str, float]:
         time.sleep(2)  # the spares start after the sandbox is ready
         cores = list(pool._ready[next(iter(pool._ready))])
         groups = [core.process.cgroup for core in cores if core.process.cgroup]
-        # Forked from a template, the sandbox's init is its Python zygote.
+        # Forked from a fork server, the sandbox's init is its Python zygote.
         parts = {"all": None, "zygote": "sandcell-init", "super": "sandcell-super", "node": "node"}
         figures = {part: statistics.median(private_mib(group.pids(), name) for group in groups) if groups else float("nan") for part, name in parts.items()}
         figures["cgroup"] = statistics.median((core.memory_bytes() or 0) / 2**20 for core in cores)
@@ -283,11 +283,11 @@ def main() -> None:
             row.update({"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)})
         rows.append(row)
 
-    sandcell_create_to_first_result(1)  # warm the page cache (and start the template)
+    sandcell_create_to_first_result(1)  # warm the page cache (and start the fork server)
     jupyter_starts = timed(jupyter_create_to_first_result, max(2, starts // 4))
-    add("create -> first result of 1+1 (template fork)", sandcell_create_to_first_result(starts), jupyter_starts)
-    with templates(False):
-        add("  own bubblewrap, no template", sandcell_create_to_first_result(max(2, starts // 2)), jupyter_starts)
+    add("create -> first result of 1+1 (fork server)", sandcell_create_to_first_result(starts), jupyter_starts)
+    with fork_server(False):
+        add("  own bubblewrap, no fork server", sandcell_create_to_first_result(max(2, starts // 2)), jupyter_starts)
     with SandboxPool(size=2) as pool:
         add("  from the pool (kill not timed)", pooled_create_to_first_result(pool, "1+1", "2", starts), jupyter_starts)
         pandas = "import pandas; 1+1"
@@ -311,9 +311,9 @@ def main() -> None:
     add(f"idle sandboxes held at once (all answering: {answering})", [answering], None, "")
     add(f"  cgroup memory each, of {answering} held (started in {elapsed:.0f} s)", [each], None, "MiB")
     private, charged = sandcell_idle_memory(idle)
-    add("idle sandbox private memory (template fork)", [private], [jupyter_memory], "MiB")
+    add("idle sandbox private memory (fork server)", [private], [jupyter_memory], "MiB")
     add("idle sandbox cgroup memory (processes + files)", [charged], None, "MiB")
-    with templates(False):
+    with fork_server(False):
         own_private, own_charged = sandcell_idle_memory(idle)
     add("  own bubblewrap: private memory", [own_private], [jupyter_memory], "MiB")
     add("  own bubblewrap: cgroup memory", [own_charged], None, "MiB")

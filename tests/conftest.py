@@ -57,10 +57,10 @@ def make_pooled_sandbox(sandbox_pool: SandboxPool) -> Iterator[Callable[..., San
 def any_sandbox(
     request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox], make_pooled_sandbox: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Sandbox]:
-    """A factory of sandboxes forked from a template, handed out by a pool (forked from a
-    template too) or started by a bubblewrap of their own: what holds for one must hold for all."""
+    """A factory of sandboxes forked from a fork server, handed out by a pool (forked from a
+    fork server too) or started by a bubblewrap of their own: what holds for one must hold for all."""
     if request.param == "bwrap":
-        monkeypatch.setenv("SANDCELL_TEMPLATES", "0")
+        monkeypatch.setenv("SANDCELL_FORK_SERVER", "0")
     return make_pooled_sandbox if request.param == "pooled" else make_sandbox
 
 

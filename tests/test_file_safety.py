@@ -23,7 +23,7 @@ from sandcell import Sandbox
 from sandcell.agent import Agent, Notice
 from sandcell.sandbox.models import EntryInfo, FileType, InvalidArgumentException, SandboxException
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox modes need root (cgroups, templates)")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox modes need root (cgroups, fork servers)")
 
 PLANT = """
 import os, socket, subprocess

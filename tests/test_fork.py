@@ -130,7 +130,7 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "counts = collections.defaultdict(lambda: 7)\n"
         "bound = points[0].double\n"
         "plus = functools.partial(triple, 2)\n"
-        "from sandcell.runtime.forking import _pickle as __pickle\n"
+        "from sandcell.runtime.state_copy import _pickle as __pickle\n"
     )
     names = ["points", "triple", "square", "counts", "bound", "plus"]
     assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", "at C speed, dill only for the session's functions and classes"

@@ -80,7 +80,7 @@ def test_pkill_python_stops_interpreters_not_the_sandbox():
     with Sandbox.create() as sandbox:
         sandbox.run_code("x = 1")
         names = sandbox.commands.run("ps -eo comm=").stdout.split()
-        # The zygote is a process of its own, or (forked from a template) the sandbox's init.
+        # The zygote is a process of its own, or (forked from a fork server) the sandbox's init.
         assert "sandcell-super" in names and ("sandcell-zygote" in names or "sandcell-init" in names)
         sandbox.commands.run("pkill python || true; pkill -x python3 || true")
         assert sandbox.is_running()

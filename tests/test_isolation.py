@@ -78,8 +78,8 @@ def command(sbx: Sandbox, cmd: str, timeout: float = 20) -> tuple[int, str, str]
     """Run a shell command whatever its exit code."""
     try:
         result = sbx.commands.run(cmd, timeout=timeout)
-    except CommandExitException as exc:
-        result = exc.result if hasattr(exc, "result") else exc
+    except CommandExitException as exc:  # it is the command's result: exit code, stdout, stderr
+        result = exc
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -259,7 +259,7 @@ def test_host_environment_not_leaked(sandbox: Sandbox, witnesses: Witnesses, mon
     finally:
         other.kill()
     envs = json.loads(text)
-    # pid 1 is bubblewrap (readable, its environment cleared) or a template's
+    # pid 1 is bubblewrap (readable, its environment cleared) or a fork server's
     # init, which is not dumpable: only the sandbox's own processes are read.
     assert envs
     for pid, environ in envs.items():
@@ -564,7 +564,7 @@ def test_processes_run_as_unprivileged_host_uid(sandbox: Sandbox, witnesses: Wit
             outside.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0])
         else:
             assert status["Seccomp"] == "2", pid
-    # A template's child leaves no process outside the sandbox's pid namespace.
+    # A fork server's child leaves no process outside the sandbox's pid namespace.
     assert outside in ([], [b"bwrap"], [shutil.which("bwrap").encode()]), outside
     # Another sandbox gets another uid.
     assert witnesses.other.backend.process.host_uid != host_uid
@@ -976,7 +976,7 @@ def test_symlinks_do_not_reach_host_files(sandbox: Sandbox, witnesses: Witnesses
     for link in ("/home/user/s", "/home/user/rel", "/home/user/root/etc/shadow", "../../etc/shadow", "/home/user/../../etc/shadow"):
         with pytest.raises(NotFoundException):
             sandbox.files.read(link)
-    # pid 1 is bwrap (its root is the sandbox's) or a template's init, which is not dumpable.
+    # pid 1 is bwrap (its root is the sandbox's) or a fork server's init, which is not dumpable.
     with pytest.raises((NotFoundException, InvalidArgumentException)):
         sandbox.files.read("/home/user/init_root/etc/shadow")
     with pytest.raises(NotFoundException):

@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="every sandbox mode needs root (cgroups, unprivileged host uids)"),
 ]
 
-# Every sandbox mode (template fork, pool, own bubblewrap) and the bystanders, as the isolation tests have them.
+# Every sandbox mode (fork server, pool, own bubblewrap) and the bystanders, as the isolation tests have them.
 make_sandbox, witnesses = test_isolation.make_sandbox, test_isolation.witnesses
 LIMIT = 1 << 20
 TRUNCATED = "[sandcell: output truncated"

@@ -1,6 +1,6 @@
 """Regression tests for the red-team findings of the security issue, in every sandbox mode.
 
-Each test names its finding. Sandboxes come forked from a template, handed
+Each test names its finding. Sandboxes come forked from a fork server, handed
 out by a pool, or started by a bubblewrap of their own (``any_sandbox``); the
 host and a bystander sandbox are checked afterwards where an attack could
 reach them.
@@ -117,13 +117,13 @@ def test_no_host_process_shows_a_sandboxs_envs(any_sandbox: Callable[..., Sandbo
                 continue
 
 
-def test_the_template_holds_nothing_of_its_sandboxes(make_sandbox: Callable[..., Sandbox]) -> None:
+def test_the_fork_server_holds_nothing_of_its_sandboxes(make_sandbox: Callable[..., Sandbox]) -> None:
     secret = SECRET_PREFIX + secrets.token_hex(16)
     sbx = make_sandbox(envs={"TOKEN": secret})
     sbx.run_code("1")
-    templates = [pid for pid in host_processes() if Path(f"/proc/{pid}/comm").read_text().strip() == "sandcell-tmpl"]
-    assert templates, "no template runs"
-    assert all(copies_in_memory(pid, secret.encode()) == 0 for pid in templates)
+    servers = [pid for pid in host_processes() if Path(f"/proc/{pid}/comm").read_text().strip() == "sandcell-forksv"]
+    assert servers, "no fork server runs"
+    assert all(copies_in_memory(pid, secret.encode()) == 0 for pid in servers)
 
 
 # -- finding 3: kernel budgets of host root ------------------------------------------------------

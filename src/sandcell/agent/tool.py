@@ -9,9 +9,10 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandcell.protocol import LANGUAGES, normalize_language
 from sandcell.sandbox.models import Execution
 
-LANGUAGES = ("python", "javascript", "bash")
 OUTPUT_HEAD = 4000
 OUTPUT_TAIL = 2000
 TRACEBACK_LINES = 25
@@ -52,10 +53,10 @@ def parse_arguments(raw: str) -> tuple[str, str]:
     code = arguments.get("code")
     if not isinstance(code, str) or not code.strip():
         raise BadArguments("'code' is missing or empty")
-    language = str(arguments.get("language") or "python").strip().lower()
-    language = {"py": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}.get(language, language)
-    if language not in LANGUAGES:
-        raise BadArguments(f"unknown language {language!r}; use one of {', '.join(LANGUAGES)}")
+    try:
+        language = normalize_language(str(arguments.get("language") or "python"))
+    except ValueError:
+        raise BadArguments(f"unknown language {arguments.get('language')!r}; use one of {', '.join(LANGUAGES)}") from None
     return code, language
 
 

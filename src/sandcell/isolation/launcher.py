@@ -38,10 +38,9 @@ from pathlib import Path
 
 from sandcell.isolation.cgroups import Cgroup
 from sandcell.isolation.limits import PENDING_SIGNALS
+from sandcell.protocol.linux import CLONE_NEWNS, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC
 
 PR_SET_PDEATHSIG = 1
-CLONE_NEWNS = 0x00020000
-MS_NOSUID, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 8, 0x4000, 1 << 18
 
 
 class ForkedChild:
@@ -61,8 +60,8 @@ class ForkedChild:
         return os.waitstatus_to_exitcode(raw) & 0xFF
 
 
-class TemplateChild:
-    """The sandbox forked by a template (``sandcell.runtime.template``): its pid 1, not our child.
+class ForkServerChild:
+    """The sandbox forked by a fork server (``sandcell.runtime.forkserver``): its pid 1, not our child.
 
     Its pid 1 reports the supervisor's exit status on the link before it
     ends, and ends the sandbox when ``guard``, which only we hold, closes.
@@ -75,12 +74,12 @@ class TemplateChild:
         self.link.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.link.settimeout(30)
         try:
-            self.link.connect(config["template"]["socket"])
+            self.link.connect(config["fork_server"]["socket"])
             socket.send_fds(self.link, [b"sandbox"], [0, 1, 2, guard_read])
         finally:
             os.close(guard_read)
-        # Read by the template's child, after its fork: nothing of it enters the template.
-        self.link.send(json.dumps(config["template"]["setup"]).encode())
+        # Read by the fork server's child, after its fork: nothing of it enters the fork server.
+        self.link.send(json.dumps(config["fork_server"]["setup"]).encode())
         joining = self.receive_pid()
         for procs in config["cgroup_procs"]:
             with open(procs, "w") as handle:
@@ -96,7 +95,7 @@ class TemplateChild:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     return int.from_bytes(data[:4], sys.byteorder)
         error = json.loads(message).get("error") if message.startswith(b"{") else None
-        raise RuntimeError(error or "the template closed the connection")
+        raise RuntimeError(error or "the fork server closed the connection")
 
     def status(self) -> int | None:
         if not select.select([self.pidfd], [], [], 0)[0]:
@@ -117,13 +116,13 @@ class TemplateChild:
         return self.status() or 128 + signal.SIGKILL
 
 
-def start_sandbox(config: dict) -> ForkedChild | TemplateChild:
-    if config.get("template"):
+def start_sandbox(config: dict) -> ForkedChild | ForkServerChild:
+    if config.get("fork_server"):
         try:
-            return TemplateChild(config)
+            return ForkServerChild(config)
         except (ConnectionRefusedError, FileNotFoundError, RuntimeError) as exc:
             # Gone since the host looked, or its child could not build the sandbox.
-            os.write(2, f"sandcell launcher: no sandbox from the template ({exc}); starting it with its own bubblewrap\n".encode())
+            os.write(2, f"sandcell launcher: no sandbox from the fork server ({exc}); starting it with its own bubblewrap\n".encode())
     pid = os.fork()
     if pid:
         return ForkedChild(pid)

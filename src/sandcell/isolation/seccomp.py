@@ -19,6 +19,8 @@ import functools
 import os
 import tempfile
 
+from sandcell.protocol.linux import CLONE_NAMESPACES
+
 DENIED = (
     # other processes' memory and state
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
@@ -40,12 +42,10 @@ DENIED = (
 SOCKET_FAMILIES = (1, 2, 10, 16)
 HIGHEST_FAMILY = 63  # AF_MAX is 46 on Linux 6.x; above this, all are refused at once
 # The supervisor is pid 2 of every sandbox (after bubblewrap's or the
-# template's init) and leads process group 2. No signal reaches it from the
+# fork server's init) and leads process group 2. No signal reaches it from the
 # sandbox: a stopped supervisor would stop every run's timeout with it.
 SUPERVISOR_PID = 2
 PID_MASK = 0xFFFFFFFF  # pid_t is 32 bits; the filter compares 64
-# CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP
-CLONE_NAMESPACE_FLAGS = (0x10000000, 0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000, 0x02000000)
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +62,7 @@ def compiled_filter() -> bytes:
             continue
     # clone() may create threads and processes, not namespaces; clone3 hides
     # its flags in memory, so it reports ENOSYS and libc falls back to clone.
-    for flag in CLONE_NAMESPACE_FLAGS:
+    for flag in CLONE_NAMESPACES:
         rules.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     for pid in (SUPERVISOR_PID, -SUPERVISOR_PID, -1):  # the supervisor, its process group, everyone

@@ -1,102 +1,53 @@
-"""The one wire format between the host and the supervisor inside a sandbox.
+"""What the host and the supervisor inside a sandbox share: the wire format and the names both use.
 
-Both sides import this module (the supervisor gets a copy staged into the
+Both sides import this package (the supervisor gets a copy staged into the
 sandbox), so it must stay stdlib-only and free of host-side imports.
-
-A frame is ``>II`` (header length, payload length), a JSON header and raw
-payload bytes. Binary data (stdout chunks, file contents) travels as payload,
-so it is never base64-encoded and a multi-byte character split across two
-chunks is harmless.
-
-Every request carries an ``id`` chosen by the host. The supervisor answers
-with any number of event frames carrying the same ``id`` and ends the
-exchange with exactly one terminal frame: ``type`` ``done`` or ``fail``.
 """
 
-from __future__ import annotations
+from .frames import (
+    DONE,
+    FAIL,
+    HEADER,
+    MAX_HEADER,
+    MAX_PAYLOAD,
+    READ_WINDOW,
+    RESYNC_MARK,
+    TERMINAL,
+    WINDOWED,
+    ProtocolError,
+    encode,
+    parse_header,
+    parse_lengths,
+    read_frame,
+    read_sized_frame,
+)
+from .languages import LANGUAGE_ALIASES, LANGUAGES, normalize_language
+from .names import ENV_NAME, HOME, SANDBOX_UID, SANDBOX_USER, WORK_DIR, part_name, part_prefix
 
-import json
-import re
-import struct
-from typing import Any
-
-# The environment variable names a sandbox accepts (a shell's), checked by the
-# host where a request enters and by the supervisor again.
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-HEADER = struct.Struct(">II")
-MAX_HEADER = 16 * 1024 * 1024
-MAX_PAYLOAD = 64 * 1024 * 1024
-
-# Terminal frame types.
-DONE = "done"
-FAIL = "fail"
-TERMINAL = frozenset({DONE, FAIL})
-# Written raw (not as a frame) by the supervisor, followed by the host's
-# nonce, after a ``resync``: a host taking over a sandbox skips everything
-# before it. A frame never starts with these bytes (its header would be 4 GiB).
-RESYNC_MARK = b"\xff\xff\xff\xffsandcell-resync:"
-# Flow control of ``files.read``: the supervisor sends at most this many
-# ``data`` frames of a read the host has not taken yet; the host grants more
-# with ``files.more`` (``target``: the read's id, ``frames``: how many it took).
-READ_WINDOW = 8
-WINDOWED = frozenset({"files.read"})
-
-
-class ProtocolError(Exception):
-    """The peer sent bytes that are not a valid frame."""
-
-
-def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    return HEADER.pack(len(head), len(payload)) + head + payload
-
-
-def parse_lengths(prefix: bytes) -> tuple[int, int]:
-    head_len, payload_len = HEADER.unpack(prefix)
-    if head_len > MAX_HEADER or payload_len > MAX_PAYLOAD:
-        raise ProtocolError(f"frame too large: header {head_len}, payload {payload_len}")
-    return head_len, payload_len
-
-
-def parse_header(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError(f"frame header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError("frame header is not a JSON object")
-    return header
-
-
-def read_frame(stream: Any) -> tuple[dict[str, Any], bytes] | None:
-    """Read one frame from a blocking binary stream; ``None`` at a clean EOF."""
-    sized = read_sized_frame(stream)
-    return None if sized is None else sized[:2]
-
-
-def read_sized_frame(stream: Any) -> tuple[dict[str, Any], bytes, int] | None:
-    """``read_frame``, with the frame's size in bytes."""
-    prefix = _read_exactly(stream, HEADER.size, allow_eof=True)
-    if prefix is None:
-        return None
-    head_len, payload_len = parse_lengths(prefix)
-    header = parse_header(_read_exactly(stream, head_len))
-    payload = _read_exactly(stream, payload_len) if payload_len else b""
-    return header, payload, HEADER.size + head_len + payload_len
-
-
-def _read_exactly(stream: Any, size: int, allow_eof: bool = False) -> Any:
-    chunks = []
-    remaining = size
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            if allow_eof and remaining == size:
-                return None
-            raise ProtocolError("connection closed in the middle of a frame")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+__all__ = [
+    "DONE",
+    "ENV_NAME",
+    "FAIL",
+    "HEADER",
+    "HOME",
+    "LANGUAGES",
+    "LANGUAGE_ALIASES",
+    "MAX_HEADER",
+    "MAX_PAYLOAD",
+    "READ_WINDOW",
+    "RESYNC_MARK",
+    "SANDBOX_UID",
+    "SANDBOX_USER",
+    "TERMINAL",
+    "WINDOWED",
+    "WORK_DIR",
+    "ProtocolError",
+    "encode",
+    "normalize_language",
+    "parse_header",
+    "parse_lengths",
+    "part_name",
+    "part_prefix",
+    "read_frame",
+    "read_sized_frame",
+]

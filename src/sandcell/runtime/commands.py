@@ -16,7 +16,8 @@ import signal
 import time
 from typing import Any
 
-from .contexts import ENV_NAME
+from sandcell.protocol import ENV_NAME
+
 from .output import Emit, RunOutput
 
 SHELL = ("/bin/bash", "-l", "-c")

@@ -32,7 +32,7 @@ def set_command_line(title: str) -> None:
     """Rewrite what /proc/PID/cmdline shows, in place (the argument area keeps its size).
 
     A forked process shows its parent's arguments: a context forked from a
-    zygote or a template should read as the interpreter it is.
+    zygote or a fork server should read as the interpreter it is.
     """
     import ctypes
 

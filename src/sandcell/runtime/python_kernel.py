@@ -417,7 +417,7 @@ def reseed_numpy() -> None:
     """Give a forked context its own ``numpy.random`` stream.
 
     numpy seeds its global generator once, at import; every context forked
-    from the same zygote (or template) would otherwise draw the same numbers.
+    from the same zygote (or fork server) would otherwise draw the same numbers.
     ``random`` reseeds itself after a fork.
     """
     numpy = sys.modules.get("numpy")

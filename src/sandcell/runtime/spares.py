@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from .contexts import ENV_NAME, Context, Runtime, start_context
+from sandcell.protocol import ENV_NAME
+
+from .contexts import Context, Runtime, start_context
 
 REFILL_DELAY = 0.25
 

@@ -22,11 +22,12 @@ import sys
 from typing import Any, Awaitable, Callable
 
 from sandcell import protocol
+from sandcell.protocol import HOME, WORK_DIR, normalize_language
 
 from . import files, watch
-from .hardening import set_dumpable, set_name
 from .commands import Commands
-from .contexts import Context, Runtime, normalize_language, python_zygote, start_context
+from .contexts import Context, Runtime, python_zygote, start_context
+from .hardening import set_dumpable, set_name
 from .spares import Spares
 
 Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
@@ -82,12 +83,12 @@ class Window:
 class Supervisor:
     def __init__(self, config: dict[str, Any], zygote_link: socket.socket | None = None) -> None:
         self.zygote_link = zygote_link
-        self.home = config.get("home", "/home/user")
+        self.home = config.get("home", HOME)
         self.runtime = Runtime(
             python=config["python"],
             stage=config["stage"],
             acorn=config["acorn"],
-            work_dir=config.get("work_dir", "/tmp/.sandcell"),
+            work_dir=config.get("work_dir", WORK_DIR),
             base_env=config["env"],
             output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),
             kill_grace=float(config.get("kill_grace", 3.0)),
@@ -454,7 +455,7 @@ def read_config() -> dict[str, Any]:
 
 
 def run(zygote_link: socket.socket | None = None) -> None:
-    """Serve the host on fds 0 and 1; ``zygote_link`` reaches a zygote forked before this (see ``template``)."""
+    """Serve the host on fds 0 and 1; ``zygote_link`` reaches a zygote forked before this (see ``forkserver``)."""
     set_dumpable(False)
     set_name("sandcell-super")
     if os.getsid(0) != os.getpid():

@@ -97,7 +97,7 @@ class PythonZygote:
         self.adopt(ours)
 
     def adopt(self, link: socket.socket) -> None:
-        """Take a zygote already running at the other end of ``link`` (a sandbox forked from a template)."""
+        """Take a zygote already running at the other end of ``link`` (a sandbox forked from a fork server)."""
         link.setblocking(False)
         self._link = link
         self.alive = True

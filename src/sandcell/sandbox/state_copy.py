@@ -6,7 +6,7 @@ Copied: the files under ``/home/user`` (as a tar archive), and the default
 Python context's variables, functions, classes, imported modules and open
 pyplot figures (as a pickle made and loaded inside the sandboxes: protocol 5
 with numpy's memory out of band, dill for the session's own functions and
-classes; see ``runtime/forking.py``). Not copied: the state of JavaScript and Bash
+classes; see ``runtime/state_copy.py``). Not copied: the state of JavaScript and Bash
 contexts and of extra Python contexts, running commands, and files outside
 ``/home/user``. Afterwards the two sandboxes share nothing.
 
@@ -36,23 +36,24 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from sandcell.protocol import WORK_DIR, part_name
+
 from . import operations as ops
 from .backend import SandboxBackend
 from .exchange import SyncExchange
 from .models import SandboxException
 
-WORK = "/tmp/.sandcell/fork"
+WORK = f"{WORK_DIR}/fork"
 STEP_TIMEOUT = 300.0
 PIPE_SIZE = 1024 * 1024  # the pipes to both supervisors, while the state moves
 WRITE_WINDOW = 32  # parts (of about 1 MiB) sent to the new sandbox and not yet written: bounds its supervisor's memory
-F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 
 T = TypeVar("T")
 
 
 def _python(sandbox: SandboxBackend, call: str) -> list[str]:
-    """Run one of ``runtime/forking.py``'s functions silently (no history, no execution count); its stdout lines."""
-    code = f"from sandcell.runtime import forking as __sandcell_forking\n__sandcell_forking.{call}"
+    """Run one of ``runtime/state_copy.py``'s functions silently (no history, no execution count); its stdout lines."""
+    code = f"from sandcell.runtime import state_copy as __sandcell_state_copy\n__sandcell_state_copy.{call}"
     run = ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, sandbox.oom_reason, sandbox.policy.kill_grace, silent=True)
     execution = SyncExchange(sandbox, run).run()
     if execution.error is not None:
@@ -74,9 +75,9 @@ class _Pipes:
         for pipe in (getattr(process, "stdin", None), getattr(process, "stdout", None)):
             try:
                 fd = pipe.fileno()  # type: ignore[union-attr]
-                size = fcntl.fcntl(fd, F_GETPIPE_SZ)
+                size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
                 if size < PIPE_SIZE:
-                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
                     self._restore.append((fd, size))
             except (AttributeError, OSError, ValueError):
                 continue  # not a pipe, or the limit says no: the copy is only slower
@@ -84,7 +85,7 @@ class _Pipes:
     def restore(self) -> None:
         for fd, size in self._restore:
             try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
             except OSError:
                 pass  # still holding more than the old size: keep the wide one
 
@@ -101,13 +102,8 @@ def _download(sandbox: SandboxBackend, path: str, fifo: bool = False) -> Iterato
     return exchange.chunks(read)
 
 
-def part_name(path: str, offset: int, size: int) -> str:
-    """The part of ``path`` holding ``size`` bytes from ``offset``: the name ``runtime/forking.py``'s ``load`` waits for."""
-    return f"{path}.{offset:012d}-{size}"
-
-
 def _upload(download: Iterator[bytes], target: SandboxBackend, path: str) -> None:
-    """Write ``download`` into ``target`` as parts named by offset and size (``forking.part_name``),
+    """Write ``download`` into ``target`` as parts named by offset and size (``protocol.part_name``),
     one per chunk as it arrives: sent back to back, written concurrently, never joined on the host."""
     writing: collections.deque[SyncExchange] = collections.deque()
     offset = 0

@@ -150,6 +150,13 @@ def string_map(body: dict[str, Any], field: str) -> dict[str, str]:
     return value
 
 
+def optional_string(body: dict[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"{field} must be a string")
+    return value
+
+
 def optional_number(body: dict[str, Any], field: str) -> float | None:
     value = body.get(field)
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import uuid
+import zlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandcell.protocol import HOME
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.errors import kind_of
 from sandcell.sandbox.models import (
@@ -48,7 +50,6 @@ from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import Backlog, ClosingStream, dropped_notice
 
 log = logging.getLogger("sandcell.server")
-HOME = "/home/user"
 LOGIN_SHELL = ("/bin/bash", "-l", "-c")
 WATCH_BACKLOG = 10_000
 KEEPALIVE_SECONDS = 30
@@ -418,8 +419,8 @@ def files_app(manager: SandboxManager) -> Starlette:
 class UndecodableRequests:
     """Answer a request ``connectrpc`` fails to decode with a Connect ``invalid_argument``.
 
-    On a body such as a JSON array or truncated JSON it raises a bare
-    ``TypeError``/``ValueError`` after answering ``unknown`` (a 500 for unary
+    On a body such as a JSON array, truncated JSON or gzip that is not, it
+    raises a bare ``TypeError``, ``ValueError``, ``EOFError`` or ``zlib.error`` after answering ``unknown`` (a 500 for unary
     calls). Unary answers are small, so they are held until the call returns
     and replaced when it raised; a stream's error is already in its end message.
     """
@@ -439,7 +440,7 @@ class UndecodableRequests:
 
         try:
             await self.app(scope, receive, holding_send)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, EOFError, zlib.error) as exc:
             log.info("undecodable Connect request: %s", exc)
             if not streaming:
                 await JSONResponse({"code": "invalid_argument", "message": f"cannot decode the request: {exc}"}, status_code=400)(scope, receive, send)
@@ -456,5 +457,6 @@ def envd_app(manager: SandboxManager) -> Starlette:
             Mount(process.path, app=UndecodableRequests(process)),
             Mount(filesystem.path, app=UndecodableRequests(filesystem)),
             Mount("/", app=files_app(manager)),
-        ]
+        ],
+        exception_handlers=ERROR_HANDLERS,  # what escapes a Connect service too: JSON, not Starlette's text 500
     )

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandcell.sandbox.models import Context
-from sandcell.server.deps import json_object, resolved_sandbox, string_map
+from sandcell.server.deps import json_object, optional_string, resolved_sandbox, string_map
 from sandcell.server.errors import ERROR_HANDLERS
 from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import execution_lines
@@ -32,7 +32,7 @@ def interpreter_app(manager: SandboxManager) -> Starlette:
 
     async def create_context(request: Request) -> Response:
         body = await json_object(request, required=False)
-        context = await sandbox_of(request).create_code_context(cwd=body.get("cwd"), language=body.get("language"))
+        context = await sandbox_of(request).create_code_context(cwd=optional_string(body, "cwd"), language=optional_string(body, "language"))
         return JSONResponse(_context_json(context))
 
     async def list_contexts(request: Request) -> Response:

@@ -1,19 +1,21 @@
-"""Templates on the host side: find, or start, the one a policy's sandboxes are forked from.
+"""Fork servers on the host side: find, or start, the one a policy's sandboxes are forked from.
 
-A template (``sandcell.runtime.template``) serves every host process of the
-machine that runs as root: its socket in ``/run/sandcell`` is reachable by
-root only. There is one per runtime image, preloaded modules and seccomp
-filter, and it ends itself after ten minutes without a sandbox.
+A fork server (``sandcell.runtime.forkserver``) is a warm interpreter that
+serves every host process of the machine that runs as root: its socket in
+``/run/sandcell`` is reachable by root only. There is one per runtime image,
+preloaded modules and seccomp filter, and it ends itself after ten minutes
+without a sandbox. (A *template*, in sandcell as in E2B, is only ever the
+name a sandbox is created from.)
 
 Starting one takes a root helper (``spawn_main``, a separate process because
-the host has threads): it creates the template's user namespace and maps
+the host has threads): it creates the fork server's user namespace and maps
 into it a range of host uids no one else uses (a slot, reserved by a lock
-that the template and each of its sandboxes hold: a template that died
+that the fork server and each of its sandboxes hold: a fork server that died
 leaves its range to no other while its sandboxes live), so every sandbox of
-the template gets a host uid of its own, then runs bubblewrap in it.
+the fork server gets a host uid of its own, then runs bubblewrap in it.
 
 The namespace is created by an unprivileged uid of the slot's own (not by
-root): the kernel charges what sandboxes of the template use of per-user
+root): the kernel charges what sandboxes of the fork server use of per-user
 budgets (inotify instances, pending signals, namespaces) to the creator of
 each enclosing user namespace, and host root's budgets must stay host root's.
 """
@@ -33,70 +35,71 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from . import Policy
-    from .image import Image
+from sandcell.protocol import WORK_DIR
+from sandcell.protocol.linux import CLONE_NEWUSER
 
-CLONE_NEWUSER = 0x10000000
+from .image import Image
+from .policy import Policy, base_env, filesystem_argv, runtime_command
+from .root_helper import root_helper_command
+from .run_dir import attach_dir
+from .seccomp import compiled_filter
+
 UID_BASE = 1 << 26  # far above the cold sandboxes' 600000 + 2**20
 UID_SPAN = 1 << 20
 UID_SLOTS = 256
-TEMPLATE_TMP_BYTES = 64 << 20
+FORK_SERVER_TMP_BYTES = 64 << 20
 IDLE_EXIT = 600.0
 START_TIMEOUT = 120.0
 
 
-class TemplateUnavailable(RuntimeError):
-    """No template could be started; the caller starts its sandbox the cold way."""
+class ForkServerUnavailable(RuntimeError):
+    """No fork server could be started; the caller starts its sandbox the cold way."""
 
 
 @dataclass(frozen=True)
-class RunningTemplate:
-    """A template to fork from: its socket, and the host uid its namespace's uid 0 maps to."""
+class RunningForkServer:
+    """A fork server to fork from: its socket, and the host uid its namespace's uid 0 maps to."""
 
     socket: Path
     uid_base: int
 
     @property
     def uid_locks(self) -> Path:
-        """Where the host reserves the uids of the template's sandboxes (see ``uids``)."""
+        """Where the host reserves the uids of the fork server's sandboxes (see ``uids``)."""
         return self.socket.with_name(f"uids-{self.uid_base}.lock")
 
 
 def owner_uid(uid_base: int) -> int:
-    """The unprivileged host uid that creates the template's user namespace: one per slot, below every range."""
+    """The unprivileged host uid that creates the fork server's user namespace: one per slot, below every range."""
     return UID_BASE - 1 - (uid_base - UID_BASE) // UID_SPAN
 
 
 _lock = threading.Lock()
 
 
-def template_socket(image: Image, policy: Policy) -> RunningTemplate:
-    """The running template for ``policy``, started if need be."""
-    from . import attach_dir
-
-    argv = template_argv(image)
-    # Whatever shapes the template is in its key: a change starts a new one.
-    key = hashlib.sha256(json.dumps([argv, list(policy.preload), template_config(image, policy)]).encode()).hexdigest()[:16]
+def fork_server(image: Image, policy: Policy) -> RunningForkServer:
+    """The running fork server for ``policy``, started if need be."""
+    argv = fork_server_argv(image)
+    # Whatever shapes the fork server is in its key: a change starts a new one.
+    key = hashlib.sha256(json.dumps([argv, list(policy.preload), fork_server_config(image, policy)]).encode()).hexdigest()[:16]
     directory = attach_dir()
-    path = directory / f"template-{key}.sock"
+    path = directory / f"forkserver-{key}.sock"
     if not reachable(path):
-        with _lock, open(directory / f"template-{key}.lock", "w") as lock:
+        with _lock, open(directory / f"forkserver-{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per machine, not only per process
             if not reachable(path):
                 sweep(directory)
-                start(argv, template_config(image, policy), path, directory / f"template-{key}.log")
+                start(argv, fork_server_config(image, policy), path, directory / f"forkserver-{key}.log")
     try:
-        return RunningTemplate(path, int(path.with_suffix(".uids").read_text()))
+        return RunningForkServer(path, int(path.with_suffix(".uids").read_text()))
     except (OSError, ValueError) as exc:
-        raise TemplateUnavailable(f"the template's uid range is not recorded: {exc}") from None
+        raise ForkServerUnavailable(f"the fork server's uid range is not recorded: {exc}") from None
 
 
 def sweep(directory: Path, min_age: float = 3600.0) -> None:
-    """Remove the socket and log of templates that ended an hour ago or more (their locks stay: they are in use)."""
-    for socket_path in directory.glob("template-*.sock"):
+    """Remove the socket and log of fork servers that ended an hour ago or more (their locks stay: they are in use)."""
+    for socket_path in directory.glob("forkserver-*.sock"):
         try:
             if time.time() - socket_path.stat().st_mtime > min_age and not reachable(socket_path):
                 socket_path.unlink()
@@ -116,30 +119,26 @@ def reachable(path: Path) -> bool:
 
 
 def take_uid_slot(directory: Path) -> tuple[int, int]:
-    """A range of host uids for a new template: (base uid, fd of the lock that reserves it)."""
+    """A range of host uids for a new fork server: (base uid, fd of the lock that reserves it)."""
     for slot in range(UID_SLOTS):
+        # Named as before fork servers were: a fork server that older code started holds these too.
         fd = os.open(directory / f"template-uids-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return UID_BASE + slot * UID_SPAN, fd
         except OSError:
             os.close(fd)
-    raise TemplateUnavailable(f"all {UID_SLOTS} template uid ranges are in use")
+    raise ForkServerUnavailable(f"all {UID_SLOTS} fork server uid ranges are in use")
 
 
-def template_argv(image: Image) -> list[str]:
-    """bubblewrap around the template: the sandboxes' file system, its own pid namespace, capabilities kept."""
-    from . import filesystem_argv, runtime_command
-
+def fork_server_argv(image: Image) -> list[str]:
+    """bubblewrap around the fork server: the sandboxes' file system, its own pid namespace, capabilities kept."""
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
-    argv += filesystem_argv(image, TEMPLATE_TMP_BYTES)
-    return argv + ["--chdir", "/", "--", *runtime_command(image, "template")]
+    argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES)
+    return argv + ["--chdir", "/", "--", *runtime_command(image, "forkserver")]
 
 
-def template_config(image: Image, policy: Policy) -> dict[str, object]:
-    from . import WORK_DIR, base_env
-    from .seccomp import compiled_filter
-
+def fork_server_config(image: Image, policy: Policy) -> dict[str, object]:
     return {
         "uids": UID_SPAN,
         "seccomp": compiled_filter().hex(),
@@ -152,8 +151,6 @@ def template_config(image: Image, policy: Policy) -> dict[str, object]:
 
 
 def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path) -> None:
-    from . import root_helper_command
-
     base, slot_fd = take_uid_slot(path.parent)
     path.with_suffix(".uids").write_text(str(base))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -166,7 +163,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(
-                [*root_helper_command("template", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)})],
+                [*root_helper_command("forkserver", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)})],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -188,7 +185,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
         os.close(ready_read)
     if not started:
         tail = log_path.read_text(errors="replace").splitlines()[-5:] if log_path.exists() else []
-        raise TemplateUnavailable("the template did not start: " + " | ".join(tail))
+        raise ForkServerUnavailable("the fork server did not start: " + " | ".join(tail))
 
 
 def spawn_main() -> None:
@@ -214,7 +211,7 @@ def spawn_main() -> None:
             os.setresuid(0, 0, 0)
             os.execvpe(config["argv"][0], config["argv"], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         except BaseException as exc:  # noqa: BLE001 - report anything, then die
-            os.write(2, f"sandcell template: cannot start: {exc}\n".encode())
+            os.write(2, f"sandcell fork server: cannot start: {exc}\n".encode())
         os._exit(127)
     os.close(unshared_write)
     os.close(mapped_read)

@@ -19,7 +19,6 @@ import asyncio
 import fcntl
 import json
 import os
-import shlex
 import signal
 import uuid
 from dataclasses import dataclass
@@ -27,21 +26,12 @@ from typing import Any
 
 from sandcell.protocol import ENV_NAME
 
-from .output import Emit, RunOutput
-from .zygote import PythonZygote
+from ..aio import PIPE_READ, Outcome, ReadWatch
+from ..output import Emit, RunOutput
+from ..zygote import PythonZygote
 
-LANGUAGES = ("python", "javascript", "bash")
-LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
 EVENTS_CLOSED_GRACE = 1.0
 ADOPT_TIMEOUT = 10.0
-
-
-def normalize_language(language: str | None) -> str:
-    name = (language or "python").strip().lower()
-    name = LANGUAGE_ALIASES.get(name, name)
-    if name not in LANGUAGES:
-        raise ValueError(f"unknown language {language!r}; sandcell runs {', '.join(LANGUAGES)}")
-    return name
 
 
 @dataclass
@@ -57,139 +47,6 @@ class Runtime:
     kill_grace: float
     preload: tuple[str, ...] = ()
     zygote: PythonZygote | None = None
-
-
-# A cell is sourced by a function that leaves the cell's status in
-# __sandcell_status and returns 0. `set -e` in a cell stops that cell rather
-# than exiting the shell (and losing its state): the ERR trap turns errexit
-# off, returns from `source` with the failing status, and the loop turns
-# errexit back on for the next cell. An interrupt returns 130 the same way.
-BASH_DRIVER = r"""
-__sandcell_pause_errexit() { if [[ $- == *e* ]]; then __sandcell_errexit=1; set +e; fi; }
-__sandcell_run() {
-  trap 'trap : INT; __sandcell_pause_errexit; return 130' INT
-  trap '__sandcell_status=$?; if [[ $- == *e* ]]; then trap - ERR; __sandcell_pause_errexit; return $__sandcell_status; fi' ERR
-  source "$1"
-  __sandcell_status=$?
-  return 0
-}
-trap : INT
-while IFS= read -r -u 3 __sandcell_line; do
-  eval "$__sandcell_line"
-  trap - ERR
-  trap : INT
-  if [[ -n $__sandcell_errexit ]]; then __sandcell_errexit=; set -e; fi
-  printf '%s\n' "$__sandcell_status" >&4
-done
-"""
-
-
-# A pipe holds 64 KiB: reading more at once gains nothing, and a larger
-# buffer is allocated (mmap) and freed on every read.
-PIPE_READ = 65536
-
-
-class ReadWatch:
-    """Waits, again and again, for a pipe to be readable, with one reader
-    callback kept registered across the waits (not added and removed per
-    wait: two epoll_ctl calls each time).
-
-    The loop's readiness is level-triggered: the poll that follows a wake-up
-    still reports the data the woken task is about to read, and would wake
-    it once more for nothing. A ``read`` that took all there was has that
-    one stale report ignored; if it was not stale after all,
-    the next poll reports the data again. While nobody waits the callback is
-    removed, so a busy reader cannot make the loop spin.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._fd = fd
-        self._waiter: asyncio.Future[None] | None = None
-        self._watching = False
-        self._stale = False
-
-    def __enter__(self) -> ReadWatch:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._watching:
-            self._loop.remove_reader(self._fd)
-            self._watching = False
-
-    def _ready(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._loop.remove_reader(self._fd)
-            self._watching = False
-            self._stale = False
-        elif self._stale:
-            self._stale = False
-        else:
-            waiter.set_result(None)
-
-    def read(self, size: int) -> bytes | None:
-        """What the pipe holds (``b""`` at its end), or ``None`` if it was a stale report after all."""
-        try:
-            data = os.read(self._fd, size)
-        except BlockingIOError:
-            return None
-        if 0 < len(data) < size:
-            self._stale = True  # we took all there was: the report that follows is about this data
-        return data
-
-    async def readable(self) -> None:
-        if not self._watching:
-            self._loop.add_reader(self._fd, self._ready)
-            self._watching = True
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-
-class Outcome:
-    """How a run ended: set once, awaited (with a timeout) by the run's task.
-
-    Not a Future behind ``wait_for(shield(...))``: setting it wakes the
-    waiting task directly, and a timed-out or cancelled wait leaves it
-    unset, to be waited for again (that is what the shield was for).
-    """
-
-    def __init__(self) -> None:
-        self._value: dict[str, Any] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def done(self) -> bool:
-        return self._value is not None
-
-    def set_result(self, value: dict[str, Any]) -> None:
-        if self._value is None:
-            self._value = value
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self, timeout: float | None) -> dict[str, Any]:
-        """The outcome; ``asyncio.TimeoutError`` if it is not there within ``timeout`` seconds."""
-        if self._value is None:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-        assert self._value is not None
-        return self._value
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(asyncio.TimeoutError())
 
 
 class Run:
@@ -492,7 +349,7 @@ class Context:
     async def _wait(self, run: Run, timeout: float | None) -> dict[str, Any]:
         try:
             return await run.finished.wait(timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.interrupt(f"timed out after {timeout:g} seconds; the {self.language} context was interrupted and keeps its state")
         except asyncio.CancelledError:
             self.interrupt("interrupted: the run was cancelled")
@@ -500,12 +357,12 @@ class Context:
             # (the KeyboardInterrupt, its ``done``) must not be taken for the next run's.
             try:
                 await run.finished.wait(self.runtime.kill_grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.stop()
             raise
         try:
             return await run.finished.wait(self.runtime.kill_grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop()
             run.interrupt_reason = (run.interrupt_reason or "") + "; it ignored the interrupt and was restarted: its state is lost"
             return {"died": -signal.SIGKILL, "killed": True}
@@ -540,114 +397,3 @@ def describe_status(status: int) -> str:
             name = f"signal {-status}"
         return f"was killed by {name}"
     return f"exited with status {status}"
-
-
-class PythonContext(Context):
-    language = "python"
-    acknowledges_events = True
-
-    def command(self) -> list[str]:
-        boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main()"
-        return [self.runtime.python, "-E", "-s", "-c", boot]
-
-    def process_env(self) -> dict[str, str]:
-        return python_env(super().process_env(), self.runtime.work_dir)
-
-    async def _launch(self, fds: list[int], env: dict[str, str]) -> Any:
-        zygote = self.runtime.zygote
-        if zygote is not None and zygote.alive:
-            try:
-                return await zygote.fork(fds, self.cwd, env)
-            except (RuntimeError, OSError):
-                pass  # start it the slow way
-        return await super()._launch(fds, env)
-
-
-def python_env(env: dict[str, str], work_dir: str) -> dict[str, str]:
-    """``env`` with what Python contexts, and the zygotes and templates they fork from, need by default."""
-    return {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": os.path.join(work_dir, "ipython"), **env}
-
-
-def python_zygote(runtime: Runtime, home: str) -> PythonZygote:
-    boot = (
-        f"import sys; sys.path.insert(0, {runtime.stage!r}); "
-        f"from sandcell.runtime.python_kernel import zygote_main; zygote_main({list(runtime.preload)!r})"
-    )
-    env = PythonContext(runtime, home, {}).process_env()
-    return PythonZygote([runtime.python, "-E", "-s", "-c", boot], env, home)
-
-
-class JavaScriptContext(Context):
-    language = "javascript"
-
-    def command(self) -> list[str]:
-        kernel = os.path.join(self.runtime.stage, "sandcell", "runtime", "node_kernel.js")
-        return ["node", "--max-old-space-size=4096", kernel]
-
-    def process_env(self) -> dict[str, str]:
-        return {**super().process_env(), "SANDCELL_ACORN": self.runtime.acorn}
-
-    def setup_request(self) -> bytes:
-        return (json.dumps({"setup": {"cwd": self.cwd, "env": self.process_env()}}) + "\n").encode()
-
-
-class BashContext(Context):
-    language = "bash"
-
-    def command(self) -> list[str]:
-        return ["/bin/bash", "--noprofile", "--norc", "-c", BASH_DRIVER]
-
-    async def _await_ready(self) -> None:
-        return  # bash reads fd 3 as soon as it starts; there is no handshake
-
-    def setup_request(self) -> bytes:
-        """``cd`` and the change from the environment it started with, ending
-        in ``ready``; OLDPWD goes back to what a new bash has (exported, unset)."""
-        env = self.process_env()
-        gone = [name for name in self.launched_env if name not in env]
-        changed = [f"{name}={shlex.quote(value)}" for name, value in env.items() if self.launched_env.get(name) != value]
-        steps = [f"builtin cd -- {shlex.quote(self.cwd)}", "unset OLDPWD", "declare -x OLDPWD"]
-        steps += [f"unset -v {' '.join(gone)}"] if gone else []
-        steps += [f"export {' '.join(changed)}"] if changed else []
-        return ("; ".join([*steps, "__sandcell_status=ready"]) + "\n").encode()
-
-    def encode_request(self, code: str, env: dict[str, str], silent: bool = False) -> bytes:
-        cell = os.path.join(self.runtime.work_dir, f"cell-{self.id}-{self.execution_count + 1}.sh")
-        with open(cell, "w", encoding="utf-8") as handle:
-            handle.write(code + "\n")
-        assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
-        return f"{assignments} __sandcell_run {shlex.quote(cell)}\n".encode()
-
-    def decode_event(self, line: bytes) -> dict[str, Any]:
-        if line.strip() == b"ready":
-            return {"type": "ready"}
-        return {"type": "exit", "status": int(line.strip() or 0)}
-
-    async def _handle_event(self, event: dict[str, Any], size: int) -> None:
-        run = self.run
-        if event["type"] == "ready" or run is None:
-            await super()._handle_event(event, size)
-            return
-        status = event["status"]
-        if status == 130 and run.interrupt_reason:
-            await run.output.event(self._error(run, {"name": "KeyboardInterrupt", "value": "", "traceback": ""}), 0)
-        elif status:
-            await run.output.event({"type": "error", "name": "ExitStatusError", "value": f"exit status {status}", "traceback": ""}, 0)
-        self.execution_count += 1
-        if not run.finished.done():
-            run.finished.set_result({"execution_count": self.execution_count, "exit_code": status})
-
-
-CONTEXT_CLASSES: dict[str, type[Context]] = {"python": PythonContext, "javascript": JavaScriptContext, "bash": BashContext}
-
-
-async def start_context(runtime: Runtime, language: str, cwd: str, env: dict[str, str]) -> Context:
-    """A new, started context of ``language``; one that fails to start is stopped, not left half-made."""
-    context = CONTEXT_CLASSES[language](runtime, cwd, env)
-    try:
-        async with context.lock:
-            await context.start()
-    except BaseException:
-        await context.stop()
-        raise
-    return context

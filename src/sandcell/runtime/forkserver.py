@@ -1,7 +1,7 @@
-"""The template: one warm interpreter per runtime image that new sandboxes are forked from.
+"""The fork server: one warm interpreter per runtime image that new sandboxes are forked from.
 
 Starting a sandbox the cold way costs a bubblewrap, a fresh Python and its
-imports: ~200 ms and ~23 MiB of private memory each. The template does that
+imports: ~200 ms and ~23 MiB of private memory each. The fork server does that
 once. It runs inside a bubblewrap of its own (read-only root, the image, its
 own pid namespace), as root of a user namespace that maps a range of unused
 host uids, with IPython's shell built and the policy's modules imported, and
@@ -11,8 +11,8 @@ code runs, builds what bubblewrap builds for a cold sandbox:
 0. what it is to be, from the launcher, after the fork (its uid, disk size,
    rlimits); the supervisor's config (envs included) comes on the
    supervisor's own stdin from the host. Nothing of one sandbox ever passes
-   through the template, whose memory every later sandbox gets a copy of;
-1. the unprivileged uid the host reserved for it in the template's range (so
+   through the fork server, whose memory every later sandbox gets a copy of;
+1. the unprivileged uid the host reserved for it in the fork server's range (so
    a distinct host uid per sandbox, drawn at random) and a user namespace in
    which that uid is 1000, with per-namespace maxima for what the kernel
    counts per user (inotify, fanotify, namespaces) and a pending-signals
@@ -27,12 +27,12 @@ code runs, builds what bubblewrap builds for a cold sandbox:
    sandbox) and its init: it reaps orphans, and ends the sandbox when the
    launcher goes away.
 
-Everything the child inherits copy-on-write is the template's: the
+Everything the child inherits copy-on-write is the fork server's: the
 interpreter, the imported modules, the shell. That memory holds no host
-secret (the template is started with an empty environment) and is shared by
-all sandboxes of the template until one of them writes to it; what is shared
+secret (the fork server is started with an empty environment) and is shared by
+all sandboxes of the fork server until one of them writes to it; what is shared
 also means the same address layout and the same ``str`` hash seed in every
-sandbox of one template. ``random`` reseeds itself on fork, and contexts
+sandbox of one fork server. ``random`` reseeds itself on fork, and contexts
 reseed ``numpy.random``.
 """
 
@@ -50,26 +50,35 @@ import struct
 import sys
 from typing import Any
 
+from sandcell.protocol import SANDBOX_UID
+from sandcell.protocol.linux import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
+
 from .hardening import set_command_line, set_dumpable, set_name
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 24, 38, 47
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-SANDBOX_UID = 1000
 # What the kernel counts per user in each user namespace, capped in every
 # sandbox's own: creating namespaces is no sandbox's business, and inotify and
-# fanotify objects are charged to the template's owner too, shared by all.
+# fanotify objects are charged to the fork server's owner too, shared by all.
 NAMESPACE_MAXIMA = {
     "user_namespaces": 0,
     "mnt_namespaces": 0,
@@ -112,7 +121,7 @@ def send_credentials(link: socket.socket, message: bytes) -> None:
     link.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, credentials)])
 
 
-class Template:
+class ForkServer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.listener = socket.socket(fileno=config["listener_fd"])
         self.uids = int(config["uids"])
@@ -120,14 +129,14 @@ class Template:
         self.seccomp = bytes.fromhex(config["seccomp"])
         self.idle_exit = float(config.get("idle_exit", 600))
         from sandcell.runtime import python_kernel, supervisor
-        from sandcell.runtime.contexts import python_env
+        from sandcell.runtime.contexts.python import python_env
 
         os.environ.update(python_env(config["env"], config["work_dir"]))
         supervisor.seed_matplotlib_cache(config.get("mpl_cache"), config["env"].get("MPLCONFIGDIR"))
         self.supervisor = supervisor
         self.kernel = python_kernel
         self.channel, self.shell = python_kernel.warm_up(config["preload"])
-        # What the template holds is never freed: the collector need not visit
+        # What the fork server holds is never freed: the collector need not visit
         # it, and a child's collections then leave those pages shared.
         gc.collect()
         gc.freeze()
@@ -147,7 +156,7 @@ class Template:
                 check(libc.unshare(CLONE_NEWUSER), "unshare the user namespace")
                 os._exit(0)
             except BaseException as exc:  # noqa: BLE001 - report anything, then die
-                os.write(2, f"sandcell template: sandboxes cannot be forked here: {exc}\n".encode())
+                os.write(2, f"sandcell fork server: sandboxes cannot be forked here: {exc}\n".encode())
             os._exit(1)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -191,7 +200,7 @@ class Template:
         try:
             pid = os.fork()
         except OSError as exc:
-            connection.send(json.dumps({"error": f"the template cannot fork: {exc}"}).encode())
+            connection.send(json.dumps({"error": f"the fork server cannot fork: {exc}"}).encode())
             pid = -1
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -208,28 +217,28 @@ class Template:
 
 
 class Sandbox:
-    """A child of the template turning itself into a sandbox (see the module's docstring)."""
+    """A child of the fork server turning itself into a sandbox (see the module's docstring)."""
 
-    def __init__(self, template: Template, link: socket.socket, fds: list[int]) -> None:
-        self.template = template
+    def __init__(self, server: ForkServer, link: socket.socket, fds: list[int]) -> None:
+        self.server = server
         self.link = link
         self.requests, self.events, stderr, self.guard = fds
         os.dup2(stderr, 2)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        self.uid_lock = template.uid_lock
+        self.uid_lock = server.uid_lock
         kept = {0, 1, 2, link.fileno(), self.requests, self.events, self.guard, self.uid_lock}
         for fd in map(int, os.listdir("/proc/self/fd")):
             if fd not in kept:
                 try:
-                    os.close(fd)  # the template's own: its listener
+                    os.close(fd)  # the fork server's own: its listener
                 except OSError:
                     pass
         self.setup: dict[str, Any] = json.loads(link.recv(1 << 16))
         self.uid = int(self.setup["uid"])
-        if not 0 < self.uid < template.uids - 1:
-            raise ValueError(f"uid {self.uid} is outside the template's range")
+        if not 0 < self.uid < server.uids - 1:
+            raise ValueError(f"uid {self.uid} is outside the fork server's range")
 
     def build(self) -> None:
         pending = self.setup["rlimits"]["sigpending"]
@@ -275,9 +284,9 @@ class Sandbox:
         set_dumpable(False)
         drop_capabilities()
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        load_seccomp(self.template.seccomp)
+        load_seccomp(self.server.seccomp)
         # Contexts are forks of this process: they must have the limits the supervisor has.
-        self.template.supervisor.apply_rlimits(self.setup["rlimits"])
+        self.server.supervisor.apply_rlimits(self.setup["rlimits"])
         os.chdir(self.setup["home"])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor = os.fork()
@@ -291,8 +300,8 @@ class Sandbox:
         send_credentials(self.link, b"running")
         # Pid 1 is also the sandbox's Python zygote: contexts are its forks.
         ended: dict[int, int] = {}
-        closed = self.template.kernel.serve_forks(
-            theirs.detach(), self.template.channel, self.template.shell, watched=self.guard, reaped=lambda pid, status: ended.setdefault(pid, status)
+        closed = self.server.kernel.serve_forks(
+            theirs.detach(), self.server.channel, self.server.shell, watched=self.guard, reaped=lambda pid, status: ended.setdefault(pid, status)
         )
         if not closed:
             os._exit(137)  # the launcher is gone: so is the sandbox
@@ -316,7 +325,7 @@ class Sandbox:
             os.close(self.requests)
             os.close(self.events)
             os.environ.clear()
-            self.template.supervisor.run(zygote_link)
+            self.server.supervisor.run(zygote_link)
         finally:
             os._exit(1)
 
@@ -350,9 +359,9 @@ def load_seccomp(program: bytes) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     set_command_line(sys.executable)  # what contexts forked from us show
-    set_name("sandcell-tmpl")
-    template = Template(config)
-    template.serve(config["ready_fd"])
+    set_name("sandcell-forksv")
+    server = ForkServer(config)
+    server.serve(config["ready_fd"])
 
 
 if __name__ == "__main__":

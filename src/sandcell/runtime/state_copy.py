@@ -18,7 +18,7 @@ written and is never held twice in it. The stream is::
     MAGIC | header length (8 bytes, big-endian) | JSON header | pickle | buffer 0 | buffer 1 | ...
 
 and arrives in the other sandbox as parts named by their offset and size
-(``part_name``), which ``load`` reads in order as they arrive.
+(``protocol.part_name``), which ``load`` reads in order as they arrive.
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
+
+from sandcell.protocol import part_prefix
 
 # IPython's own names in the user namespace: the new context has its own.
 SHELL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 MAGIC = b"SCFORK5\n"
 PROTOCOL = 5
-F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
 
 
@@ -267,7 +269,7 @@ def _open_writer(path: str, wait: float = 30.0) -> Any:
             time.sleep(0.001)
     os.set_blocking(fd, True)
     try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
     except OSError:
         pass
     return open(fd, "wb", buffering=0)
@@ -279,13 +281,8 @@ def _write_all(handle: Any, data: Any) -> None:
         view = view[handle.write(view) :]
 
 
-def part_name(path: str, offset: int, size: int) -> str:
-    """The name of the part of ``path`` holding ``size`` bytes from ``offset`` (the host names them so)."""
-    return f"{path}.{offset:012d}-{size}"
-
-
 class _Arriving:
-    """A file arriving as parts (``part_name``), written concurrently while it is read:
+    """A file arriving as parts (``protocol.part_name``), written concurrently while it is read:
     ``readinto`` waits for the part holding the next byte until it is complete, and
     removes each part once read (so the file is never held whole on /tmp as well)."""
 
@@ -301,7 +298,7 @@ class _Arriving:
         self._part = ""
 
     def _open_next(self) -> None:
-        start = f"{self._prefix}.{self._offset:012d}-"
+        start = part_prefix(self._prefix, self._offset)
         while True:
             # Parts are mostly the size of the one before: look for that name
             # first, and list the directory only when it is not there.
@@ -412,7 +409,7 @@ _arrivals: dict[str, _Reading] = {}
 
 
 def load(path: str, wait: float = 300.0) -> None:
-    """Restore the state ``dump`` wrote, as its parts arrive at ``path`` (see ``part_name``), or as
+    """Restore the state ``dump`` wrote, as its parts arrive at ``path`` (see ``protocol.part_name``), or as
     ``warm`` has been reading them; give up if the next part takes over ``wait`` seconds."""
     reading = _arrivals.pop(path, None)
     meta, blob, buffers = reading.result() if reading is not None else _read(path, wait)

@@ -1,0 +1,21 @@
+"""Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript or Bash."""
+
+from .base import Context, Run, Runtime, describe_status
+from .bash import BashContext
+from .javascript import JavaScriptContext
+from .python import PythonContext, python_env, python_zygote
+from .start import CONTEXT_CLASSES, start_context
+
+__all__ = [
+    "CONTEXT_CLASSES",
+    "BashContext",
+    "Context",
+    "JavaScriptContext",
+    "PythonContext",
+    "Run",
+    "Runtime",
+    "describe_status",
+    "python_env",
+    "python_zygote",
+    "start_context",
+]
