@@ -796,7 +796,7 @@ def test_fork_bomb_bash(make_sandbox: Callable[..., Sandbox], witnesses: Witness
     sbx = make_sandbox(limits=Limits(pids=64))
     dirs = sbx.backend.process.cgroup.dirs
     started = time.monotonic()
-    execution = sbx.run_code(":(){ :|:& };:", language="bash", timeout=5)
+    sbx.run_code(":(){ :|:& };:", language="bash", timeout=5)
     assert time.monotonic() - started < 5 + sbx.backend.policy.kill_grace + 5
     time.sleep(3)  # let it saturate
     assert len(sandbox_pids(sbx)) <= 64

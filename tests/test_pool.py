@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from pooling import POOL_FILL_WAIT, take_pooled
 
 from sandcell import Limits, Sandbox, SandboxPool
-
-from pooling import POOL_FILL_WAIT, take_pooled
 
 pytestmark = pytest.mark.timeout(240)
 
