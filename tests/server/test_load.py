@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from serving import Server, start_server
@@ -16,6 +16,18 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import load  # noqa: E402 - benchmarks/load.py
 
 PATIENCE = 2
+LOAD_BOUND = 150  # the run's own duration is 60 s: past this, something waits that never ends
+
+
+async def bounded(run: Any, seconds: float, server: Server) -> Any:
+    """``run``, or a failure naming what still waited when it stalled (with the server's last words)."""
+    task = asyncio.ensure_future(run)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    waiting = [f"{other.get_coro()}: {other.get_stack(limit=3)}" for other in asyncio.all_tasks() if other is not asyncio.current_task() and not other.done()]
+    task.cancel()
+    pytest.fail(f"the load stalled past {seconds} s; still waiting: {waiting[:12]}\nserver log: {server.log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -29,7 +41,8 @@ def load_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
 @pytest.mark.timeout(180)
 def test_floods_do_not_cost_well_behaved_clients_their_output(load_server: tuple[Server, str]) -> None:
     server, key = load_server
-    report = asyncio.run(load.load(server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE))
+    run = load.load(server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE)
+    report = asyncio.run(bounded(run, LOAD_BOUND, server))
     print(report.summary())
     assert report.runs == 150
     assert report.lost == []
