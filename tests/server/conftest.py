@@ -6,6 +6,7 @@ import os
 from typing import Iterator
 
 import pytest
+from e2b_code_interpreter import Sandbox
 from serving import Keys, Server, start_server
 
 from sandcell.server.store import Store
@@ -39,3 +40,13 @@ def e2b_environment(server: Server, keys: Keys) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def bystander(server: Server) -> Iterator[Sandbox]:
+    """A sandbox on the session's server that must not notice anything a test does to the server."""
+    sandbox = Sandbox.create(timeout=120)
+    sandbox.run_code("witness = 'intact'")
+    yield sandbox
+    assert sandbox.run_code("witness").text == "'intact'"
+    sandbox.kill()

@@ -11,18 +11,7 @@ from typing import Iterator
 import httpx
 import pytest
 from e2b_code_interpreter import Sandbox
-
 from serving import MAX_UPLOAD_MB, Keys, Server
-
-
-@pytest.fixture
-def bystander() -> Iterator[Sandbox]:
-    """A sandbox that must not notice anything the tests do to the server."""
-    sandbox = Sandbox.create(timeout=120)
-    sandbox.run_code("witness = 'intact'")
-    yield sandbox
-    assert sandbox.run_code("witness").text == "'intact'"
-    sandbox.kill()
 
 
 @pytest.fixture

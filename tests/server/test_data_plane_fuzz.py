@@ -18,7 +18,6 @@ import pytest
 from e2b_code_interpreter import Sandbox
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from serving import Server
 
 EXAMPLES = int(os.environ.get("SANDCELL_FUZZ_EXAMPLES", "6")) * 25

@@ -45,15 +45,6 @@ def data_plane(sandbox: Sandbox) -> dict[str, str]:
 
 
 @pytest.fixture
-def bystander() -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120)
-    sandbox.run_code("witness = 'intact'")
-    yield sandbox
-    assert sandbox.run_code("witness").text == "'intact'"
-    sandbox.kill()
-
-
-@pytest.fixture
 def api(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
