@@ -125,7 +125,9 @@ class FakeBackend:
         self.started_at = datetime.datetime.now(datetime.timezone.utc)
         self.killed: str | None = None
         self.forgotten: list[int] = []
-        self.connection = Connection(self.supervisor.host_requests, self.supervisor.host_events, self._death_reason, 1 << 20)
+        self.oom: str | None = None  # what ``oom_reason`` says
+        self.oom_asked_on: list[str] = []  # the threads it was asked on
+        self.connection = Connection(self.supervisor.host_requests, self.supervisor.host_events, self._death_reason, self.oom_reason, 1 << 20)
 
     def _death_reason(self, broken: str | None) -> str:
         return f"the sandbox is not running: {self.killed or broken or 'the fake supervisor stopped'}"
@@ -179,7 +181,8 @@ class FakeBackend:
         return HostUsage(1, 0.0, 100, 200, 0)
 
     def oom_reason(self) -> str | None:
-        return None
+        self.oom_asked_on.append(threading.current_thread().name)
+        return self.oom
 
     def memory_bytes(self) -> int | None:
         return 100

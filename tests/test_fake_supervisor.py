@@ -65,6 +65,21 @@ def test_async_run_code_with_coroutine_callbacks() -> None:
     run(body())
 
 
+def test_a_killed_interpreter_is_out_of_memory_only_if_the_host_says_so_off_the_callers_thread() -> None:
+    died = {"type": "error", "name": "InterpreterDied", "value": "the python interpreter was killed by SIGKILL", "signal": 9}
+    backend = FakeBackend({"run_code": lambda h, p: iter([died, done(execution_count=1)])})
+    sbx = Sandbox(backend)
+    assert sbx.run_code("x").error.name == "InterpreterDied"
+    backend.oom = "the sandbox hit its memory limit of 256 MiB"
+
+    async def body() -> None:
+        error = (await AsyncSandbox(backend).run_code("x")).error
+        assert error.name == "OutOfMemoryError" and error.value.startswith(backend.oom)
+
+    run(body())
+    assert backend.oom_asked_on == ["sandcell-connection"] * 2
+
+
 # -- drift defects of the hand-written loops ---------------------------------------------------------
 
 

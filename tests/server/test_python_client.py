@@ -77,6 +77,15 @@ def test_lifecycle_pause_metrics_info(remote: Sandbox, server: Server, keys: Key
         Sandbox.connect(remote.sandbox_id, api_url=server.url, api_key=keys.beta)
 
 
+@pytest.mark.slow
+def test_out_of_memory_on_the_server_says_so(remote: Sandbox) -> None:
+    """The server, which holds the cgroup, names the cause in the error frame; the client asks nothing more."""
+    execution = remote.run_code("blocks = []\nwhile True:\n    blocks.append(b'x' * (16 << 20))", timeout=30)
+    assert execution.error is not None and execution.error.name == "OutOfMemoryError", execution.error
+    assert "512 MiB" in execution.error.value
+    assert remote.run_code("1 + 1").text == "2"
+
+
 def test_kill_ends_it(server: Server, keys: Keys) -> None:
     sandbox = Sandbox.create(timeout=60, api_url=server.url, api_key=keys.alpha)
     sandbox.kill()
@@ -142,6 +151,8 @@ def test_a_remote_async_sandbox_never_blocks_the_event_loop(server: Server, keys
             await sandbox.files.write("t.txt", "tick")
             assert await sandbox.files.read("t.txt") == "tick"
             assert (await sandbox.commands.run("echo tock")).stdout == "tock\n"
+            died = (await sandbox.run_code("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")).error
+            assert died is not None and died.name == "InterpreterDied"  # not out of memory: the server said so in the frame
             task = asyncio.create_task(sandbox.run_code("import time; time.sleep(30)"))
             await asyncio.sleep(0.3)
             task.cancel()

@@ -25,6 +25,7 @@ from sandcell import protocol
 from sandcell.protocol import HOME, WORK_DIR, normalize_language
 
 from . import files, watch
+from .aio import PIPE_READ
 from .commands import Commands
 from .contexts import Context, Runtime, python_zygote, start_context
 from .hardening import set_dumpable, set_name
@@ -116,7 +117,9 @@ class Supervisor:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=protocol.MAX_PAYLOAD)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+        requests, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+        # asyncio reads 256 KiB at a time: a buffer glibc maps and unmaps per read (a pipe holds 64 KiB).
+        requests.max_size = PIPE_READ  # type: ignore[attr-defined]
         transport, proto = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", 0))
         self.writer = asyncio.StreamWriter(transport, proto, None, loop)
         zygote = python_zygote(self.runtime, self.home)

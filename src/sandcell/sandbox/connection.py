@@ -23,6 +23,7 @@ import os
 import queue
 import secrets
 import select
+import signal
 import threading
 import time
 from typing import Any, BinaryIO, Callable, Protocol
@@ -197,10 +198,21 @@ def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
 
 
 class Connection:
-    def __init__(self, requests: BinaryIO, events: BinaryIO, death_reason: Callable[[str | None], str], output_limit: int, first_id: int = 1) -> None:
+    def __init__(
+        self,
+        requests: BinaryIO,
+        events: BinaryIO,
+        death_reason: Callable[[str | None], str],
+        oom_reason: Callable[[], str | None],
+        output_limit: int,
+        first_id: int = 1,
+    ) -> None:
+        """``oom_reason`` says whether the sandbox hit its memory limit: asked here, on the reader
+        thread, when an interpreter was killed, so that no caller (an event loop) ever waits for it."""
         self._requests = requests
         self._events = events
         self._death_reason = death_reason
+        self._oom_reason = oom_reason
         self._streams: dict[int, Stream] = {}
         self._output_budget = output_budget(output_limit)
         self._budgets: dict[int, int] = {}  # request id -> bytes its frames may still take (capped requests)
@@ -250,6 +262,8 @@ class Connection:
                 header, payload, size = frame
                 if not isinstance(header.get("type"), str):
                     raise protocol.ProtocolError("frame without a type")
+                if header["type"] == "error" and header.get("name") == "InterpreterDied" and header.get("signal") == signal.SIGKILL:
+                    header["oom"] = self._oom_reason()
                 request_id = header.get("id")
                 if request_id is None:
                     if header.get("type") == "hello":

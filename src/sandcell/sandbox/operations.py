@@ -123,7 +123,6 @@ class RunCode(Operation):
         envs: dict[str, str] | None,
         timeout: float | None,
         callbacks: dict[str, Callback | None],
-        oom_check: Callable[[], str | None],
         kill_grace: float,
         silent: bool = False,
     ) -> None:
@@ -136,7 +135,6 @@ class RunCode(Operation):
         context_id = context.id if context else None
         super().__init__("run_code", wait, code=code, language=language, context=context_id, env=dict(check_envs(envs)), timeout=timeout, **fields)
         self.callbacks = callbacks
-        self.oom_check = oom_check
         self.execution = Execution()
         self.text = TextStreams()
 
@@ -165,10 +163,8 @@ class RunCode(Operation):
 
     def _error(self, header: dict[str, Any]) -> ExecutionError:
         name, value = header.get("name", "Error"), header.get("value", "")
-        if name == "InterpreterDied" and header.get("signal") == 9:
-            reason = self.oom_check()
-            if reason:
-                name, value = "OutOfMemoryError", reason + "; the interpreter was killed and restarts empty on the next run"
+        if name == "InterpreterDied" and header.get("oom"):  # said by the host that holds the sandbox's cgroup
+            name, value = "OutOfMemoryError", f"{header['oom']}; the interpreter was killed and restarts empty on the next run"
         return ExecutionError(name, value, header.get("traceback", ""))
 
     def finish(self, header: dict[str, Any]) -> Execution:
@@ -198,8 +194,8 @@ def run_code(
     envs: dict[str, str] | None,
     timeout: float | None,
 ) -> RunCode:
-    """``run_code``'s request, for a ``SandboxBackend`` (its OOM check and kill grace)."""
-    return RunCode(code, language, context, envs, timeout, callbacks, backend.oom_reason, backend.policy.kill_grace)
+    """``run_code``'s request, for a ``SandboxBackend`` (its kill grace)."""
+    return RunCode(code, language, context, envs, timeout, callbacks, backend.policy.kill_grace)
 
 
 def read_limit(limits: Limits) -> int:

@@ -228,9 +228,6 @@ class RemoteCore:
         figures = self._usage()
         return HostUsage(figures["cpu_count"], figures["cpu_used_pct"], figures["mem_used"], figures["mem_total"], figures["mem_cache"])
 
-    def oom_reason(self) -> str | None:
-        return self._usage().get("oom")
-
     def memory_bytes(self) -> int | None:
         return self.usage().mem_used
 

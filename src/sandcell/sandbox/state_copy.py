@@ -54,7 +54,7 @@ T = TypeVar("T")
 def _python(sandbox: SandboxBackend, call: str) -> list[str]:
     """Run one of ``runtime/state_copy.py``'s functions silently (no history, no execution count); its stdout lines."""
     code = f"from sandcell.runtime import state_copy as __sandcell_state_copy\n__sandcell_state_copy.{call}"
-    run = ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, sandbox.oom_reason, sandbox.policy.kill_grace, silent=True)
+    run = ops.RunCode(code, "python", None, {}, STEP_TIMEOUT, {}, sandbox.policy.kill_grace, silent=True)
     execution = SyncExchange(sandbox, run).run()
     if execution.error is not None:
         raise SandboxException(f"cannot fork the Python state: {execution.error.name}: {execution.error.value}")
