@@ -20,11 +20,16 @@ LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript"
 
 
 @app.command()
-def setup() -> None:
-    """Install what sandboxes need: bubblewrap, Node.js and the runtime image."""
+def setup(
+    code_interpreter: bool = typer.Option(
+        True, "--code-interpreter/--no-code-interpreter", help="install the code-interpreter-v1 template's packages (E2B's set: about 1.3 GB and a few minutes)"
+    ),
+) -> None:
+    """Install what sandboxes need: bubblewrap, Node.js, the runtime image and the code-interpreter-v1 template."""
     from sandcell.isolation.image import build
+    from sandcell.isolation.templates import CODE_INTERPRETER
 
-    build(say=lambda line: console.print(f"[dim]{line}[/dim]"))
+    build(say=lambda line: console.print(f"[dim]{line}[/dim]"), with_templates=(CODE_INTERPRETER,) if code_interpreter else ())
 
 
 @app.command()

@@ -71,6 +71,19 @@ def test_unknown_template_is_refused() -> None:
         Sandbox.create(template="no-such-template")
 
 
+def test_the_default_template_has_e2bs_packages_and_base_has_not(sbx: Sandbox) -> None:
+    fitted = sbx.run_code("from sklearn.linear_model import LinearRegression\nround(float(LinearRegression().fit([[0], [1]], [1, 3]).coef_[0]), 6)")
+    assert fitted.error is None and fitted.text == "2.0"
+    assert sbx.commands.run("python -c 'import scipy; print(scipy.__name__)'").stdout == "scipy\n"
+    assert sbx.get_info().template_id == "code-interpreter-v1"
+    assert {item.sandbox_id: item.template_id for item in Sandbox.list().next_items()}[sbx.sandbox_id] == "code-interpreter-v1"
+    base = Sandbox.create(template="base", timeout=60)
+    try:
+        assert base.run_code("import sklearn").error.name == "ModuleNotFoundError"
+    finally:
+        base.kill()
+
+
 # -- code ------------------------------------------------------------------------
 
 

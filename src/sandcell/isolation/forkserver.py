@@ -132,10 +132,19 @@ def take_uid_slot(directory: Path) -> tuple[int, int]:
 
 
 def fork_server_argv(image: Image) -> list[str]:
-    """bubblewrap around the fork server: the sandboxes' file system, its own pid namespace, capabilities kept."""
+    """bubblewrap around the fork server: the sandboxes' file system, its own pid namespace, capabilities kept.
+
+    Every installed template's packages are there: each sandbox covers those
+    of the other templates (``hidden_templates``) before any of its code runs.
+    """
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
-    argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES)
+    argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES, tuple(image.installed_templates()))
     return argv + ["--chdir", "/", "--", *runtime_command(image, "forkserver")]
+
+
+def hidden_templates(image: Image, template: str) -> list[str]:
+    """What a sandbox of ``template`` forked from the fork server must not see: the other templates' packages."""
+    return [str(image.template_mount(name)) for name in image.installed_templates() if name != template]
 
 
 def fork_server_config(image: Image, policy: Policy) -> dict[str, object]:

@@ -9,6 +9,8 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 - ``node/node_modules``: acorn, which the JavaScript context parses cells with;
 - ``etc/``: the sandbox's passwd, group, hosts... (no host secrets);
 - ``mpl/``: matplotlib's font cache, built once so plots don't rebuild it;
+- ``templates/<name>/<hash>``: the packages a template adds to ``runtime``
+  (see ``templates``), content-addressed like the stage;
 - ``stage/<hash>/sandcell``: a copy of the in-sandbox code (``runtime`` and
   ``protocol``), content-addressed so concurrent hosts never mix versions.
 
@@ -22,11 +24,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
+
+from . import templates
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCES = ("runtime", "protocol")
@@ -72,6 +77,28 @@ class Image:
     @property
     def mpl_cache(self) -> Path:
         return self.home / "mpl"
+
+    def template_packages(self, template: str) -> Path | None:
+        """Where the host keeps the packages ``template`` adds (``None``: it adds none)."""
+        if not templates.has_packages(template):
+            return None
+        return self.home / "templates" / template / templates.packages_digest(template)
+
+    def template_mount(self, template: str) -> Path:
+        """Where a sandbox of ``template`` sees its packages."""
+        return self.home / "templates" / template
+
+    def installed_templates(self) -> list[str]:
+        """The templates with packages of their own that are installed."""
+        return [name for name in templates.TEMPLATES if (packages := self.template_packages(name)) is not None and packages.is_dir()]
+
+    def check_template(self, template: str) -> None:
+        templates.check_template(template)
+        packages = self.template_packages(template)
+        if packages is not None and not packages.is_dir():
+            raise ImageMissing(
+                f"the {template} template is not installed (no {packages}): run `sandcell setup` to install it, or create the sandbox with template='base'"
+            )
 
     def check(self) -> None:
         missing = []
@@ -122,8 +149,8 @@ def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> No
     subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def build(image: Image | None = None, say: Callable[[str], None] = print) -> Image:
-    """Install what sandboxes need; safe to run again (it skips what exists)."""
+def build(image: Image | None = None, say: Callable[[str], None] = print, with_templates: tuple[str, ...] = (templates.CODE_INTERPRETER,)) -> Image:
+    """Install what sandboxes need and the packages of ``with_templates``; safe to run again (it skips what exists)."""
     image = image or Image()
     apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
     system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
@@ -150,6 +177,12 @@ def build(image: Image | None = None, say: Callable[[str], None] = print) -> Ima
     image.etc.mkdir(exist_ok=True)
     for name, text in ETC_FILES.items():
         (image.etc / name).write_text(text)
+    for name in with_templates:
+        packages = image.template_packages(name)
+        if packages is not None and not packages.is_dir():
+            started = time.monotonic()
+            templates.install(image.python, packages, name, say)
+            say(f"the {name} template's packages are in {packages} ({time.monotonic() - started:.0f} s)")
     image.mpl_cache.mkdir(exist_ok=True)
     _run([str(image.python), "-c", "import matplotlib.font_manager"], say, env={"MPLCONFIGDIR": str(image.mpl_cache), "PATH": "/usr/bin:/bin"})
     for path in [image.home, *image.home.rglob("*")]:

@@ -21,7 +21,7 @@ from sandcell import protocol
 from sandcell.protocol import HOME
 
 from .cgroups import CgroupManager
-from .forkserver import UID_SPAN, ForkServerUnavailable, RunningForkServer, fork_server
+from .forkserver import UID_SPAN, ForkServerUnavailable, RunningForkServer, fork_server, hidden_templates
 from .image import Image
 from .limits import PTYS
 from .policy import Policy, bwrap_argv, supervisor_config
@@ -78,6 +78,7 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
     """Start a sandbox; a ``detachable`` one survives this process for ``orphan_grace`` seconds, waiting for ``attach``."""
     image = image or Image()
     image.check()
+    image.check_template(policy.template)
     manager = cgroup_manager()
     cgroup = manager.create(name, policy.limits) if manager.available else None
     root = os.geteuid() == 0
@@ -109,7 +110,10 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         # What the fork server's child learns after its fork, from the launcher: the
         # fork server itself never holds anything of one sandbox, for its later
         # children to find in their copy of its memory.
-        setup = {"uid": host_uid - server.uid_base, "ptys": PTYS, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"]}
+        setup = {
+            "uid": host_uid - server.uid_base, "ptys": PTYS, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"],
+            "hidden": hidden_templates(image, policy.template),
+        }
         config["fork_server"] = {"socket": str(server.socket), "setup": setup}
     kept: tuple[int, ...] = ()
     stderr_read = None

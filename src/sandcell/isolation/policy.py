@@ -11,6 +11,7 @@ from sandcell.protocol import HOME, SANDBOX_UID, WORK_DIR
 
 from .image import Image
 from .limits import PENDING_SIGNALS, Limits
+from .templates import DEFAULT_TEMPLATE, check_template
 
 ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "fonts", "ssl", "mime.types", "protocols", "services")
 
@@ -19,6 +20,7 @@ ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "l
 class Policy:
     """Everything that decides what one sandbox can do.
 
+    ``template`` (see ``templates``) is what the sandbox has installed.
     ``preload`` (modules the Python zygote imports) and ``spares`` (languages
     of which a started context is kept ready) trade memory for speed; they
     change nothing of what the code may do.
@@ -31,11 +33,22 @@ class Policy:
     kill_grace: float = 3.0
     preload: tuple[str, ...] = ()
     spares: tuple[str, ...] = ()
+    template: str = DEFAULT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
 
 
-def base_env(image: Image, envs: dict[str, str]) -> dict[str, str]:
+def site_dirs(image: Image, template: str) -> list[str]:
+    """What a sandbox of ``template`` has on its Python path besides the base image's."""
+    return [] if image.template_packages(template) is None else [str(image.template_mount(template))]
+
+
+def base_env(image: Image, envs: dict[str, str], template: str | None = None) -> dict[str, str]:
+    """The sandbox's environment; ``template`` puts its packages on ``PYTHONPATH`` (after the caller's own) and its scripts on ``PATH``."""
+    extra = site_dirs(image, template) if template else []
     env = {
-        "PATH": f"{image.python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": ":".join([str(image.python.parent), *(f"{path}/bin" for path in extra), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]),
         "HOME": HOME,
         "USER": "user",
         "LOGNAME": "user",
@@ -46,11 +59,13 @@ def base_env(image: Image, envs: dict[str, str]) -> dict[str, str]:
         "XDG_CACHE_HOME": f"{WORK_DIR}/cache",
     }
     env.update(envs)
+    if extra:
+        env["PYTHONPATH"] = ":".join([path for path in env.get("PYTHONPATH", "").split(":") if path] + extra)
     return env
 
 
-def filesystem_argv(image: Image, disk_bytes: int) -> list[str]:
-    """The sandbox's file system as bubblewrap arguments: read-only system and image, writable tmpfs."""
+def filesystem_argv(image: Image, disk_bytes: int, templates: tuple[str, ...]) -> list[str]:
+    """The sandbox's file system as bubblewrap arguments: read-only system, image and ``templates``' packages, writable tmpfs."""
     binds = [("--ro-bind", "/usr", "/usr")]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -61,6 +76,7 @@ def filesystem_argv(image: Image, disk_bytes: int) -> list[str]:
     binds += [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_FROM_HOST]
     binds += [("--ro-bind", str(path), f"/etc/{path.name}") for path in sorted(image.etc.iterdir())]
     binds += [("--ro-bind", str(path), str(path)) for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage)]
+    binds += [("--ro-bind", str(packages), str(image.template_mount(name))) for name in templates if (packages := image.template_packages(name)) is not None]
     # bwrap makes the skeleton's directories (/etc, /opt...) 0700: fine for a
     # cold sandbox, which owns them, not for a fork server's children, which don't.
     parents = {str(parent) for _, _, destination in binds for parent in Path(destination).parents} - {"/"}
@@ -86,7 +102,8 @@ def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
         "home": HOME,
         "work_dir": WORK_DIR,
         "mpl_cache": str(image.mpl_cache),
-        "env": base_env(image, policy.envs),
+        "env": base_env(image, policy.envs, policy.template),
+        "site_dirs": site_dirs(image, policy.template),
         "output_limit": limits.output_mb * 1024 * 1024,
         "kill_grace": policy.kill_grace,
         "prestart": list(policy.prestart),
@@ -103,7 +120,7 @@ def bwrap_argv(image: Image, policy: Policy, seccomp_fd: int, own_ptys: bool) ->
     argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net"]
     argv += ["--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
-    argv += filesystem_argv(image, policy.limits.disk_mb * 1024 * 1024)
+    argv += filesystem_argv(image, policy.limits.disk_mb * 1024 * 1024, (policy.template,))
     if own_ptys:
         argv += ["--dev-bind", "/dev/pts", "/dev/pts"]  # over bubblewrap's own, which has no max=
     argv += ["--chdir", HOME, "--seccomp", str(seccomp_fd)]

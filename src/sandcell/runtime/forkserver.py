@@ -19,7 +19,8 @@ code runs, builds what bubblewrap builds for a cold sandbox:
    rlimit, so that no sandbox can use up a budget it shares with others;
 2. a stop while the launcher (root, on the host) moves it into the sandbox's
    cgroups, then its own mount, pid, ipc, uts, cgroup and (without network)
-   net namespaces, and fresh tmpfs for ``/tmp``, ``/home/user``, ``/dev/shm``;
+   net namespaces, fresh tmpfs for ``/tmp``, ``/home/user``, ``/dev/shm``, and
+   empty read-only ones over the packages of templates other than its own;
 3. pid 1 of the new pid namespace: a fresh ``/proc`` and ``/dev/pts``, no
    more user namespaces, no capabilities, ``no_new_privs`` and the same
    seccomp filter. It forks the supervisor and is then the sandbox's Python
@@ -261,6 +262,8 @@ class Sandbox:
         size = int(self.setup["disk_bytes"])
         for path, mode in (("/tmp", "1777"), (self.setup["home"], "0755"), ("/dev/shm", "1777")):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+        for path in self.setup["hidden"]:  # other templates' packages: an empty, read-only cover that the sandbox cannot unmount
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
         check(libc.sethostname(b"sandbox", 7), "hostname")
         loopback_up()
         if os.fork():

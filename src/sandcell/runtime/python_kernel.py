@@ -253,7 +253,8 @@ def serve(shell: Any, channel: Channel) -> None:
             os._exit(0)
 
 
-def main() -> None:
+def main(site_dirs: list[str] | None = None) -> None:
+    add_site_dirs(site_dirs or [])
     channel = Channel()
     channel.attach()
     serve(build_shell(channel), channel)
@@ -273,6 +274,17 @@ def _become_context(fds: list[int], request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    add_site_dirs(request.get("site_dirs") or [])
+
+
+def add_site_dirs(paths: list[str]) -> None:
+    """Put a template's packages on ``sys.path``, after the image's: a context forked from a
+    zygote of the base image gets them here, at its start, as a cold one does."""
+    import site
+
+    for path in paths:
+        if path not in sys.path:
+            site.addsitedir(path)
 
 
 def preload_modules(names: list[str]) -> None:

@@ -140,14 +140,14 @@ class PythonZygote:
         while self._pending:
             self._pending.popleft().set_exception(RuntimeError("the Python zygote exited"))
 
-    async def fork(self, fds: list[int], cwd: str, env: dict[str, str]) -> ForkedProcess:
-        """A new context process on ``fds`` (requests, events, stdout, stderr)."""
+    async def fork(self, fds: list[int], cwd: str, env: dict[str, str], site_dirs: tuple[str, ...] = ()) -> ForkedProcess:
+        """A new context process on ``fds`` (requests, events, stdout, stderr), with ``site_dirs`` on its ``sys.path``."""
         async with self._lock:
             if not self.alive or self._link is None:
                 raise RuntimeError("the Python zygote is not running")
             answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._pending.append(answer)
-            socket.send_fds(self._link, [json.dumps({"cwd": cwd, "env": env}).encode()], fds)
+            socket.send_fds(self._link, [json.dumps({"cwd": cwd, "env": env, "site_dirs": list(site_dirs)}).encode()], fds)
             try:
                 pid = await asyncio.wait_for(answer, FORK_TIMEOUT)
             except asyncio.TimeoutError:

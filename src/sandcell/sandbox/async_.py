@@ -11,7 +11,7 @@ import signal
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import IO, Any, Literal, TypeVar
 
-from sandcell.isolation import Limits
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
 from . import operations as ops
 from .backend import SandboxBackend
@@ -46,9 +46,10 @@ class AsyncSandbox:
         api_url: str | None = None,
         api_key: str | None = None,
         pool: SandboxPool | Literal[False] | None = None,
+        template: str = DEFAULT_TEMPLATE,
     ) -> AsyncSandbox:
         """Start a sandbox, here or on a ``sandcell serve`` server; see ``Sandbox.create``."""
-        backend = await asyncio.to_thread(new_backend, timeout, envs, limits, metadata, network, api_url, api_key, pool)
+        backend = await asyncio.to_thread(new_backend, timeout, envs, limits, metadata, network, api_url, api_key, pool, template)
         await asyncio.to_thread(backend.wait_started)
         return cls(backend)
 

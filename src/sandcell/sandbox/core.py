@@ -19,7 +19,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandcell.isolation import ImageMissing, Limits, Policy, SandboxProcess, attach, launch
+from sandcell.isolation import DEFAULT_TEMPLATE, ImageMissing, Limits, Policy, SandboxProcess, attach, launch
 
 from . import operations as ops
 from .checks import check_seconds
@@ -62,7 +62,9 @@ class SandboxCore:
         self._adopt(sandbox_id, policy, process, connection, detachable)
 
     @classmethod
-    def attach(cls, sandbox_id: str, limits: Limits, metadata: dict[str, str], started_at: datetime.datetime, network: bool) -> SandboxCore:
+    def attach(
+        cls, sandbox_id: str, limits: Limits, metadata: dict[str, str], started_at: datetime.datetime, network: bool, template: str = DEFAULT_TEMPLATE
+    ) -> SandboxCore:
         """Take over a detachable sandbox a previous host process started; its timeout is the caller's to set.
 
         Whatever the old host had asked for is cancelled; request ids start at
@@ -84,7 +86,7 @@ class SandboxCore:
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
         connection = Connection(process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
         connection.hello.set()
-        core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
+        core._adopt(sandbox_id, Policy(limits=limits, network=network, template=template), process, connection, detachable=True)
         core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True
         if frozen:
             core.pause()
@@ -258,7 +260,7 @@ class SandboxCore:
         if self._paused_left is not None:
             end_at = None if self._paused_left == math.inf else datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self._paused_left)
         state = "paused" if self._paused_left is not None else "running"
-        return SandboxInfo(self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state)
+        return SandboxInfo(self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state, self.policy.template)
 
     def usage(self) -> HostUsage:
         """What the host's cgroups say: CPU share since the previous call, memory."""

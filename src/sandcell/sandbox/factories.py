@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from sandcell.isolation import Limits, Policy
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits, Policy
+from sandcell.isolation.templates import check_template
 
 from .backend import SandboxBackend
 from .checks import check_create
@@ -26,14 +27,16 @@ def local_core(
     metadata: dict[str, str] | None,
     network: bool,
     pool: SandboxPool | Literal[False] | None,
+    template: str = DEFAULT_TEMPLATE,
 ) -> SandboxCore:
     """A sandbox on this machine, from ``pool`` if it has one ready (``None``: the process-wide pool, if any)."""
     check_create(timeout, envs)
+    check_template(template)
     limits = limits or Limits()
     chosen = default_pool() if pool is None else pool or None
-    core = chosen.take(limits, network, envs or {}) if chosen else None
+    core = chosen.take(limits, network, envs or {}, template) if chosen else None
     if core is None:
-        core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network))
+        core = SandboxCore(Policy(limits=limits, envs=dict(envs or {}), network=network, template=template))
     core.pool = pool
     core.hand_out(timeout, metadata)
     return core
@@ -48,6 +51,7 @@ def new_backend(
     api_url: str | None,
     api_key: str | None,
     pool: SandboxPool | Literal[False] | None = None,
+    template: str = DEFAULT_TEMPLATE,
 ) -> SandboxBackend:
     """A sandbox on this machine (from ``pool`` if it has one ready), or on the
     server named by ``api_url`` / ``SANDCELL_API_URL``.
@@ -57,10 +61,10 @@ def new_backend(
     """
     api_url = api_url or os.environ.get("SANDCELL_API_URL")
     if not api_url:
-        return local_core(timeout, envs, limits, metadata, network, pool)
+        return local_core(timeout, envs, limits, metadata, network, pool, template)
     if pool:
         raise ValueError("a SandboxPool holds sandboxes of this machine; it cannot serve api_url")
-    body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network}
+    body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network, "template": check_template(template)}
     return RemoteCore.create(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), **body)
 
 
@@ -84,7 +88,7 @@ def fork_backend(source: SandboxBackend, timeout: float | None) -> SandboxBacken
     policy = source.policy
 
     def start() -> SandboxCore:
-        child = local_core(timeout, policy.envs, policy.limits, source.metadata, policy.network, pool)
+        child = local_core(timeout, policy.envs, policy.limits, source.metadata, policy.network, pool, policy.template)
         child.wait_started()
         return child
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sandcell.isolation.templates import DEFAULT_TEMPLATE
+
 MIME_FIELDS = {
     "text/plain": "text",
     "text/html": "html",
@@ -293,6 +295,7 @@ class SandboxInfo:
     limits: dict[str, Any]
     state: str = "running"
     """``running`` or ``paused``; while paused, ``end_at`` is when the sandbox would end if resumed now."""
+    template: str = DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Isolation is exactly a cold sandbox's: a pooled sandbox is started by the
 same ``launch`` with the same limits, network and uid scheme; it is only
 started earlier. What the pool adds is per sandbox and costs memory, not
 rights: the preloaded modules and the spare contexts. Sandboxes wait per
-kind (limits, network), since those are fixed at start; create-time envs
+kind (limits, network, template), since those are fixed at start; create-time envs
 are set at hand-out (the ``set_env`` request), and the timeout clock,
 ``started_at`` and metadata start then too.
 
@@ -39,7 +39,8 @@ import time
 import weakref
 from typing import Callable, Iterable, Sequence
 
-from sandcell.isolation import Limits, Policy
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits, Policy
+from sandcell.isolation.templates import check_template
 
 from .core import SandboxCore
 from .models import SandboxException
@@ -54,7 +55,7 @@ MAX_BACKOFF = 600.0
 LEARNED = 3
 LEARNED_IDLE = 600.0
 
-Key = tuple[Limits, bool]
+Key = tuple[Limits, bool, str]  # limits, network, template
 
 
 class Waiting(collections.deque[SandboxCore]):
@@ -69,9 +70,9 @@ class Waiting(collections.deque[SandboxCore]):
 
 
 class SandboxPool:
-    """Keeps ``size`` started sandboxes ready per kind (limits, network).
+    """Keeps ``size`` started sandboxes ready per kind (limits, network, template).
 
-    ``kinds`` (default: ``Limits()`` without network) are kept warm from the
+    ``kinds`` (default: ``Limits()`` without network, of the default template) are kept warm from the
     start, and any kind from ``warm()`` on; up to ``learn`` others from the
     first ``create`` that asks for one (that one starts cold) until they go
     unasked for ``LEARNED_IDLE`` s. One background thread starts one sandbox
@@ -86,7 +87,7 @@ class SandboxPool:
         spares: Sequence[str] = SPARES,
         detachable: bool = False,
         orphan_grace: float = 600.0,
-        kinds: Iterable[Key] = ((Limits(), False),),
+        kinds: Iterable[Key] = ((Limits(), False, DEFAULT_TEMPLATE),),
         learn: int = LEARNED,
         memory_budget: Callable[[], int] | None = None,
     ) -> None:
@@ -122,14 +123,14 @@ class SandboxPool:
     def closed(self) -> bool:
         return self._closed
 
-    def _key(self, limits: Limits | None, network: bool | None) -> Key:
-        default_limits, default_network = self.default_kind
-        return (limits or default_limits, default_network if network is None else network)
+    def _key(self, limits: Limits | None, network: bool | None, template: str | None) -> Key:
+        default_limits, default_network, default_template = self.default_kind
+        return (limits or default_limits, default_network if network is None else network, template or default_template)
 
-    def ready(self, limits: Limits | None = None, network: bool | None = None) -> int:
+    def ready(self, limits: Limits | None = None, network: bool | None = None, template: str | None = None) -> int:
         """How many sandboxes of this kind (default: the pool's first) wait to be handed out."""
         with self._cond:
-            return len(self._ready.get(self._key(limits, network), ()))
+            return len(self._ready.get(self._key(limits, network, template), ()))
 
     def kinds(self) -> list[Key]:
         """The kinds the pool keeps warm now."""
@@ -142,24 +143,25 @@ class SandboxPool:
             held = sum(key[0].memory_mb * len(ready) for key, ready in self._ready.items())
             return held + (self._starting[0].memory_mb if self._starting else 0)
 
-    def warm(self, limits: Limits | None = None, network: bool | None = None, timeout: float | None = 0) -> bool:
+    def warm(self, limits: Limits | None = None, network: bool | None = None, timeout: float | None = 0, template: str | None = None) -> bool:
         """Keep this kind warm from now on; wait up to ``timeout`` s (``None``: as long
         as it takes) until one is ready. Returns whether one is."""
-        key = self._key(limits, network)
+        key = self._key(limits, network, template)
+        check_template(key[2])
         with self._cond:
             ready = self._ready.setdefault(key, Waiting(kept=True))
             ready.kept = True
             self._cond.notify_all()
             return self._cond.wait_for(lambda: self._closed or bool(self._ready.get(key)), timeout) and not self._closed
 
-    def take(self, limits: Limits, network: bool, envs: dict[str, str]) -> SandboxCore | None:
+    def take(self, limits: Limits, network: bool, envs: dict[str, str], template: str = DEFAULT_TEMPLATE) -> SandboxCore | None:
         """A ready sandbox of this kind, now with ``envs``; ``None`` if none is ready.
 
         Never waits for a start (a cold start is quicker than a pooled one
         with its preloading), but a miss may keep this kind warm from now on.
         A sandbox that fails at hand-out is dropped and ``None`` returned.
         """
-        key = (limits, network)
+        key = (limits, network, template)
         with self._cond:
             if self._closed:
                 return None
@@ -197,7 +199,7 @@ class SandboxPool:
         """Kill idle sandboxes until ``memory_mb`` of limits are freed (or none is left); returns what was freed."""
         freed, victims = 0, []
         with self._cond:
-            for (limits, _), ready in self._ready.items():
+            for (limits, _, _), ready in self._ready.items():
                 while ready and freed < memory_mb:
                     victims.append(ready.pop())
                     freed += limits.memory_mb
@@ -256,10 +258,10 @@ class SandboxPool:
         return [(core, f"nobody asked for its kind in {LEARNED_IDLE:g} s") for key in expired for core in self._ready.pop(key)]
 
     def _add(self, key: Key) -> None:
-        limits, network = key
+        limits, network, template = key
         core = None
         try:
-            policy = Policy(limits=limits, network=network, preload=self.preload, spares=self.spares)
+            policy = Policy(limits=limits, network=network, preload=self.preload, spares=self.spares, template=template)
             core = SandboxCore(policy, self.detachable, self.orphan_grace)
             core.wait_started()
         except Exception as exc:  # noqa: BLE001 - the thread must go on; create() starts cold meanwhile
@@ -286,7 +288,9 @@ class SandboxPool:
             delay = min(FAILURE_BACKOFF * 2**ready.failures, MAX_BACKOFF)
             ready.failures += 1
             ready.retry_at = time.monotonic() + delay
-        log.warning("the sandbox pool cannot start a sandbox of %s (%s; retrying in %g s): %s", key[0], "network" if key[1] else "no network", delay, exc)
+        log.warning(
+            "the sandbox pool cannot start a %s sandbox of %s (%s; retrying in %g s): %s", key[2], key[0], "network" if key[1] else "no network", delay, exc
+        )
 
 
 _pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()

@@ -131,7 +131,7 @@ class RemoteCore:
         self.sandbox_id: str = description["sandbox_id"]
         self._path = f"/v1/sandboxes/{self.sandbox_id}"
         self._describe(description)
-        self.policy = Policy(limits=Limits(**description["limits"]), network=description["network"])  # type: ignore[arg-type]
+        self.policy = Policy(limits=Limits(**description["limits"]), network=description["network"], template=description["template"])  # type: ignore[arg-type]
         self.connection = RemoteConnection(client, self._path)
         self._killed: str | None = None
 
@@ -219,7 +219,7 @@ class RemoteCore:
     def info(self) -> SandboxInfo:
         if self._refresh() is None:
             raise SandboxException(f"the sandbox is not running: {self._killed}")
-        return SandboxInfo(self.sandbox_id, self.started_at, self.end_at, {}, dict(self.metadata), dict(self._limits), self.state)
+        return SandboxInfo(self.sandbox_id, self.started_at, self.end_at, {}, dict(self.metadata), dict(self._limits), self.state, self.policy.template)
 
     def _usage(self) -> dict[str, Any]:
         return self._checked(self._client.get(f"{self._path}/usage")).json()

@@ -6,7 +6,7 @@ import signal
 from collections.abc import Callable
 from typing import IO, Any, Literal
 
-from sandcell.isolation import Limits
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
 from . import operations as ops
 from .backend import SandboxBackend
@@ -36,6 +36,7 @@ class Sandbox:
         api_url: str | None = None,
         api_key: str | None = None,
         pool: SandboxPool | Literal[False] | None = None,
+        template: str = DEFAULT_TEMPLATE,
     ) -> Sandbox:
         """Start a sandbox; it is killed after ``timeout`` seconds (``None``: never).
 
@@ -46,8 +47,13 @@ class Sandbox:
         round trip instead of a start; pandas already imported); ``None``,
         the process-wide pool if ``SANDCELL_POOL_SIZE`` is set; ``False``,
         always a cold start. Either way the sandbox is isolated alike.
+
+        ``template``: what the sandbox has installed. ``code-interpreter-v1``
+        (the default, as in E2B's code interpreter) has E2B's packages
+        (scikit-learn, scipy, seaborn, plotly...); ``base`` only IPython,
+        numpy, pandas and matplotlib.
         """
-        backend = new_backend(timeout, envs, limits, metadata, network, api_url, api_key, pool)
+        backend = new_backend(timeout, envs, limits, metadata, network, api_url, api_key, pool, template)
         backend.wait_started()
         return cls(backend)
 

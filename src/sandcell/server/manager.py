@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sandcell.isolation import Limits, Policy
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits, Policy
 from sandcell.sandbox import AsyncSandbox, SandboxException
 from sandcell.sandbox.checks import check_create, check_seconds
 from sandcell.sandbox.core import SandboxCore
@@ -32,7 +32,9 @@ from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
 log = logging.getLogger("sandcell.server")
 
-TEMPLATES = ("base", "code-interpreter-v1", "code-interpreter-beta", "sandcell")
+# The template names a client may ask for, and the sandcell template each is
+# (code-interpreter-beta: what E2B's code interpreter SDK asked for before v1).
+TEMPLATES = {"base": "base", "code-interpreter-v1": "code-interpreter-v1", "code-interpreter-beta": "code-interpreter-v1", "sandcell": DEFAULT_TEMPLATE}
 REAP_INTERVAL = 0.5
 
 
@@ -57,7 +59,7 @@ class ServerConfig:
     # with kill_on_exit they end with it instead.
     orphan_grace: float = 600.0
     kill_on_exit: bool = False
-    # Started sandboxes kept ready (numpy, pandas, matplotlib imported): create becomes a hand-over.
+    # Started sandboxes of the default template kept ready (numpy, pandas, matplotlib imported): create becomes a hand-over.
     pool_size: int = 0
     # Seconds a stream of output waits for a client that reads nothing before it drops the rest.
     client_patience: float = 30.0
@@ -134,7 +136,7 @@ class SandboxManager:
         if self.config.pool_size:
             # Only the server's own default kind is kept warm, within what the live sandboxes leave of the memory budget.
             self.pool = SandboxPool(
-                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False)], learn=0,
+                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False, DEFAULT_TEMPLATE)], learn=0,
                 memory_budget=lambda: self.config.max_server_memory_mb - self.memory_mb(),
             )
 
@@ -158,7 +160,8 @@ class SandboxManager:
 
     async def _take_over(self, record: SandboxRecord) -> None:
         try:
-            core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet)
+            template = TEMPLATES.get(record.template, DEFAULT_TEMPLATE)
+            core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet, template)
         except SandboxException as exc:
             reason = f"lost when the server restarted: {exc}"
             self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())
@@ -217,7 +220,7 @@ class SandboxManager:
     async def create(
         self,
         team: Team,
-        template: str = "base",
+        template: str = DEFAULT_TEMPLATE,
         timeout: float | None = None,
         metadata: dict[str, str] | None = None,
         envs: dict[str, str] | None = None,
@@ -226,6 +229,7 @@ class SandboxManager:
     ) -> LiveSandbox:
         if template not in TEMPLATES:
             raise ApiError(404, f"template {template!r} not found; available: {', '.join(TEMPLATES)}")
+        template = TEMPLATES[template]
         timeout = self._check_timeout(timeout)
         limits = limits or self.config.limits
         try:
@@ -236,7 +240,7 @@ class SandboxManager:
         claim = (team.id, limits.memory_mb)
         self._starting.append(claim)  # counted from now on, so that concurrent creates cannot pass the shares
         try:
-            core = await asyncio.to_thread(self._start, limits, allow_internet, dict(envs or {}))
+            core = await asyncio.to_thread(self._start, limits, allow_internet, dict(envs or {}), template)
             core.hand_out(timeout, metadata)
             info = core.info()
             record = SandboxRecord(
@@ -253,16 +257,16 @@ class SandboxManager:
         log.info("sandbox %s created for team %s (template %s)", live.id, team.name, template)
         return live
 
-    def _start(self, limits: Limits, network: bool, envs: dict[str, str]) -> SandboxCore:
+    def _start(self, limits: Limits, network: bool, envs: dict[str, str], template: str) -> SandboxCore:
         """A started sandbox (blocking): a pooled one if one is ready, else one cold start, for which the pool makes room."""
-        core = self.pool.take(limits, network, envs) if self.pool else None
+        core = self.pool.take(limits, network, envs, template) if self.pool else None
         if core is not None:
             return core
         if self.pool is not None:
             over = self.memory_mb() + self.pool.memory_mb() - self.config.max_server_memory_mb
             if over > 0:
                 self.pool.release(over)
-        core = SandboxCore(Policy(limits=limits, envs=envs, network=network), True, self.config.orphan_grace)
+        core = SandboxCore(Policy(limits=limits, envs=envs, network=network, template=template), True, self.config.orphan_grace)
         core.wait_started()
         return core
 

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from sandcell import protocol
-from sandcell.isolation import Limits
+from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 from sandcell.sandbox.connection import Frame
 from sandcell.sandbox.exchange import AsyncExchange
 from sandcell.sandbox.models import CommandExitException
@@ -50,7 +50,7 @@ class LimitsIn(BaseModel):
 
 
 class CreateSandbox(BaseModel):
-    template: str = "base"
+    template: str = Field(DEFAULT_TEMPLATE, description="code-interpreter-v1 (E2B's packages) or base (IPython, numpy, pandas, matplotlib)")
     timeout: float | None = Field(None, description="seconds until the sandbox is killed (server default if unset)")
     metadata: dict[str, str] = {}
     envs: dict[str, str] = {}

@@ -46,6 +46,7 @@ class Runtime:
     output_limit: int
     kill_grace: float
     preload: tuple[str, ...] = ()
+    site_dirs: tuple[str, ...] = ()  # the template's packages, after the image's own
     zygote: PythonZygote | None = None
 
 

@@ -14,7 +14,7 @@ class PythonContext(Context):
     acknowledges_events = True
 
     def command(self) -> list[str]:
-        boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main()"
+        boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main({list(self.runtime.site_dirs)!r})"
         return [self.runtime.python, "-E", "-s", "-c", boot]
 
     def process_env(self) -> dict[str, str]:
@@ -24,7 +24,7 @@ class PythonContext(Context):
         zygote = self.runtime.zygote
         if zygote is not None and zygote.alive:
             try:
-                return await zygote.fork(fds, self.cwd, env)
+                return await zygote.fork(fds, self.cwd, env, self.runtime.site_dirs)
             except (RuntimeError, OSError):
                 pass  # start it the slow way
         return await super()._launch(fds, env)

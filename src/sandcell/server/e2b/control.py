@@ -236,8 +236,8 @@ UNSUPPORTED = {
     "/sandboxes/{sandbox_id}/logs": "sandbox logs",
     "/v2/sandboxes/{sandbox_id}/logs": "sandbox logs",
     "/snapshots": "snapshots",
-    "/templates": "building templates (sandcell has one image: templates base and code-interpreter-v1)",
-    "/v2/templates": "building templates (sandcell has one image: templates base and code-interpreter-v1)",
+    "/templates": "building templates (sandcell has two built in: base and code-interpreter-v1)",
+    "/v2/templates": "building templates (sandcell has two built in: base and code-interpreter-v1)",
     "/volumes": "volumes",
     "/secrets": "secrets",
 }
