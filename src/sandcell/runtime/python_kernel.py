@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from sandcell.protocol import SKIPPED_MODULES
+
 REQUESTS_FD = 3
 EVENTS_FD = 4
 TAKEN_WAIT = 5.0
@@ -274,6 +276,9 @@ def _become_context(fds: list[int], request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    for name in SKIPPED_MODULES:
+        if name in sys.modules and sys.modules[name] is None:  # a fork server's placeholder: the user's code may import it
+            del sys.modules[name]
     add_site_dirs(request.get("site_dirs") or [])
 
 
