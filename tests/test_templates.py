@@ -283,8 +283,9 @@ def test_versions_are_the_pinned_ones(interpreter: Sandbox) -> None:
 
 
 def test_commands_and_scripts_see_the_template(any_sandbox: Callable[..., Sandbox]) -> None:
-    sbx = any_sandbox(template=CODE_INTERPRETER)
+    sbx = any_sandbox(template=CODE_INTERPRETER, envs={"PYTHONPATH": "/home/user/lib"})
     assert sbx.commands.run("python -c 'import sklearn, scipy; print(sklearn.__version__)'").stdout.strip() == pinned(CODE_INTERPRETER)["scikit-learn"]
+    assert sbx.commands.run("echo $PYTHONPATH").stdout.strip() == f"/home/user/lib:{Image().template_mount(CODE_INTERPRETER)}"  # the caller's first
     assert sbx.commands.run("pytest --version").stdout.strip() == f"pytest {pinned(CODE_INTERPRETER)['pytest']}"
     # a subprocess of a cell, and a new context (forked from a zygote that never imported the template's packages)
     assert run_ok(sbx, "import subprocess, sys; print(subprocess.check_output([sys.executable, '-c', 'import seaborn; print(1)'], text=True))").strip() == "1"
@@ -315,6 +316,22 @@ def test_base_has_none_of_it(any_sandbox: Callable[..., Sandbox]) -> None:
     assert "No module named 'scipy'" in scipy.stdout and scipy.stdout.strip().endswith("[]")
     assert run_ok(sbx, "import pandas, numpy, matplotlib; print(pandas.__name__)").strip() == "pandas"
     assert sbx.get_info().template == "base"
+
+
+def test_a_base_sandbox_cannot_lift_what_covers_the_template(any_sandbox: Callable[..., Sandbox]) -> None:
+    sbx = any_sandbox(template="base")
+    where = Image().template_mount(CODE_INTERPRETER)
+    tried = run_ok(
+        sbx,
+        f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        for flags in (0, 2):  # umount2 plain and MNT_DETACH
+            print(libc.umount2(b"{where}", flags), os.strerror(ctypes.get_errno()) != "Success")
+        print(sorted(os.listdir("{where}")) if os.path.isdir("{where}") else "absent", os.path.exists("/proc/1/root{where}/sklearn"))
+        """,
+    )
+    assert tried.split("\n")[:2] == ["-1 True", "-1 True"] and tried.split("\n")[2] in ("[] False", "absent False"), tried
 
 
 def test_unknown_template_is_refused_with_the_list() -> None:

@@ -19,7 +19,8 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandcell.isolation import DEFAULT_TEMPLATE, ImageMissing, Limits, Policy, SandboxProcess, attach, launch
+from sandcell.isolation import DEFAULT_TEMPLATE, Image, ImageMissing, Limits, Policy, SandboxProcess, attach, launch
+from sandcell.isolation.policy import base_env
 
 from . import operations as ops
 from .checks import check_seconds
@@ -134,7 +135,10 @@ class SandboxCore:
 
     def add_envs(self, envs: dict[str, str]) -> None:
         """Give a started sandbox (a pooled one) the envs it would have been created with."""
-        SyncExchange(self, ops.set_env(envs)).run()
+        sent = dict(envs)
+        if "PYTHONPATH" in envs:  # the template's packages stay on it, after the caller's, as at a cold start
+            sent["PYTHONPATH"] = base_env(Image(), envs, self.policy.template)["PYTHONPATH"]
+        SyncExchange(self, ops.set_env(sent)).run()
         self.policy = dataclasses.replace(self.policy, envs={**self.policy.envs, **envs})
 
     def wait_started(self) -> None:
