@@ -207,3 +207,16 @@ def test_native_rest_command_with_a_non_zero_exit_is_an_answer(server: Server, k
     assert {key: answer.json()[key] for key in ("stdout", "stderr", "exit_code")} == {"stdout": "out\n", "stderr": "err\n", "exit_code": 3}
     missing = httpx.get(f"{server.url}/v1/sandboxes/{remote.sandbox_id}/files", params={"path": "/home/user/none"}, headers={"X-API-Key": keys.alpha})
     assert missing.status_code == 404 and set(missing.json()) == {"code", "message"}
+
+
+def test_the_template_travels_to_the_server(remote: Sandbox, server: Server, keys: Keys) -> None:
+    assert remote.get_info().template == "code-interpreter-v1" and remote.backend.policy.template == "code-interpreter-v1"
+    assert remote.run_code("import sklearn; sklearn.__name__").text == "'sklearn'"
+    base = Sandbox.create(timeout=60, template="base", api_url=server.url, api_key=keys.alpha)
+    try:
+        assert base.get_info().template == "base"
+        assert base.run_code("import sklearn").error.name == "ModuleNotFoundError"
+    finally:
+        base.kill()
+    with pytest.raises(ValueError, match="unknown template"):
+        Sandbox.create(template="no-such", api_url=server.url, api_key=keys.alpha)
