@@ -161,7 +161,7 @@ class SandboxPool:
         with its preloading), but a miss may keep this kind warm from now on.
         A sandbox that fails at hand-out is dropped and ``None`` returned.
         """
-        key = (limits, network, template)
+        key = (limits, network, check_template(template))
         with self._cond:
             if self._closed:
                 return None
