@@ -22,7 +22,7 @@ LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript"
 @app.command()
 def setup(
     code_interpreter: bool = typer.Option(
-        True, "--code-interpreter/--no-code-interpreter", help="install the code-interpreter-v1 template's packages (E2B's set: about 1.3 GB and a few minutes)"
+        True, "--code-interpreter/--no-code-interpreter", help="install the code-interpreter-v1 template's packages (E2B's set: about 1.5 GB, a few minutes)"
     ),
 ) -> None:
     """Install what sandboxes need: bubblewrap, Node.js, the runtime image and the code-interpreter-v1 template."""
