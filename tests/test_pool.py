@@ -17,6 +17,7 @@ import pytest
 from pooling import POOL_FILL_WAIT, take_pooled
 
 from sandcell import Limits, Sandbox, SandboxPool
+from sandcell.isolation import DEFAULT_TEMPLATE
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -159,9 +160,9 @@ def test_spare_contexts_are_fresh_and_take_the_asked_cwd_and_envs(make_pooled_sa
 
 def test_pool_replaces_a_sandbox_that_died_idle(pool: SandboxPool) -> None:
     assert wait_until(lambda: pool.ready() == 3, POOL_FILL_WAIT)
-    victim = pool._ready[(Limits(), False)][0]
+    victim = pool._ready[(Limits(), False, DEFAULT_TEMPLATE)][0]
     victim.process.kill()  # as if the sandbox died on its own
-    assert wait_until(lambda: victim not in pool._ready[(Limits(), False)], 10)
+    assert wait_until(lambda: victim not in pool._ready[(Limits(), False, DEFAULT_TEMPLATE)], 10)
     assert wait_until(lambda: pool.ready() == 3, POOL_FILL_WAIT), "the pool did not refill"
     sbx = take_pooled(pool, timeout=60)
     try:
@@ -189,9 +190,9 @@ def test_learnt_kinds_are_bounded_and_expire(pool: SandboxPool, monkeypatch: pyt
     for n in range(pool.learn + 3):
         assert pool.take(Limits(memory_mb=300 + n), False, {}) is None
     assert len(pool._ready) == 1 + pool.learn, "more kinds kept warm than the pool may learn"
-    assert (Limits(memory_mb=300), False) not in pool._ready, "the least recently asked kind should have made room"
+    assert (Limits(memory_mb=300), False, DEFAULT_TEMPLATE) not in pool._ready, "the least recently asked kind should have made room"
     monkeypatch.setattr(pool_module, "LEARNED_IDLE", 0.5)
-    assert wait_until(lambda: pool.kinds() == [(Limits(), False)], 10), "learnt kinds nobody asks for must expire"
+    assert wait_until(lambda: pool.kinds() == [(Limits(), False, DEFAULT_TEMPLATE)], 10), "learnt kinds nobody asks for must expire"
 
 
 def test_a_kind_that_cannot_start_backs_off_and_does_not_starve_the_others() -> None:
@@ -200,8 +201,8 @@ def test_a_kind_that_cannot_start_backs_off_and_does_not_starve_the_others() -> 
     with SandboxPool(size=2) as pool:
         pool.warm(broken, timeout=0)
         assert wait_until(lambda: pool.ready() == 2, POOL_FILL_WAIT), "the default kind starved behind the failing one"
-        assert wait_until(lambda: pool._ready[(broken, False)].failures >= 2, 30)
-        retry_in = pool._ready[(broken, False)].retry_at - time.monotonic()
+        assert wait_until(lambda: pool._ready[(broken, False, DEFAULT_TEMPLATE)].failures >= 2, 30)
+        retry_in = pool._ready[(broken, False, DEFAULT_TEMPLATE)].retry_at - time.monotonic()
         assert retry_in > 5, "the failing kind should wait longer after each failure"
         assert pool.ready(broken) == 0
 
@@ -209,11 +210,11 @@ def test_a_kind_that_cannot_start_backs_off_and_does_not_starve_the_others() -> 
 def test_a_sandbox_failing_at_hand_out_is_not_replaced_by_the_next(pool: SandboxPool) -> None:
     """Bad envs at hand-out used to kill every pooled sandbox in turn (dozens, for 49 s) before a create answered."""
     assert wait_until(lambda: pool.ready() == 3, POOL_FILL_WAIT)
-    first, *others = [core.sandbox_id for core in pool._ready[(Limits(), False)]]
+    first, *others = [core.sandbox_id for core in pool._ready[(Limits(), False, DEFAULT_TEMPLATE)]]
     started = time.monotonic()
     assert pool.take(Limits(), False, {"": "not a name"}) is None  # past the checks create() makes: the supervisor refuses it
     assert time.monotonic() - started < 10
-    left = [core.sandbox_id for core in pool._ready[(Limits(), False)]]
+    left = [core.sandbox_id for core in pool._ready[(Limits(), False, DEFAULT_TEMPLATE)]]
     assert first not in left and all(other in left for other in others), "only the one sandbox tried may be used up"
 
 
