@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sandcell import InvalidArgumentException, Limits, Sandbox
+from sandcell.isolation import DEFAULT_TEMPLATE
 from sandcell.server.errors import ERROR_HANDLERS, ApiError, CatchAll
 from sandcell.server.manager import SandboxManager, ServerConfig
 from sandcell.server.store import Store
@@ -114,7 +115,7 @@ def test_server_pool_keeps_only_its_kind_and_stays_in_the_memory_budget(tmp_path
                 live = await manager.create(team, limits=Limits(memory_mb=200 + n))
                 await manager.kill(live)
             await asyncio.sleep(2)
-            assert list(manager.pool._ready) == [(Limits(), False)], "the pool keeps kinds the operator did not configure"
+            assert list(manager.pool._ready) == [(Limits(), False, DEFAULT_TEMPLATE)], "the pool keeps kinds the operator did not configure"
 
             deadline = time.monotonic() + 60
             while manager.pool.ready() < 2:

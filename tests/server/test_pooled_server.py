@@ -45,12 +45,18 @@ def test_pooled_create_has_its_envs_timeout_metadata_and_survives_a_restart(tmp_
         info = sandbox.get_info()
         assert info.metadata == {"pooled": "1"} and 80 < (info.end_at - info.started_at).total_seconds() <= 91
         sandbox.run_code("kept = 'over the restart'")
+        assert sandbox.run_code("import sklearn; sklearn.__name__").text == "'sklearn'"  # the pool's kind is the default template
+        base = Sandbox.create(template="base", timeout=90, **options)  # never a pooled code-interpreter-v1 one
+        assert base.run_code("import sys; 'pandas' in sys.modules").text == "False" and base.get_info().template_id == "base"
     finally:
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
     server = start_server(db, log, port=int(server.url.rsplit(":", 1)[1]), extra=["--pool", "1"])
     try:
         assert sandbox.run_code("kept").text == "'over the restart'"
+        assert [base.get_info().template_id, sandbox.get_info().template_id] == ["base", "code-interpreter-v1"]
+        assert base.run_code("import sklearn").error.name == "ModuleNotFoundError"
         sandbox.kill()
+        base.kill()
     finally:
         server.stop()
