@@ -65,13 +65,25 @@ def schema_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return converted
 
 
+def source_line(line: str) -> str:
+    """One element of ``lines`` as the line of source it stands for.
+
+    An element is one line, so a line break in it can only be the model's
+    ``\\n`` (or ``\\r``) inside a string of the code, which JSON decoding
+    turned into the character itself: it is put back as the two characters.
+    """
+    return line.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_turn(raw: str, number: int) -> ModelTurn:
     try:
         turn = json.loads(raw)
     except ValueError:
         return ModelTurn(text=raw)  # the grammar should prevent this; treat it as an answer
-    lines = turn.get("lines") if isinstance(turn.get("lines"), list) else [str(turn.get("code", ""))]
-    code = "\n".join(str(line) for line in lines)
+    if isinstance(turn.get("lines"), list):
+        code = "\n".join(source_line(str(line)) for line in turn["lines"])
+    else:
+        code = str(turn.get("code", ""))
     if turn.get("action") == "run_code" and code.strip():
         arguments = json.dumps({"code": code, "language": turn.get("language") or "python"})
         return ModelTurn(tool_calls=[ToolCall(id=f"call_{number}", name="exec_code", arguments=arguments)])
