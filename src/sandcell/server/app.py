@@ -9,7 +9,6 @@ to ``E2B_SANDBOX_URL``; pointed at one server, the two are told apart by the
 from __future__ import annotations
 
 import json
-import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -28,8 +27,6 @@ from .errors import ERROR_HANDLERS, ApiError, CatchAll, http_error_handler, vali
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .observability import Metrics, Observed
 from .store import Store
-
-log = logging.getLogger("sandcell.server")
 
 ENVD_PORT = b"49983"
 INTERPRETER_PORT = b"49999"
