@@ -107,8 +107,8 @@ async def well_behaved(sandbox: AsyncSandbox, runs: int, pause: float, deadline:
             report.lost.append(f"{sandbox.sandbox_id} run {i}: stdout {execution.logs.stdout!r}, text {execution.text!r}, error {execution.error}")
 
 
-async def flooding(kind: str, sandbox: AsyncSandbox, url: str, patience: float, report: Report) -> None:
-    while True:
+async def flooding(kind: str, sandbox: AsyncSandbox, url: str, patience: float, report: Report, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         await FLOODS[kind](sandbox, url, patience)
         report.floods[kind] = report.floods.get(kind, 0) + 1
 
@@ -135,10 +135,15 @@ async def load(
     try:
         report.server_mib_started = report.server_mib_peak = rss_mib(server_pid)
         sampler = asyncio.ensure_future(sample_memory(server_pid, report))
-        floods = [asyncio.ensure_future(flooding(kinds[n % len(kinds)], sandbox, url, patience, report)) for n, sandbox in enumerate(opened[:flooders])]
+        stop = asyncio.Event()
+        floods = [asyncio.ensure_future(flooding(kinds[n % len(kinds)], sandbox, url, patience, report, stop)) for n, sandbox in enumerate(opened[:flooders])]
         started = time.monotonic()
         await asyncio.gather(*(well_behaved(sandbox, runs, pause, started + duration, report) for sandbox in opened[flooders:]))
         report.seconds = time.monotonic() - started
+        # Each flood finishes the one it is in (on a busy machine a results flood outlasts the
+        # well-behaved runs); one that does not within FLOOD_TIMEOUT is stuck, and counts no finish.
+        stop.set()
+        await asyncio.wait(floods, timeout=FLOOD_TIMEOUT)
         for task in (*floods, sampler):
             task.cancel()
         await asyncio.gather(*floods, sampler, return_exceptions=True)
