@@ -16,21 +16,25 @@ app = typer.Typer(help="sandcell: a self-hosted code interpreter for LLM agents.
 console = Console()
 app.command()(server_cli.serve)
 app.add_typer(server_cli.keys, name="keys")
-LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash"}
+LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash", ".r": "r", ".R": "r"}
 
 
 @app.command()
-def setup() -> None:
-    """Install what sandboxes need: bubblewrap, Node.js and the runtime image."""
+def setup(
+    r: bool = typer.Option(True, "--r/--no-r", help="install R (Debian's r-base-core) for R contexts"),
+    java: bool = typer.Option(True, "--java/--no-java", help="install a JDK (Debian's default-jdk-headless) for Java contexts"),
+) -> None:
+    """Install what sandboxes need: bubblewrap, Node.js, R, a JDK and the runtime image."""
     from sandcell.isolation.image import build
 
-    build(say=lambda line: console.print(f"[dim]{line}[/dim]"))
+    languages = tuple(name for name, wanted in (("r", r), ("java", java)) if wanted)
+    build(say=lambda line: console.print(f"[dim]{line}[/dim]"), languages=languages)
 
 
 @app.command()
 def run(
-    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js or .sh file"),
-    language: str = typer.Option(None, help="python, javascript or bash (default: from the file's suffix)"),
+    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js, .sh or .R file"),
+    language: str = typer.Option(None, help="python, javascript, bash, r or java (default: from the file's suffix)"),
     timeout: float = typer.Option(300, help="seconds before the run is interrupted"),
 ) -> None:
     """Run a script in a fresh sandbox and stream its output."""

@@ -10,7 +10,8 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 - ``etc/``: the sandbox's passwd, group, hosts... (no host secrets);
 - ``mpl/``: matplotlib's font cache, built once so plots don't rebuild it;
 - ``stage/<hash>/sandcell``: a copy of the in-sandbox code (``runtime`` and
-  ``protocol``), content-addressed so concurrent hosts never mix versions.
+  ``protocol``), content-addressed so concurrent hosts never mix versions,
+  with the Java kernel built from it in ``stage/<hash>/java`` (``java_stage``).
 
 ``sandcell setup`` builds it (``build``); ``Image.check`` says what is missing.
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
+
+from . import java_stage
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCES = ("runtime", "protocol")
@@ -108,12 +111,15 @@ class Image:
                 destination = package / path.relative_to(PACKAGE_DIR)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, destination)
+            java_stage.build_jar(scratch)
             for path in [scratch, *scratch.rglob("*")]:
                 path.chmod(0o755 if path.is_dir() else 0o644)
             try:
                 scratch.rename(target)
             except OSError:  # another process staged the same content first
                 shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                java_stage.build_archive(target)
         return target
 
 
@@ -122,20 +128,35 @@ def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> No
     subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def build(image: Image | None = None, say: Callable[[str], None] = print) -> Image:
-    """Install what sandboxes need; safe to run again (it skips what exists)."""
+# The system packages of the optional languages, and the program each provides.
+LANGUAGE_PACKAGES = {"r": ("r-base-core", "R"), "java": ("default-jdk-headless", "javac")}
+
+
+def build(image: Image | None = None, say: Callable[[str], None] = print, languages: tuple[str, ...] = tuple(LANGUAGE_PACKAGES)) -> Image:
+    """Install what sandboxes need; safe to run again (it skips what exists).
+
+    ``languages`` are the optional ones (R, Java) whose system packages are
+    installed too; without root they are only named, and their contexts say
+    which package they miss when asked for.
+    """
     image = image or Image()
     apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
     system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     if apt and "python3-venv" in apt and _has_venv(system_python):
         apt.remove("python3-venv")
-    if apt:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            raise ImageMissing(f"install these system packages first: {', '.join(apt)}")
+    optional = [LANGUAGE_PACKAGES[language][0] for language in languages if not shutil.which(LANGUAGE_PACKAGES[language][1])]
+    can_install = os.geteuid() == 0 and shutil.which("apt-get") is not None
+    if apt and not can_install:
+        raise ImageMissing(f"install these system packages first: {', '.join(apt + optional)}")
+    if optional and not can_install:
+        say(f"R and Java contexts need these system packages, not installed: {', '.join(optional)}")
+    elif apt or optional:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(["apt-get", "install", "-y", "-q", *apt], env=env).returncode != 0:
-            _run(["apt-get", "update", "-q"], say, env=env)  # a fresh machine has no package lists yet
+        _run(["apt-get", "update", "-q"], say, env=env)
+        if apt:
             _run(["apt-get", "install", "-y", "-q", *apt], say, env=env)
+        if optional:  # what they only recommend (R's manuals and compilers...) sandboxes never use
+            _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *optional], say, env=env)
     image.home.mkdir(parents=True, exist_ok=True)
     image.home.chmod(0o755)
     if not image.python.exists():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-LANGUAGES = ("python", "javascript", "bash")
+LANGUAGES = ("python", "javascript", "bash", "r", "java")
 LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
 
 

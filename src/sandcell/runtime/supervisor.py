@@ -94,6 +94,7 @@ class Supervisor:
             output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),
             kill_grace=float(config.get("kill_grace", 3.0)),
             preload=tuple(config.get("preload", ())),
+            memory_mb=int(config.get("memory_mb", 0)),
         )
         os.makedirs(self.runtime.work_dir, mode=0o700, exist_ok=True)
         seed_matplotlib_cache(config.get("mpl_cache"), self.runtime.base_env.get("MPLCONFIGDIR"))

@@ -47,6 +47,7 @@ class Runtime:
     kill_grace: float
     preload: tuple[str, ...] = ()
     zygote: PythonZygote | None = None
+    memory_mb: int = 0  # the sandbox's memory limit, for interpreters that size themselves (the JVM); 0: unknown
 
 
 class Run:
