@@ -39,7 +39,13 @@ def build_jar(stage: Path) -> None:
         return
     with tempfile.TemporaryDirectory() as classes:
         # The kernel uses sun.misc.Signal (SIGINT) on purpose: no warning about it.
-        compiled = subprocess.run([javac, "-nowarn", "-XDignore.symbol.file", "-d", classes, str(stage / KERNEL_SOURCE)], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        compiled = subprocess.run(
+            [javac, "-nowarn", "-XDignore.symbol.file", "-d", classes, str(stage / KERNEL_SOURCE)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
         if compiled.returncode != 0:
             print(f"sandcell: the Java kernel does not compile; Java contexts will compile it at each start:\n{compiled.stderr}", file=sys.stderr)
             return
@@ -67,6 +73,7 @@ def build_archive(stage: Path) -> None:
         try:
             dumped = subprocess.run(
                 [java, *jvm_options(0), f"-XX:ArchiveClassesAtExit={made}", "-cp", str(jar), KERNEL_CLASS],
+                check=False,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 cwd=scratch,
@@ -78,7 +85,9 @@ def build_archive(stage: Path) -> None:
         finally:
             os.close(devnull)
         if dumped.returncode != 0 or not made.exists():
-            print(f"sandcell: no CDS archive for the Java kernel (Java contexts start slower): {dumped.stderr.decode(errors='replace')[-2000:]}", file=sys.stderr)
+            print(
+                f"sandcell: no CDS archive for the Java kernel (Java contexts start slower): {dumped.stderr.decode(errors='replace')[-2000:]}", file=sys.stderr
+            )
             return
         made.chmod(0o644)
         shutil.move(str(made), str(stage / KERNEL_ARCHIVE) + ".part")

@@ -12,9 +12,9 @@ from sandcell.protocol import HOME, SANDBOX_UID, WORK_DIR
 from .image import Image
 from .limits import PENDING_SIGNALS, Limits
 
-ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "fonts", "ssl", "mime.types", "protocols", "services", "R")
-# The JDK's configuration (java.security, jvm.cfg...), which Debian keeps in /etc/java-<version>-openjdk.
-ETC_FROM_HOST_GLOBS = ("java-*-openjdk",)
+ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "fonts", "ssl", "mime.types", "protocols", "services")
+# What Debian's R and JDK read from /etc (ldpaths, Renviron; java.security, jvm.cfg), when they are installed.
+ETC_OF_LANGUAGES = ("R", "java-*-openjdk")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def filesystem_argv(image: Image, disk_bytes: int) -> list[str]:
         elif path.is_dir():
             binds.append(("--ro-bind", str(path), str(path)))
     binds += [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_FROM_HOST]
-    binds += [("--ro-bind", str(path), str(path)) for pattern in ETC_FROM_HOST_GLOBS for path in sorted(Path("/etc").glob(pattern))]
+    binds += [("--ro-bind", str(path), str(path)) for pattern in ETC_OF_LANGUAGES for path in sorted(Path("/etc").glob(pattern))]
     binds += [("--ro-bind", str(path), f"/etc/{path.name}") for path in sorted(image.etc.iterdir())]
     binds += [("--ro-bind", str(path), str(path)) for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage)]
     # bwrap makes the skeleton's directories (/etc, /opt...) 0700: fine for a

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .base import Context, Runtime
 from .bash import BashContext
-from .javascript import JavaScriptContext
 from .java import JavaContext
+from .javascript import JavaScriptContext
 from .python import PythonContext
 from .r import RContext
 
