@@ -172,6 +172,16 @@ def sandcell_language_start(language: str, code: str, repeat: int, pool: Sandbox
         return samples
 
 
+def command_to_first_result(command: str, expected: str, repeat: int) -> list[float]:
+    """A command (an interpreter's own CLI) started in a sandbox, to its output."""
+    with Sandbox.create(pool=False) as sandbox:
+
+        def once() -> None:
+            assert expected in sandbox.commands.run(command, timeout=120).stdout
+
+        return timed(once, repeat)
+
+
 def pooled_create_to_first_result(pool: SandboxPool, code: str, expected: str, repeat: int) -> list[float]:
     """create -> first result, each from a full pool (the refill is waited for, untimed; the kill is not timed)."""
     samples = []
@@ -301,6 +311,12 @@ def main() -> None:
     spread = (10, 20) if args.quick else (50, 40)
     add(f"run_code('1+1') throughput across {spread[0]} sandboxes", [sandcell_throughput(*spread)], None, "/s")
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
+    # Baselines: the interpreter's own command line, started in a sandbox, to the same first result.
+    few = max(3, starts // 4)
+    rscript = "Rscript -e '1 + 1'"
+    add("r context create -> first result (vs Rscript)", sandcell_language_start("r", "1 + 1", few), command_to_first_result(rscript, "[1] 2", few))
+    jshell = "printf '1 + 1\\n/exit\\n' | jshell -q"
+    add("java context create -> first result (vs jshell)", sandcell_language_start("java", "1 + 1", few), command_to_first_result(jshell, "==> 2", few))
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)
     megabytes = 10 if args.quick else 100

@@ -30,7 +30,7 @@ EXEC_CODE = {
             "type": "object",
             "properties": {
                 "code": {"type": "string", "description": "the code to run"},
-                "language": {"type": "string", "enum": list(LANGUAGES), "description": "python, javascript or bash"},
+                "language": {"type": "string", "enum": list(LANGUAGES), "description": ", ".join(LANGUAGES)},
             },
             "required": ["code", "language"],
         },

@@ -80,7 +80,7 @@ class Fork(BaseModel):
 
 class RunCode(BaseModel):
     code: str
-    language: str | None = Field(None, description="python (default), javascript or bash")
+    language: str | None = Field(None, description="python (default), javascript, bash, r or java")
     context_id: str | None = None
     envs: dict[str, str] = {}
     timeout: float | None = Field(None, description="seconds before the code is interrupted (its state is kept)")
