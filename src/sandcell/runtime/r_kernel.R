@@ -38,9 +38,10 @@ local({
   }
   # After each result the supervisor says, with an empty line, that it has forwarded
   # what was printed before it; output printed after the result cannot overtake it.
+  # (R holds an interrupt back while it waits in readLines: the cell gets it next.)
   send_and_wait <- function(kind, ...) {
     send(kind, ...)
-    tryCatch(readLines(requests, n = 1L), interrupt = function(condition) NULL)
+    readLines(requests, n = 1L)
   }
   send_error <- function(name, value, traceback = "") send_and_wait("error", hex(name), hex(value), hex(traceback))
   send_text <- function(text) send_and_wait("result", "0", "text/plain", hex(text))
@@ -216,7 +217,8 @@ local({
           "error"
         }
       )
-      send("done", status)
+      # An interrupt held back while "done" was written is spent here, not on the session.
+      tryCatch(send("done", status), interrupt = function(i) NULL)
     }
   }
   serve()
