@@ -27,6 +27,7 @@ def jvm_options(memory_mb: int) -> list[str]:
         # The heap gets half the sandbox, class metadata an eighth: the rest is for the
         # sandbox's other processes and files. A full heap is an OutOfMemoryError the cell
         # can catch, not the sandbox's death.
-        options += [f"-Xmx{max(memory_mb // 2, 32)}m", f"-XX:MaxMetaspaceSize={max(memory_mb // 8, 64)}m"]
+        # MaxRAM: the JVM's other sizes (the initial heap...) follow the sandbox, not the host.
+        options += [f"-XX:MaxRAM={memory_mb}m", f"-Xmx{max(memory_mb // 2, 32)}m", f"-XX:MaxMetaspaceSize={max(memory_mb // 8, 64)}m"]
     # The JVM's own warnings go to stderr, never into the code's stdout.
     return [*options, "-Xlog:disable", "-Xlog:all=warning:stderr"]
