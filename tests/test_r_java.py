@@ -182,6 +182,15 @@ class TestJava:
         incomplete = sbx.run_code("for (int i = 0; i < 3; i++) {", context=java).error
         assert incomplete is not None and incomplete.name == "CompilationException"
 
+    def test_a_method_may_use_what_a_later_cell_declares(self, sbx: Sandbox, java: Context) -> None:
+        ok(sbx.run_code("void javaShowLater() { System.out.println(javaLater); }", context=java))
+        early = sbx.run_code("javaShowLater();", context=java).error
+        assert early is not None and early.name == "UnresolvedReferenceException" and "javaLater" in early.value
+        ok(sbx.run_code("int javaLater = 3;", context=java))
+        assert stdout(ok(sbx.run_code("javaShowLater();", context=java))) == "3\n"
+        unresolved = sbx.run_code("class JavaHolder { JavaMissing field; }", context=java).error
+        assert unresolved is not None and unresolved.name == "CompilationException" and "JavaMissing" in unresolved.value
+
     def test_run_envs_are_system_properties_as_in_e2b(self, sbx: Sandbox, java: Context) -> None:
         assert ok(sbx.run_code('System.getProperty("FOO")', context=java, envs={"FOO": "bar"})).text == "bar"
         assert ok(sbx.run_code('System.getProperty("FOO", "default")', context=java)).text == "default"

@@ -53,8 +53,9 @@ def run(
         )
         sys.stdout.flush()
         for result in execution.results:
-            if result.is_main_result and result.text:
-                console.print(result.text)
+            # R's visible values are results of their own (as in IRkernel), which Rscript would print.
+            if result.text and (result.is_main_result or (language == "r" and result.png is None)):
+                console.print(result.text, markup=False, highlight=False)
         if execution.error:
             console.print(f"[red]{execution.error.name}: {execution.error.value}[/red]")
             if execution.error.traceback:

@@ -33,6 +33,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
 
+import jdk.jshell.DeclarationSnippet;
 import jdk.jshell.Diag;
 import jdk.jshell.EvalException;
 import jdk.jshell.ExpressionSnippet;
@@ -191,8 +192,8 @@ final class JavaKernel {
         String value;
         if (!diagnostics.isEmpty()) {
             value = diagnostics.get(0).getMessage(null);
-        } else if (snippet instanceof jdk.jshell.DeclarationSnippet) {
-            value = "unresolved: " + String.join(", ", shell.unresolvedDependencies((jdk.jshell.DeclarationSnippet) snippet).collect(Collectors.toList()));
+        } else if (snippet instanceof DeclarationSnippet) {
+            value = "unresolved: " + shell.unresolvedDependencies((DeclarationSnippet) snippet).collect(Collectors.joining(", "));
         } else {
             value = "the snippet was rejected: " + source.strip();
         }
@@ -200,6 +201,13 @@ final class JavaKernel {
     }
 
     void sendException(JShellException exception) {
+        if (exception instanceof UnresolvedReferenceException) {
+            DeclarationSnippet snippet = ((UnresolvedReferenceException) exception).getSnippet();
+            String missing = shell.unresolvedDependencies(snippet).collect(Collectors.joining(", "));
+            String value = snippet.name() + " cannot be used until this is declared: " + missing;
+            sendError("UnresolvedReferenceException", value, value);
+            return;
+        }
         String name;
         if (exception instanceof EvalException) {
             String className = ((EvalException) exception).getExceptionClassName();
@@ -245,7 +253,7 @@ final class JavaKernel {
                     sendException(event.exception());
                     return false;
                 }
-                if (event.status() == Snippet.Status.REJECTED) {
+                if (!event.status().isDefined()) {  // rejected, or declared with what does not exist yet
                     sendCompileError(event.snippet());
                     return false;
                 }
