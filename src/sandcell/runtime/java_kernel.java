@@ -57,20 +57,28 @@ final class JavaKernel {
     };
     static final HexFormat HEX = HexFormat.of();
 
-    /** Local execution that keeps the last variable value it read, so a result can be the object itself. */
+    /**
+     * Local execution that can hand over a variable's object itself, so a result can be made
+     * from it: while {@code capturing}, reading a variable keeps its value and returns no text
+     * (JShell's text of a large value costs as much again as the value).
+     */
     static final class Control extends LocalExecutionControl {
-        Object lastValue;
+        boolean capturing;
+        Object captured;
 
         @Override
         public String varValue(String className, String varName) throws RunException, EngineTerminationException, InternalException {
+            if (!capturing) {
+                return super.varValue(className, varName);
+            }
             try {
                 Field field = findClass(className).getDeclaredField(varName);
                 field.setAccessible(true);
-                lastValue = field.get(null);
+                captured = field.get(null);
             } catch (ReflectiveOperationException | RuntimeException e) {
-                lastValue = null;
+                captured = null;
             }
-            return super.varValue(className, varName);
+            return "";
         }
     }
 
@@ -154,13 +162,16 @@ final class JavaKernel {
         if (variable == null) {
             return null;
         }
-        control.lastValue = null;
+        control.captured = null;
+        control.capturing = true;
         try {
             shell.varValue(variable);
         } catch (RuntimeException e) {
             return null;
+        } finally {
+            control.capturing = false;
         }
-        return control.lastValue;
+        return control.captured;
     }
 
     static byte[] png(Object value) {
