@@ -92,6 +92,16 @@ class TestR:
         assert ok(sbx.run_code("lines(c(6, 4, 5))", context=r)).results[0].png not in (None, two.results[1].png)
         assert ok(sbx.run_code("r_no_plot <- 1", context=r)).results == []
 
+    def test_a_value_whose_print_draws_is_its_plot_only(self, sbx: Sandbox, r: Context) -> None:
+        # As lattice's and ggplot2's objects do (neither is in r-base-core): print() draws, and prints nothing.
+        ok(sbx.run_code("print.r_drawn <- function(x, ...) plot(1:3)", context=r))
+        execution = ok(sbx.run_code("structure(list(), class = 'r_drawn')", context=r))
+        assert [(result.text, result.png is not None) for result in execution.results] == [("<R plot>", True)]
+
+    def test_a_plot_saved_to_a_file_is_not_a_result(self, sbx: Sandbox, r: Context) -> None:
+        execution = ok(sbx.run_code("png('/home/user/saved.png')\nplot(1:5)\ninvisible(dev.off())\nfile.size('/home/user/saved.png') > 0", context=r))
+        assert [result.text for result in execution.results] == ["[1] TRUE"]
+
     def test_the_plot_size_follows_repr_options(self, sbx: Sandbox, r: Context) -> None:
         execution = ok(sbx.run_code("options(repr.plot.width = 4, repr.plot.height = 3, repr.plot.res = 100)\nhist(rnorm(50))", context=r))
         ok(sbx.run_code("options(repr.plot.width = 7, repr.plot.height = 7, repr.plot.res = 120)", context=r))

@@ -22,7 +22,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def jvm_options(memory_mb: int) -> list[str]:
     """The JVM's flags in a sandbox of ``memory_mb`` (0: unknown, the JVM's defaults)."""
-    options = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1", "-XX:-UsePerfData", "-Xss1m", "-XX:ReservedCodeCacheSize=64m"]
+    # Compiled code is capped too (C1's code is small; the default reserves 240 MiB for C2's).
+    options = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1", "-XX:-UsePerfData", "-XX:ReservedCodeCacheSize=64m"]
     if memory_mb:
         # The heap gets half the sandbox, class metadata an eighth: the rest is for the
         # sandbox's other processes and files. A full heap is an OutOfMemoryError the cell

@@ -167,7 +167,7 @@ local({
           status <- "error"
           break
         }
-        send_text(printed)
+        if (nzchar(printed)) send_text(printed)  # a value whose print() draws (lattice, ggplot2) is its plot alone
       }
     }
     look_at_plots()
