@@ -18,18 +18,18 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from sandcell import AsyncSandbox, Sandbox, SandboxPool
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server
 
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(function: Callable[[], object], repeat: int) -> list[float]:

@@ -22,9 +22,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
 
@@ -32,7 +32,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCES = ("runtime", "protocol")
 
 ETC_FILES = {
-    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
     "group": f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     "hostname": "sandbox\n",
@@ -117,9 +121,9 @@ class Image:
         return target
 
 
-def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> None:
+def _run(command: list[str], say: Callable[[str], None], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     say("$ " + " ".join(command))
-    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(command, check=True, env=env, cwd=cwd)
 
 
 def build(image: Image | None = None, say: Callable[[str], None] = print) -> Image:
@@ -133,7 +137,7 @@ def build(image: Image | None = None, say: Callable[[str], None] = print) -> Ima
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             raise ImageMissing(f"install these system packages first: {', '.join(apt)}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(["apt-get", "install", "-y", "-q", *apt], env=env).returncode != 0:
+        if subprocess.run(["apt-get", "install", "-y", "-q", *apt], env=env, check=False).returncode != 0:
             _run(["apt-get", "update", "-q"], say, env=env)  # a fresh machine has no package lists yet
             _run(["apt-get", "install", "-y", "-q", *apt], say, env=env)
     image.home.mkdir(parents=True, exist_ok=True)
@@ -161,4 +165,4 @@ def build(image: Image | None = None, say: Callable[[str], None] = print) -> Ima
 
 
 def _has_venv(python: str) -> bool:
-    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/").returncode == 0
+    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/", check=False).returncode == 0

@@ -24,7 +24,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 REQUESTS_FD = 3
 EVENTS_FD = 4
@@ -68,7 +69,7 @@ class Channel:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except Exception:  # user code may have replaced or closed them
+                except Exception:  # noqa: S110, BLE001 - user code may have replaced or closed them, and theirs may raise anything
                     pass
             self._events.write(line)
             self._events.flush()
@@ -108,8 +109,9 @@ def _jsonable(format_dict: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bytes):  # IPython gives raw bytes for some image types
             import base64
 
-            value = base64.b64encode(value).decode()
-        data[mime] = value
+            data[mime] = base64.b64encode(value).decode()
+        else:
+            data[mime] = value
     return data
 
 
@@ -164,7 +166,7 @@ def build_shell(channel: Channel) -> Any:
 
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            status = subprocess.call(self.var_expand(cmd, depth=1), shell=True, executable="/bin/bash")
+            status = subprocess.call(self.var_expand(cmd, depth=1), shell=True, executable="/bin/bash")  # noqa: S602 - ``!cmd`` is a shell line by definition
             self.user_ns["_exit_code"] = status
 
     # No history database: it would start a saving thread, and a zygote must
@@ -248,7 +250,7 @@ def serve(shell: Any, channel: Channel) -> None:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except Exception:
+                except Exception:  # noqa: S110, BLE001 - the cell's streams, whatever they raise, must not keep this child alive
                     pass
             os._exit(0)
 
@@ -424,7 +426,7 @@ def reseed_numpy() -> None:
     if numpy is not None:
         try:
             numpy.random.seed()
-        except Exception:  # noqa: BLE001 - a broken numpy is the user's to find
+        except Exception:  # noqa: S110, BLE001 - a broken numpy is the user's to find
             pass
 
 

@@ -91,7 +91,7 @@ def warm(names: Iterable[str], path: str | None = None, wait: float = 300.0) -> 
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: S110, BLE001 - any import error is ``load``'s to report
             pass
 
 
@@ -122,9 +122,8 @@ def _self_contained(obj: Any) -> bool:
         return all(_plain(value) for value in captured)
     if type(obj).__module__ == "__main__" or any(base.__module__ == "__main__" for base in obj.__mro__[1:]):
         return False
-    for name, value in vars(obj).items():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
+    for name, attribute in vars(obj).items():
+        value = attribute.__func__ if isinstance(attribute, (staticmethod, classmethod)) else attribute
         if isinstance(value, property):
             if not all(part is None or (isinstance(part, types.FunctionType) and _self_contained(part)) for part in (value.fget, value.fset, value.fdel)):
                 return False
@@ -312,7 +311,7 @@ class _Arriving:
                     if name.startswith(start):
                         found = self._whole(start, int(name[len(start) :]))
             if found is not None:
-                self._handle, self._left, self._part = open(found, "rb", buffering=0), self._size, found
+                self._handle, self._left, self._part = open(found, "rb", buffering=0), self._size, found  # noqa: SIM115 - read part by part, closed in readinto/close
                 self._deadline = time.monotonic() + self._wait
                 return
             if time.monotonic() > self._deadline:

@@ -19,7 +19,8 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sandcell import protocol
 from sandcell.protocol import HOME, WORK_DIR, normalize_language
@@ -171,7 +172,7 @@ class Supervisor:
             await emit({"type": protocol.DONE, **(result or {})})
         except asyncio.CancelledError:
             await emit({"type": protocol.FAIL, "error": {"name": "Cancelled", "message": "the request was cancelled"}})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a request raises is its FAIL answer
             await emit({"type": protocol.FAIL, "error": {"name": error_name(exc), "message": str(exc) or type(exc).__name__}})
         finally:
             self.tasks.pop(request_id, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, Self, TypeVar
 
 from sandcell.isolation import Limits
 
@@ -77,10 +77,10 @@ class AsyncSandbox:
             return await asyncio.to_thread(call, *args)
         return call(*args)
 
-    async def __aenter__(self) -> AsyncSandbox:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.kill()
 
     # -- requests (see ``exchange.py``) -------------------------------------------

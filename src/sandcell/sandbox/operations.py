@@ -12,7 +12,8 @@ import codecs
 import datetime
 import signal
 import time
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterator, Literal
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import Any, Literal
 
 from sandcell import protocol
 from sandcell.isolation import Limits
@@ -325,7 +326,7 @@ def disk_usage(wait: float | None) -> Simple:
 
 def metrics(usage: HostUsage, disk: tuple[int, int]) -> SandboxMetrics:
     """E2B's metrics: the host's cgroup figures with the sandbox's disk (``disk_usage``), sampled just after it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return SandboxMetrics(usage.cpu_count, usage.cpu_used_pct, usage.mem_used, usage.mem_total, usage.mem_cache, disk[0], disk[1], now)
 
 

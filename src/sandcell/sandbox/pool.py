@@ -37,7 +37,8 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Self
 
 from sandcell.isolation import Limits, Policy
 
@@ -112,7 +113,7 @@ class SandboxPool:
         self._thread.start()
         _pools.add(self)
 
-    def __enter__(self) -> SandboxPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime
 import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 

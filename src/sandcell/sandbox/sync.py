@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Self
 
 from sandcell.isolation import Limits
 
@@ -71,10 +71,10 @@ class Sandbox:
         """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
         return self._backend.stop_reason
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.kill()
 
     def __repr__(self) -> str:

@@ -113,12 +113,13 @@ async def gunzipped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[b
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     size = 0
     async for chunk in chunks:
-        while chunk and not inflater.eof:
+        pending = chunk
+        while pending and not inflater.eof:
             try:
-                data = inflater.decompress(chunk, INFLATE_STEP)
+                data = inflater.decompress(pending, INFLATE_STEP)
             except zlib.error as exc:
                 raise ApiError(400, f"the body is not valid gzip: {exc}") from None
-            chunk = inflater.unconsumed_tail
+            pending = inflater.unconsumed_tail
             size += len(data)
             if size > limit:
                 raise ApiError(413, f"the gzip body inflates to more than the server's limit of {limit} bytes")

@@ -52,17 +52,17 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return ApiError(400, f"invalid request: {problems}").response()
 
 
-def internal_error(scope: Scope) -> ApiError:
+def internal_error(scope: Scope, exc: BaseException) -> ApiError:
     """A bug of the server, logged with its traceback under an id the answer names (its details stay in the log)."""
     incident = uuid.uuid4().hex[:12]
     scope["sandcell.error_logged"] = True
-    log.exception("unexpected error answering %s %s (incident %s)", scope.get("method"), scope.get("path"), incident)
+    log.error("unexpected error answering %s %s (incident %s)", scope.get("method"), scope.get("path"), incident, exc_info=exc)
     return ApiError(500, f"internal server error (incident {incident} in the server's log)")
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """What Starlette's last-resort handler answers with in place of its text/plain 500 (it re-raises after)."""
-    return internal_error(request.scope).response()
+    return internal_error(request.scope, exc).response()
 
 
 class CatchAll:
@@ -84,12 +84,12 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, watched_send)
-        except Exception:  # noqa: BLE001 - the point of this middleware
+        except Exception as exc:
             if started:  # an app's handler already answered (and logged), or a stream broke off: nothing more can be sent
                 if not scope.get("sandcell.error_logged"):
                     log.exception("unexpected error after the answer to %s %s began", scope.get("method"), scope.get("path"))
                 return
-            await internal_error(scope).response()(scope, receive, send)
+            await internal_error(scope, exc).response()(scope, receive, send)
 
 
 # What every app of the server answers errors with (the control app adds FastAPI's own).

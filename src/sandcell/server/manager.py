@@ -322,9 +322,7 @@ class SandboxManager:
             if metadata and any(record.metadata.get(key) != value for key, value in metadata.items()):
                 continue
             live = self._live.get(record.id)
-            if live is not None:
-                record = live.record
-            found.append(record)
+            found.append(live.record if live is not None else record)
         return found
 
     async def kill(self, live: LiveSandbox) -> None:

@@ -15,7 +15,8 @@ import asyncio
 import collections
 import json
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -141,7 +142,7 @@ async def execution_lines(
     """Run ``code`` and stream its lines; a client reading nothing for ``patience`` seconds loses the rest (see ``Backlog``)."""
     if not isinstance(code, str):
         raise ApiError(400, "code must be a string")
-    if context_id is not None and not isinstance(context_id, str) or language is not None and not isinstance(language, str):
+    if (context_id is not None and not isinstance(context_id, str)) or (language is not None and not isinstance(language, str)):
         raise ApiError(400, "context_id and language must be strings")
     lines: Backlog[bytes | None] = Backlog(patience, lambda: encoded({"type": "stderr", "text": dropped_notice(patience), "timestamp": time.time_ns()}))
 

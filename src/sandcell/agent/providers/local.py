@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import ModelTurn, ProviderError, ToolCall
 
@@ -94,7 +95,7 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, model_path: Path | None = None, threads: int | None = None, context_tokens: int = 8192, say: Callable[[str], None] = print) -> None:
-        from ..local_model import QWEN_CODER_1_5B
+        from sandcell.agent.local_model import QWEN_CODER_1_5B
 
         self.model = QWEN_CODER_1_5B.name
         self._path = model_path
@@ -107,7 +108,7 @@ class LocalProvider:
     def load(self, progress: Callable[[int, int], None] = lambda done, total: None) -> None:
         if self._llama is not None:
             return
-        from ..local_model import ensure_model
+        from sandcell.agent.local_model import ensure_model
 
         try:
             from llama_cpp import Llama

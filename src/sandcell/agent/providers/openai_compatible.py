@@ -7,7 +7,8 @@ name first, arguments in pieces) and are put back together here.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import openai
 

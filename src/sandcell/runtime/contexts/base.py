@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandcell.protocol import ENV_NAME
-
-from ..aio import PIPE_READ, Outcome, ReadWatch
-from ..output import Emit, RunOutput
-from ..zygote import PythonZygote
+from sandcell.runtime.aio import PIPE_READ, Outcome, ReadWatch
+from sandcell.runtime.output import Emit, RunOutput
+from sandcell.runtime.zygote import PythonZygote
 
 EVENTS_CLOSED_GRACE = 1.0
 ADOPT_TIMEOUT = 10.0
@@ -220,7 +219,7 @@ class Context:
                     await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
-        for fd, stream in zip(fds, ("stdout", "stderr")):
+        for fd, stream in zip(fds, ("stdout", "stderr"), strict=True):
             while True:
                 try:
                     data = os.read(fd, PIPE_READ)

@@ -15,9 +15,10 @@ import shlex
 import signal
 import uuid
 import zlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -145,7 +146,7 @@ class FilesystemService(Services):
             while True:
                 try:
                     event = await asyncio.wait_for(events.get(), KEEPALIVE_SECONDS)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield fs.WatchDirResponse(event=Oneof("keepalive", fs.WatchDirResponse.KeepAlive()))
                 else:
                     yield fs.WatchDirResponse(event=Oneof("filesystem", event))
@@ -246,7 +247,7 @@ async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience:
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), None if deadline is None else max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectError(Code.DEADLINE_EXCEEDED, f"the command ran past its timeout of {deadline_ms / 1000:g} s and was killed") from None
             if event is None:
                 break
