@@ -51,7 +51,8 @@ PIPE_SIZE = 1024 * 1024
 def _shell_namespace() -> dict[str, Any]:
     from IPython import get_ipython
 
-    return get_ipython().user_ns  # type: ignore[union-attr]
+    namespace: dict[str, Any] = get_ipython().user_ns
+    return namespace
 
 
 def _user_names(namespace: dict[str, Any]) -> list[str]:
@@ -162,7 +163,7 @@ class _Pickler(pickle.Pickler):
 def _dill_pickler() -> Any:
     import dill
 
-    class Pickler(dill.Pickler):  # type: ignore[misc, name-defined]
+    class Pickler(dill.Pickler):  # type: ignore[misc]  # dill has no stubs: its Pickler is Any here
         """dill, but numpy arrays reduced with protocol 5, so their memory goes out of band
         (dill's own numpy hook pickles it into the stream)."""
 
@@ -261,11 +262,12 @@ def _open_writer(path: str, wait: float = 30.0) -> Any:
     while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            break
         except OSError as exc:
             if exc.errno != errno.ENXIO or time.monotonic() > deadline:
                 raise
             time.sleep(0.001)
+            continue
+        break
     os.set_blocking(fd, True)
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
@@ -386,7 +388,7 @@ class _Reading:
     """``_read`` on a thread (started by ``warm``, so reading overlaps the imports)."""
 
     def __init__(self, path: str, wait: float) -> None:
-        self._outcome: Any = None
+        self._outcome: tuple[dict[str, Any], bytearray, list[Any]] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(path, wait), name="sandcell-fork-load", daemon=True)
         self._thread.start()
@@ -401,7 +403,8 @@ class _Reading:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._outcome  # type: ignore[no-any-return]
+        assert self._outcome is not None  # _run set one of the two
+        return self._outcome
 
 
 _arrivals: dict[str, _Reading] = {}

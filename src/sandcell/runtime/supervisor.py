@@ -455,7 +455,8 @@ def read_config() -> dict[str, Any]:
         frame = protocol.read_frame(stdin)
     if frame is None or frame[0].get("op") != "config" or not isinstance(frame[0].get("config"), dict):
         raise SystemExit("sandcell supervisor: the host sent no config")
-    return frame[0]["config"]
+    config: dict[str, Any] = frame[0]["config"]
+    return config
 
 
 def run(zygote_link: socket.socket | None = None) -> None:

@@ -202,7 +202,7 @@ class Connection:
     def __init__(
         self,
         requests: BinaryIO,
-        events: BinaryIO,
+        events: protocol.ByteReader,
         death_reason: Callable[[str | None], str],
         oom_reason: Callable[[], str | None],
         output_limit: int,

@@ -58,7 +58,7 @@ class SandboxCore:
             process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
         except (OSError, ImageMissing) as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
-        connection = Connection(process.stdin, process.stdout, self.death_reason, self.oom_reason, policy.limits.output_mb << 20)  # type: ignore[arg-type]
+        connection = Connection(process.stdin, process.stdout, self.death_reason, self.oom_reason, policy.limits.output_mb << 20)
         self._adopt(sandbox_id, policy, process, connection, detachable)
 
     @classmethod
@@ -78,11 +78,11 @@ class SandboxCore:
         try:
             if frozen:
                 process.freeze(False)  # it must answer the resync
-            events = resync(process.stdin, process.stdout, RESYNC_TIMEOUT)  # type: ignore[arg-type]
+            events = resync(process.stdin, process.stdout, RESYNC_TIMEOUT)
         except (OSError, EOFError, TimeoutError) as exc:
             process.kill()
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
-        connection = Connection(process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
+        connection = Connection(process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))
         connection.hello.set()
         core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
         core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True

@@ -272,7 +272,7 @@ class SandboxPool:
             ready = None if self._closed or core is None else self._ready.get(key)
             if ready is not None and self.memory_budget is not None and self.memory_mb() + limits.memory_mb > self.memory_budget():
                 ready = None  # the owner took the memory meanwhile
-            if ready is not None:
+            if ready is not None and core is not None:
                 ready.append(core)
                 ready.failures = 0
                 self._cond.notify_all()

@@ -33,7 +33,8 @@ current_sandbox: contextvars.ContextVar[LiveSandbox] = contextvars.ContextVar("s
 
 def resolved_live(request: Request) -> LiveSandbox:
     """The sandbox the dispatcher resolved and authorised for this data-plane request."""
-    return request.scope[SCOPE_SANDBOX]
+    live: LiveSandbox = request.scope[SCOPE_SANDBOX]
+    return live
 
 
 def resolved_sandbox(request: Request) -> AsyncSandbox:
@@ -41,7 +42,8 @@ def resolved_sandbox(request: Request) -> AsyncSandbox:
 
 
 def manager_of(request: Request) -> SandboxManager:
-    return request.app.state.manager
+    manager: SandboxManager = request.app.state.manager
+    return manager
 
 
 def current_team(request: Request) -> Team:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandcell.sandbox.errors import status_for
@@ -48,7 +51,8 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422 for a body that does not fit the schema, in the one error shape."""
-    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())  # type: ignore[attr-defined]
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
     return ApiError(400, f"invalid request: {problems}").response()
 
 
@@ -93,4 +97,5 @@ class CatchAll:
 
 
 # What every app of the server answers errors with (the control app adds FastAPI's own).
-ERROR_HANDLERS = {ApiError: api_error_handler, SandboxException: sandbox_error_handler, Exception: unexpected_error_handler}
+ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+ERROR_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {ApiError: api_error_handler, SandboxException: sandbox_error_handler, Exception: unexpected_error_handler}

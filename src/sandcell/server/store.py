@@ -192,7 +192,7 @@ class Store:
     def _key_from_row(self, row: sqlite3.Row) -> ApiKey:
         return ApiKey(
             row["id"], Team(row["team_id"], row["team_name"]), row["name"], row["mask"],
-            _parse(row["created_at"]), _parse(row["last_used_at"]), _parse(row["revoked_at"]),  # type: ignore[arg-type]
+            datetime.datetime.fromisoformat(row["created_at"]), _parse(row["last_used_at"]), _parse(row["revoked_at"]),
         )
 
     _KEY_SELECT = "SELECT k.*, t.name AS team_name FROM api_keys k JOIN teams t ON t.id = k.team_id"
@@ -239,7 +239,7 @@ class Store:
         return SandboxRecord(
             id=row["id"], team_id=row["team_id"], template=row["template"], metadata=json.loads(row["metadata"]),
             limits=json.loads(row["limits"]), allow_internet=bool(row["allow_internet"]), state=row["state"],
-            started_at=_parse(row["started_at"]), end_at=_parse(row["end_at"]), server_instance=row["server_instance"],  # type: ignore[arg-type]
+            started_at=datetime.datetime.fromisoformat(row["started_at"]), end_at=_parse(row["end_at"]), server_instance=row["server_instance"],
             reason=row["reason"], ended_at=_parse(row["ended_at"]), access_token=row["access_token"],
         )
 

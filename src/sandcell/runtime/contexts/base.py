@@ -102,7 +102,8 @@ class Context:
         raise NotImplementedError(f"{self.language} contexts cannot be kept as spares")
 
     def decode_event(self, line: bytes) -> dict[str, Any]:
-        return json.loads(line)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
