@@ -29,7 +29,7 @@ import httpx
 from e2b_code_interpreter import AsyncSandbox
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server
+import server  # benchmarks/server.py
 
 FLOOD_TIMEOUT = 120
 OUTPUT_FLOOD = "import sys\nfor _ in range(64):\n    sys.stdout.write('o' * (1 << 20))"

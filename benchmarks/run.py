@@ -27,7 +27,7 @@ from sandcell.isolation.process import SandboxProcess
 from sandcell.sandbox.core import SandboxCore
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server
+import server  # benchmarks/server.py
 
 if TYPE_CHECKING:  # the Jupyter baseline's types; jupyter_client is imported only when it runs
     from jupyter_client.blocking.client import BlockingKernelClient

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server
+import server  # benchmarks/server.py
 
 MiB = 1024 * 1024
 

@@ -88,7 +88,7 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, watched_send)
-        except Exception as exc:
+        except Exception as exc:  # the point of this middleware
             if started:  # an app's handler already answered (and logged), or a stream broke off: nothing more can be sent
                 if not scope.get("sandcell.error_logged"):
                     log.exception("unexpected error after the answer to %s %s began", scope.get("method"), scope.get("path"))
