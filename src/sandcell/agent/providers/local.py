@@ -81,10 +81,7 @@ def parse_turn(raw: str, number: int) -> ModelTurn:
         turn = json.loads(raw)
     except ValueError:
         return ModelTurn(text=raw)  # the grammar should prevent this; treat it as an answer
-    if isinstance(turn.get("lines"), list):
-        code = "\n".join(source_line(str(line)) for line in turn["lines"])
-    else:
-        code = str(turn.get("code", ""))
+    code = "\n".join(source_line(str(line)) for line in turn["lines"]) if isinstance(turn.get("lines"), list) else str(turn.get("code", ""))
     if turn.get("action") == "run_code" and code.strip():
         arguments = json.dumps({"code": code, "language": turn.get("language") or "python"})
         return ModelTurn(tool_calls=[ToolCall(id=f"call_{number}", name="exec_code", arguments=arguments)])
