@@ -63,7 +63,8 @@ def measure(tree: Path, env: dict[str, str], creates: int) -> dict[str, list[flo
     )
     if done.returncode != 0:
         raise SystemExit(f"measuring {tree} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    samples: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return samples
 
 
 def main() -> None:

@@ -20,15 +20,16 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 from e2b_code_interpreter import AsyncSandbox
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server  # benchmarks/server.py
 
 FLOOD_TIMEOUT = 120
 OUTPUT_FLOOD = "import sys\nfor _ in range(64):\n    sys.stdout.write('o' * (1 << 20))"

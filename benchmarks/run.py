@@ -18,18 +18,32 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from sandcell import AsyncSandbox, Sandbox, SandboxPool
+from sandcell.isolation.process import SandboxProcess
+from sandcell.sandbox.core import SandboxCore
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server  # benchmarks/server.py
+
+if TYPE_CHECKING:  # the Jupyter baseline's types; jupyter_client is imported only when it runs
+    from jupyter_client.blocking.client import BlockingKernelClient
+    from jupyter_client.manager import KernelManager
 
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def launched(sandbox: Sandbox | AsyncSandbox) -> SandboxProcess:
+    """A local sandbox's host process (its cgroup's figures)."""
+    core = sandbox.backend
+    assert isinstance(core, SandboxCore)
+    return core.process
 
 
 def timed(function: Callable[[], object], repeat: int) -> list[float]:
@@ -127,7 +141,7 @@ def sandcell_density(count: int) -> tuple[int, float, float]:
             await asyncio.gather(*(start() for _ in range(count)))
             elapsed = time.perf_counter() - started
             answering = sum([(await sandbox.run_code("1+1")).text == "2" for sandbox in held])
-            charged = sum(sandbox.backend.process.memory_bytes() or 0 for sandbox in held) / 2**20
+            charged = sum(launched(sandbox).memory_bytes() or 0 for sandbox in held) / 2**20
             return answering, charged / count, elapsed
         finally:
             await asyncio.gather(*(sandbox.kill() for sandbox in held))
@@ -227,7 +241,8 @@ def sandcell_idle_memory(count: int) -> tuple[float, float]:
         for sandbox in sandboxes:
             sandbox.run_code("1+1")
         time.sleep(0.5)
-        private = [private_mib(sandbox.backend.process.cgroup.pids()) for sandbox in sandboxes if sandbox.backend.process.cgroup]
+        groups = [launched(sandbox).cgroup for sandbox in sandboxes]
+        private = [private_mib(group.pids()) for group in groups if group]
         charged = [(sandbox.memory_usage() or 0) / 2**20 for sandbox in sandboxes]
         return statistics.median(private) if private else float("nan"), statistics.median(charged)
     finally:
@@ -236,7 +251,7 @@ def sandcell_idle_memory(count: int) -> tuple[float, float]:
 
 
 # -- Jupyter baseline ----------------------------------------------------------------
-def jupyter_execute(client, code: str) -> None:  # type: ignore[no-untyped-def]
+def jupyter_execute(client: BlockingKernelClient, code: str) -> None:
     client.execute(code)
     while True:
         message = client.get_iopub_msg(timeout=30)
@@ -244,8 +259,8 @@ def jupyter_execute(client, code: str) -> None:  # type: ignore[no-untyped-def]
             return
 
 
-def jupyter_start() -> tuple[object, object]:
-    from jupyter_client import KernelManager
+def jupyter_start() -> tuple[KernelManager, BlockingKernelClient]:
+    from jupyter_client.manager import KernelManager
 
     manager = KernelManager(kernel_name="python3", transport="ipc")
     manager.start_kernel()
@@ -255,7 +270,7 @@ def jupyter_start() -> tuple[object, object]:
     return manager, client
 
 
-def jupyter_stop(manager, client) -> None:  # type: ignore[no-untyped-def]
+def jupyter_stop(manager: KernelManager, client: BlockingKernelClient) -> None:
     client.stop_channels()
     manager.shutdown_kernel(now=True)
 
@@ -272,7 +287,7 @@ def jupyter_round_trips(repeat: int) -> tuple[list[float], float]:
         jupyter_execute(client, "1+1")
         samples = timed(lambda: jupyter_execute(client, "1+1"), repeat)
         time.sleep(0.5)
-        memory = private_mib({manager.provisioner.process.pid})  # type: ignore[union-attr]
+        memory = private_mib({manager.provisioner.process.pid})  # type: ignore[union-attr]  # jupyter_client declares it None until a launch
         return samples, memory
     finally:
         jupyter_stop(manager, client)

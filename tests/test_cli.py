@@ -12,7 +12,7 @@ SANDCELL = [sys.executable, "-m", "sandcell.cli"]
 
 
 def sandcell(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SANDCELL, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*SANDCELL, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import functools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from memory_guard import MiB, bounded_call, held_open
@@ -172,7 +173,12 @@ def hostile_listing(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, *paths: s
 
 def test_chat_refuses_listed_paths_that_leave_the_output_folder(make_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     sandbox = make_sandbox()
-    sandbox.run_code("import os\nos.makedirs('/home/user/outputs', exist_ok=True)\nopen('/home/user/outputs/ok.txt', 'w').write('fine')\nopen('/home/user/escape.txt', 'w').write('pwned!')")
+    sandbox.run_code(
+        "import os\n"
+        "os.makedirs('/home/user/outputs', exist_ok=True)\n"
+        "open('/home/user/outputs/ok.txt', 'w').write('fine')\n"
+        "open('/home/user/escape.txt', 'w').write('pwned!')"
+    )
     hostile_listing(sandbox, monkeypatch, "/home/user/outputs/../escape.txt", "/home/user/outputs/./../escape.txt", "/home/user/outputsx/escape.txt", "/home/user/outputs//escape.txt")
     output_dir = tmp_path / "a" / "out"
     agent, events = outputs_agent(sandbox, output_dir)
@@ -185,7 +191,12 @@ def test_chat_refuses_listed_paths_that_leave_the_output_folder(make_sandbox: Ca
 
 def test_chat_follows_no_link_in_the_output_folder_on_the_host(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:  # noqa: F811
     sandbox = make_sandbox()
-    sandbox.run_code("import os\nos.makedirs('/home/user/outputs/sub', exist_ok=True)\nopen('/home/user/outputs/sub/x.txt', 'w').write('into sub')\nopen('/home/user/outputs/top.txt', 'w').write('top')")
+    sandbox.run_code(
+        "import os\n"
+        "os.makedirs('/home/user/outputs/sub', exist_ok=True)\n"
+        "open('/home/user/outputs/sub/x.txt', 'w').write('into sub')\n"
+        "open('/home/user/outputs/top.txt', 'w').write('top')"
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "top-target.txt").write_text("the person's file")

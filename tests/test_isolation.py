@@ -23,8 +23,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -180,7 +181,7 @@ def witnesses(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> Iterator[
 def test_host_only_files_are_invisible_python(sandbox: Sandbox, witnesses: Witnesses) -> None:
     probe = f"""
     import os, json
-    paths = {list(HOST_ONLY_PATHS) + [str(witnesses.marker), "/proc/1/root/root", "/proc/1/root/work"]!r}
+    paths = {[*list(HOST_ONLY_PATHS), str(witnesses.marker), "/proc/1/root/root", "/proc/1/root/work"]!r}
     found = {{}}
     for path in paths:
         try:
@@ -264,7 +265,7 @@ def test_host_environment_not_leaked(sandbox: Sandbox, witnesses: Witnesses, mon
     assert envs
     for pid, environ in envs.items():
         assert "host-secret-" not in environ, (pid, environ)
-        assert os.environ["PATH"] not in environ or os.environ["PATH"] in ("/usr/bin:/bin",), (pid, environ)
+        assert os.environ["PATH"] not in environ or os.environ["PATH"] == "/usr/bin:/bin", (pid, environ)
         assert "=/root" not in environ and ":/root" not in environ, (pid, environ)
     witnesses.check()
 
@@ -333,7 +334,7 @@ def test_read_only_system_bash(sandbox: Sandbox, witnesses: Witnesses) -> None:
     script = "\n".join(f"(echo pwned >> {path}) 2>/dev/null && echo WROTE {path}" for path in READ_ONLY_TARGETS)
     script += "\nmkdir /root 2>/dev/null && echo WROTE /root\ntouch /usr/bin 2>/dev/null && echo WROTE touch\nrm -f /etc/passwd 2>/dev/null && echo WROTE rm\ntrue"
     assert "WROTE" not in run_bash(sandbox, script)
-    code, stdout, stderr = command(sandbox, "echo pwned > /etc/passwd")
+    code, _stdout, stderr = command(sandbox, "echo pwned > /etc/passwd")
     assert code != 0 and ("Read-only" in stderr or "Permission denied" in stderr), stderr
     assert_host_system_untouched(before)
     witnesses.check()
@@ -414,7 +415,7 @@ class Listener:
         while not self.stop.is_set():
             try:
                 conn, _ = self.server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted += 1
             conn.close()
@@ -486,7 +487,7 @@ def test_host_loopback_unreachable_node(sandbox: Sandbox, host_listener: Listene
 def host_addresses() -> list[str]:
     if not shutil.which("ip"):
         return []
-    text = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout
+    text = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=True).stdout
     return [line.split()[3].split("/")[0] for line in text.splitlines() if len(line.split()) > 3]
 
 
@@ -497,7 +498,7 @@ def test_no_network_interfaces_or_routes(sandbox: Sandbox, witnesses: Witnesses)
     abstract.bind("\0" + abstract_name)
     abstract.listen(1)
     try:
-        targets = host_addresses() + ["8.8.8.8", "1.1.1.1"]
+        targets = [*host_addresses(), "8.8.8.8", "1.1.1.1"]
         text = run_py(
             sandbox,
             f"""
@@ -596,7 +597,7 @@ def test_inside_uid_1000_without_capabilities(sandbox: Sandbox, witnesses: Witne
     assert info["nnp"] == "1" and info["seccomp"] == "2"
     assert "SUCCEEDED" not in info["attempts"].values(), info["attempts"]
     assert command(sandbox, "id -u")[1] == "1000\n"
-    code, stdout, stderr = command(sandbox, "su -c id root </dev/null; sudo -n id; mount -t tmpfs none /tmp; id -u")
+    _code, stdout, _stderr = command(sandbox, "su -c id root </dev/null; sudo -n id; mount -t tmpfs none /tmp; id -u")
     assert stdout.strip().splitlines()[-1] == "1000" and "uid=0" not in stdout
     witnesses.check()
 

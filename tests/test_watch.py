@@ -128,10 +128,14 @@ def test_watch_ends_with_the_sandbox():
     handle = sandbox.files.watch_dir("/home/user")
     sandbox.kill()
     deadline = time.monotonic() + 10
-    with pytest.raises(SandboxDiedException):
+
+    def poll_until_deadline() -> None:
         while time.monotonic() < deadline:
             handle.get_new_events()
             time.sleep(0.05)
+
+    with pytest.raises(SandboxDiedException):
+        poll_until_deadline()
     handle.stop()
 
 

@@ -34,7 +34,7 @@ def setup(
 @app.command()
 def run(
     script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js, .sh or .R file"),
-    language: str = typer.Option(None, help="python, javascript, bash, r or java (default: from the file's suffix)"),
+    language: str | None = typer.Option(None, help="python, javascript, bash, r or java (default: from the file's suffix)"),
     timeout: float = typer.Option(300, help="seconds before the run is interrupted"),
 ) -> None:
     """Run a script in a fresh sandbox and stream its output."""

@@ -63,7 +63,7 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
                 reply = server.replies.pop(0) if server.replies else Failure(500, "the script ran out of replies")
@@ -93,7 +93,7 @@ class ScriptedServer:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 finish = "tool_calls" if any("tool_calls" in d for d in deltas) else "stop"
-                for number, delta in enumerate([{"role": "assistant", "content": ""}, *deltas]):
+                for delta in [{"role": "assistant", "content": ""}, *deltas]:
                     chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": model,
                              "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

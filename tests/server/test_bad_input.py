@@ -6,7 +6,7 @@ import json
 import socket
 import struct
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

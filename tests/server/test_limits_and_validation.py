@@ -8,8 +8,8 @@ import concurrent.futures
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -269,6 +269,6 @@ def test_the_in_process_api_checks_the_same_way() -> None:
             sbx.commands.run("pwd", cwd="")
         with pytest.raises(InvalidArgumentException, match="timeout"):
             sbx.run_code("1", timeout=float("inf"))
-        with pytest.raises(ValueError):  # what check_create raised before: callers catching it still do
+        with pytest.raises(ValueError, match="timeout"):  # what check_create raised before: callers catching it still do
             sbx.set_timeout(-1)
         assert sbx.run_code("1 + 1").text == "2"

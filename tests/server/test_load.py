@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from serving import Server, start_server
@@ -13,7 +14,7 @@ from serving import Server, start_server
 from sandcell.server.store import Store
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import load  # noqa: E402 - benchmarks/load.py
+import load  # benchmarks/load.py
 
 PATIENCE = 2
 LOAD_BOUND = 200  # the well-behaved runs take 60 s at most, the floods' last ones up to load.FLOOD_TIMEOUT: past this, something waits that never ends

@@ -18,7 +18,8 @@ import io
 import os
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -179,7 +180,8 @@ def test_four_concurrent_uploads_of_256_mib_keep_the_server_small(uploads: tuple
 
     before = resident(server.process.pid)
     outcome = bounded_call(all_at_once, stop=lambda: [sandbox.kill() for sandbox in sandboxes], limit=1024 * MiB, timeout=300, pid=server.process.pid)
-    print(f"\n{SLOTS} concurrent uploads of {UPLOAD // MiB} MiB: server resident {before // MiB} MiB before, peak {(before + outcome.growth) // MiB} MiB (+{outcome.growth // MiB} MiB)")
+    peak, growth = (before + outcome.growth) // MiB, outcome.growth // MiB
+    print(f"\n{SLOTS} concurrent uploads of {UPLOAD // MiB} MiB: server resident {before // MiB} MiB before, peak {peak} MiB (+{growth} MiB)")
     assert outcome.stopped is None and outcome.error is None, outcome
     assert outcome.growth < 256 * MiB, f"the server grew by {outcome.growth // MiB} MiB for {SLOTS} uploads of {UPLOAD // MiB} MiB"
     for sandbox in sandboxes:

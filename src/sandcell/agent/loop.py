@@ -7,9 +7,10 @@ an event, so a CLI, a web UI or a test can show or check it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from sandcell.sandbox import Execution, Sandbox
 
@@ -80,7 +81,7 @@ class Answer:
     text: str
 
 
-Event = Union[Thinking, TextDelta, CodeCell, Output, CellOutput, Saved, Notice, Answer]
+Event = Thinking | TextDelta | CodeCell | Output | CellOutput | Saved | Notice | Answer
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Ran:
     execution: Execution
 
 
-Entry = Union[Said, Ran]
+Entry = Said | Ran
 
 
 class Agent:

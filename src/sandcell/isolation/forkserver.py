@@ -135,7 +135,7 @@ def fork_server_argv(image: Image) -> list[str]:
     """bubblewrap around the fork server: the sandboxes' file system, its own pid namespace, capabilities kept."""
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
     argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES)
-    return argv + ["--chdir", "/", "--", *runtime_command(image, "forkserver")]
+    return [*argv, "--chdir", "/", "--", *runtime_command(image, "forkserver")]
 
 
 def fork_server_config(image: Image, policy: Policy) -> dict[str, object]:
@@ -159,7 +159,7 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     os.chmod(path, 0o600)
     listener.listen(128)
     ready_read, ready_write = os.pipe()
-    argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
+    argv = [*argv, json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(

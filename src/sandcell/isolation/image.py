@@ -23,9 +23,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
 
@@ -35,7 +35,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCES = ("runtime", "protocol")
 
 ETC_FILES = {
-    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
     "group": f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     "hostname": "sandbox\n",
@@ -123,9 +127,9 @@ class Image:
         return target
 
 
-def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> None:
+def _run(command: list[str], say: Callable[[str], None], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     say("$ " + " ".join(command))
-    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(command, check=True, env=env, cwd=cwd)
 
 
 # The system packages of the optional languages, and the program each provides.
@@ -182,4 +186,4 @@ def build(image: Image | None = None, say: Callable[[str], None] = print, langua
 
 
 def _has_venv(python: str) -> bool:
-    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/").returncode == 0
+    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/", check=False).returncode == 0

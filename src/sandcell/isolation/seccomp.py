@@ -58,7 +58,7 @@ def compiled_filter() -> bytes:
     for name in DENIED:
         try:
             rules.add_rule(deny, name)
-        except Exception:  # unknown on this architecture
+        except OSError:  # unknown on this architecture (EINVAL)
             continue
     # clone() may create threads and processes, not namespaces; clone3 hides
     # its flags in memory, so it reports ENOSYS and libc falls back to clone.

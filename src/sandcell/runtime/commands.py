@@ -112,7 +112,7 @@ class Commands:
             try:
                 exit_code = await asyncio.wait_for(command.process.wait(), timeout or None)
                 timed_out = False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 command.signal(signal.SIGKILL)
                 exit_code = await command.process.wait()
                 timed_out = True
@@ -152,7 +152,7 @@ class Commands:
         try:
             await emit({"type": "started", "pid": pid}, b"")
             result = await asyncio.wait_for(asyncio.shield(command.finished), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"stopped following command {pid} after {timeout:g} s; it is still running") from None
         finally:
             command.subscribers.remove(emit)

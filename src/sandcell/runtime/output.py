@@ -18,7 +18,8 @@ stderr are gathered apart and sent in the order their first bytes came.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sandcell import protocol
 

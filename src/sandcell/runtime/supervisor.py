@@ -19,7 +19,8 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sandcell import protocol
 from sandcell.protocol import HOME, WORK_DIR, normalize_language
@@ -172,7 +173,7 @@ class Supervisor:
             await emit({"type": protocol.DONE, **(result or {})})
         except asyncio.CancelledError:
             await emit({"type": protocol.FAIL, "error": {"name": "Cancelled", "message": "the request was cancelled"}})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a request raises is its FAIL answer
             await emit({"type": protocol.FAIL, "error": {"name": error_name(exc), "message": str(exc) or type(exc).__name__}})
         finally:
             self.tasks.pop(request_id, None)
@@ -455,7 +456,8 @@ def read_config() -> dict[str, Any]:
         frame = protocol.read_frame(stdin)
     if frame is None or frame[0].get("op") != "config" or not isinstance(frame[0].get("config"), dict):
         raise SystemExit("sandcell supervisor: the host sent no config")
-    return frame[0]["config"]
+    config: dict[str, Any] = frame[0]["config"]
+    return config
 
 
 def run(zygote_link: socket.socket | None = None) -> None:

@@ -216,7 +216,7 @@ class ProcessInfo:
 
 
 # -- files ------------------------------------------------------------------------
-class FileType(str, enum.Enum):
+class FileType(str, enum.Enum):  # noqa: UP042 - str() stays ``FileType.DIR``, as E2B's enum gives
     """What an entry is; a link is described as what it points to (``symlink_target`` is set),
     as ``SYMLINK`` only when that is nothing. E2B knows only files and directories."""
 
@@ -265,7 +265,7 @@ class EntryInfo:
         )
 
 
-class FilesystemEventType(str, enum.Enum):
+class FilesystemEventType(str, enum.Enum):  # noqa: UP042 - str() stays ``FilesystemEventType.CREATE``, as E2B's enum gives
     """What happened to a path in a watched directory (envd's kinds, from inotify)."""
 
     CHMOD = "chmod"

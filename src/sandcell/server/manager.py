@@ -23,10 +23,11 @@ from sandcell.isolation import Limits, Policy
 from sandcell.sandbox import AsyncSandbox, SandboxException
 from sandcell.sandbox.checks import check_create, check_seconds
 from sandcell.sandbox.core import SandboxCore
+from sandcell.sandbox.errors import status_for
 from sandcell.sandbox.pool import SandboxPool
 from sandcell.sandbox.state_copy import copy_state
 
-from .errors import ApiError, status_for
+from .errors import ApiError
 from .quotas import check_limits, check_maxima, default_server_memory_mb, default_team_memory_mb, machine_maxima
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
@@ -96,7 +97,9 @@ class LiveSandbox:
 
     def token_matches(self, token: str | None) -> bool:
         # An empty token is never one: a sandbox without one (an old registry's) matches nothing.
-        return bool(token) and bool(self.access_token) and hmac.compare_digest(token.encode(), self.access_token.encode())  # type: ignore[union-attr]
+        if not token or not self.access_token:
+            return False
+        return hmac.compare_digest(token.encode(), self.access_token.encode())
 
 
 class SandboxManager:
@@ -293,9 +296,11 @@ class SandboxManager:
         if timeout is None:
             return self.config.default_timeout
         try:
-            return check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)  # type: ignore[return-value]
+            seconds = check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)
         except ValueError as exc:
             raise ApiError(400, f"{exc} (the most is set by sandcell serve --max-timeout)") from None
+        assert seconds is not None  # only None (handled above) gives None
+        return seconds
 
     def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
         """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
@@ -322,9 +327,7 @@ class SandboxManager:
             if metadata and any(record.metadata.get(key) != value for key, value in metadata.items()):
                 continue
             live = self._live.get(record.id)
-            if live is not None:
-                record = live.record
-            found.append(record)
+            found.append(live.record if live is not None else record)
         return found
 
     async def kill(self, live: LiveSandbox) -> None:

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandcell.protocol import ENV_NAME
-
-from ..aio import PIPE_READ, Outcome, ReadWatch
-from ..output import Emit, RunOutput
-from ..zygote import PythonZygote
+from sandcell.runtime.aio import PIPE_READ, Outcome, ReadWatch
+from sandcell.runtime.output import Emit, RunOutput
+from sandcell.runtime.zygote import PythonZygote
 
 EVENTS_CLOSED_GRACE = 1.0
 ADOPT_TIMEOUT = 10.0
@@ -104,7 +103,8 @@ class Context:
         raise NotImplementedError(f"{self.language} contexts cannot be kept as spares")
 
     def decode_event(self, line: bytes) -> dict[str, Any]:
-        return json.loads(line)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
@@ -221,7 +221,7 @@ class Context:
                     await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
-        for fd, stream in zip(fds, ("stdout", "stderr")):
+        for fd, stream in zip(fds, ("stdout", "stderr"), strict=True):
             while True:
                 try:
                     data = os.read(fd, PIPE_READ)

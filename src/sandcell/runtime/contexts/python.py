@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..zygote import PythonZygote
+from sandcell.runtime.zygote import PythonZygote
+
 from .base import Context, Runtime
 
 
