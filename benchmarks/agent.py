@@ -111,7 +111,9 @@ def main() -> None:
             print(f"  {part:<24} {figures[part]['median'] * 1000:9.1f} ms {figures[part]['max'] * 1000:9.1f} ms")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": provider.model, "threads": args.threads, "load_seconds": load_seconds, "summary": figures, "runs": runs}, indent=2))
+    args.json.write_text(
+        json.dumps({"model": provider.model, "threads": args.threads, "load_seconds": load_seconds, "summary": figures, "runs": runs}, indent=2)
+    )
     print(f"\nwritten to {args.json}")
 
 

@@ -56,7 +56,9 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         figures = {key: value for key, value in asdict(self).items() if key != "round_trips_ms"}
-        figures.update(p50_ms=self.percentile(0.5), p99_ms=self.percentile(0.99), mean_ms=statistics.fmean(self.round_trips_ms) if self.round_trips_ms else None)
+        figures.update(
+            p50_ms=self.percentile(0.5), p99_ms=self.percentile(0.99), mean_ms=statistics.fmean(self.round_trips_ms) if self.round_trips_ms else None
+        )
         return figures
 
 
@@ -82,7 +84,10 @@ async def flood_trickle(sandbox: AsyncSandbox, url: str, patience: float) -> Non
 async def flood_unread(sandbox: AsyncSandbox, url: str, patience: float) -> None:
     """A storm of results to a client that reads nothing for longer than the server's patience, then everything."""
     headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": sandbox._envd_access_token or ""}
-    async with httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client, client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response:
+    async with (
+        httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client,
+        client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response,
+    ):
         await asyncio.sleep(patience + 2)
         await response.aread()
 
@@ -177,7 +182,9 @@ def main() -> None:
     figures = report.summary()
     print(f"{report.runs} well-behaved runs in {report.seconds:.0f} s beside {report.flooders} flooders ({report.floods})")
     print(f"round trip p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms; lost: {len(report.lost)}")
-    print(f"server memory: {report.server_mib_started:.0f} MiB with the sandboxes up, peak {report.server_mib_peak:.0f} MiB, end {report.server_mib_end:.0f} MiB")
+    print(
+        f"server memory: {report.server_mib_started:.0f} MiB with the sandboxes up, peak {report.server_mib_peak:.0f} MiB, end {report.server_mib_end:.0f} MiB"
+    )
     for line in report.lost[:10]:
         print("  lost:", line)
     if args.json:

@@ -174,6 +174,7 @@ def sandcell_language_start(language: str, code: str, repeat: int, pool: Sandbox
     if pool is not None:
         pool.warm(timeout=120)
     with Sandbox.create(pool=pool or False) as sandbox:
+
         def first_result() -> None:
             context = sandbox.create_code_context(language=language)
             sandbox.run_code(code, context=context)
@@ -305,7 +306,9 @@ def main() -> None:
     def add(name: str, ours: list[float], base: list[float] | None, unit: str = "ms") -> None:
         row: dict[str, object] = {"figure": name, "unit": unit, "p50": percentile(ours, 0.5), "p99": percentile(ours, 0.99), "n": len(ours)}
         if base:
-            row.update({"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)})
+            row.update(
+                {"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)}
+            )
         rows.append(row)
 
     sandcell_create_to_first_result(1)  # warm the page cache (and start the fork server)
@@ -316,7 +319,11 @@ def main() -> None:
     with SandboxPool(size=2) as pool:
         add("  from the pool (kill not timed)", pooled_create_to_first_result(pool, "1+1", "2", starts), jupyter_starts)
         pandas = "import pandas; 1+1"
-        add("  import pandas first, pool vs cold sandbox", pooled_create_to_first_result(pool, pandas, "2", starts), cold_create_to_first_result(pandas, max(2, starts // 4)))
+        add(
+            "  import pandas first, pool vs cold sandbox",
+            pooled_create_to_first_result(pool, pandas, "2", starts),
+            cold_create_to_first_result(pandas, max(2, starts // 4)),
+        )
         for language, code in (("javascript", "1+1"), ("bash", "echo 2")):
             cold = sandcell_language_start(language, code, max(3, starts // 2))
             add(f"{language} context create -> first result", cold, None)

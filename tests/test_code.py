@@ -187,12 +187,7 @@ class TestPythonRichOutput:
         assert [r.is_main_result for r in execution.results] == [False, False, False, False, True]
 
     def test_ipython_display_json_html_markdown(self, sbx):
-        code = (
-            "from IPython.display import JSON, HTML, Markdown, display\n"
-            "display(JSON({'k': [1, 2]}))\n"
-            "display(HTML('<b>bold</b>'))\n"
-            "Markdown('# Title')"
-        )
+        code = "from IPython.display import JSON, HTML, Markdown, display\ndisplay(JSON({'k': [1, 2]}))\ndisplay(HTML('<b>bold</b>'))\nMarkdown('# Title')"
         execution = ok(sbx.run_code(code))
         assert len(execution.results) == 3
         as_json, as_html, as_md = execution.results
@@ -302,7 +297,7 @@ class TestBash:
         assert stdout(execution) == "/tmp/bash_state\nkept\nalso\nchild:kept\n"
 
     def test_functions_persist(self, sbx):
-        ok(sbx.run_code("greet() { echo \"hi $1\"; }", language="bash"))
+        ok(sbx.run_code('greet() { echo "hi $1"; }', language="bash"))
         assert stdout(ok(sbx.run_code("greet there", language="bash"))) == "hi there\n"
 
     def test_nonzero_exit_status_is_an_error(self, sbx):
@@ -658,7 +653,9 @@ class TestEnvs:
         assert sbx.commands.run("echo $SANDCELL_TEST_SBX_VAR").stdout == "sandbox-level-value\n"
 
     def test_run_envs_only_during_that_run_python(self, sbx):
-        code = "import os, subprocess\nprint(subprocess.run(['printenv', 'RUN_ONLY'], capture_output=True, text=True).stdout, end='')\nos.environ.get('RUN_ONLY')"
+        code = (
+            "import os, subprocess\nprint(subprocess.run(['printenv', 'RUN_ONLY'], capture_output=True, text=True).stdout, end='')\nos.environ.get('RUN_ONLY')"
+        )
         execution = ok(sbx.run_code(code, envs={"RUN_ONLY": "py-run"}))
         assert execution.text == "'py-run'"
         assert stdout(execution) == "py-run\n"
@@ -781,7 +778,10 @@ def test_unicode_result(sbx):
 @pytest.mark.parametrize(
     ("language", "code"),
     [
-        ("python", "import os, time\ndata = '日本🎉'.encode()\nfor i in range(len(data)):\n    os.write(1, data[i:i + 1])\n    time.sleep(0.03)\nos.write(1, b'\\n')"),
+        (
+            "python",
+            "import os, time\ndata = '日本🎉'.encode()\nfor i in range(len(data)):\n    os.write(1, data[i:i + 1])\n    time.sleep(0.03)\nos.write(1, b'\\n')",
+        ),
         (
             "javascript",
             (
@@ -871,7 +871,11 @@ def test_runs_in_one_context_are_serialized(sbx):
 
     def run(tag: str, delay: float) -> None:
         time.sleep(delay)
-        ok(sbx.run_code(f"import time\nserial_log = globals().get('serial_log', []) + ['{tag}-start']\ntime.sleep(0.4)\nserial_log = serial_log + ['{tag}-end']"))
+        ok(
+            sbx.run_code(
+                f"import time\nserial_log = globals().get('serial_log', []) + ['{tag}-start']\ntime.sleep(0.4)\nserial_log = serial_log + ['{tag}-end']"
+            )
+        )
         order.append(tag)
 
     first = threading.Thread(target=run, args=("a", 0))

@@ -166,7 +166,9 @@ def hostile_listing(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, *paths: s
     def listing(path: str, depth: int = 1) -> list[EntryInfo]:
         entries = real(path, depth)
         template = entries[0]
-        return entries + [EntryInfo(os.path.basename(fake), FileType.FILE, fake, 6, 0o644, "-rw-r--r--", "user", "user", template.modified_time) for fake in paths]
+        return entries + [
+            EntryInfo(os.path.basename(fake), FileType.FILE, fake, 6, 0o644, "-rw-r--r--", "user", "user", template.modified_time) for fake in paths
+        ]
 
     monkeypatch.setattr(sandbox.files, "list", listing)
 
@@ -179,7 +181,14 @@ def test_chat_refuses_listed_paths_that_leave_the_output_folder(make_sandbox: Ca
         "open('/home/user/outputs/ok.txt', 'w').write('fine')\n"
         "open('/home/user/escape.txt', 'w').write('pwned!')"
     )
-    hostile_listing(sandbox, monkeypatch, "/home/user/outputs/../escape.txt", "/home/user/outputs/./../escape.txt", "/home/user/outputsx/escape.txt", "/home/user/outputs//escape.txt")
+    hostile_listing(
+        sandbox,
+        monkeypatch,
+        "/home/user/outputs/../escape.txt",
+        "/home/user/outputs/./../escape.txt",
+        "/home/user/outputsx/escape.txt",
+        "/home/user/outputs//escape.txt",
+    )
     output_dir = tmp_path / "a" / "out"
     agent, events = outputs_agent(sandbox, output_dir)
     assert agent._save_outputs() == [output_dir / "ok.txt"]
@@ -227,7 +236,7 @@ def test_fork_refuses_what_a_cell_put_in_place_of_its_archive(make_sandbox: Call
         "        except OSError:\n"
         "            pass\n"
     )
-    source.commands.run(f"python3 -c \"{swapper}\"", background=True)
+    source.commands.run(f'python3 -c "{swapper}"', background=True)
     time.sleep(0.5)
     outcome = bounded_call(source.fork, stop=source.kill, limit=192 * MiB, timeout=120)
     assert outcome.stopped is None, f"the fork {outcome.stopped}"

@@ -477,13 +477,13 @@ class TestBackgroundCommands:
         assert result.stdout == "hello\nbytes 日\n"
 
     def test_stdin_read_line(self, sbx):
-        handle = sbx.commands.run("read -r name; echo \"hello $name\"", background=True)
+        handle = sbx.commands.run('read -r name; echo "hello $name"', background=True)
         time.sleep(0.2)
         sbx.commands.send_stdin(handle.pid, "sandcell\n")
         assert handle.wait().stdout == "hello sandcell\n"
 
     def test_stdin_interactive_round_trip(self, sbx):
-        handle = sbx.commands.run("while read -r line; do echo \"got:$line\"; done", background=True)
+        handle = sbx.commands.run('while read -r line; do echo "got:$line"; done', background=True)
         seen: list[str] = []
         done = threading.Event()
 

@@ -134,7 +134,9 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "from sandcell.runtime.state_copy import _pickle as __pickle\n"
     )
     names = ["points", "triple", "square", "counts", "bound", "plus"]
-    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", "at C speed, dill only for the session's functions and classes"
+    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", (
+        "at C speed, dill only for the session's functions and classes"
+    )
     check = "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus()"
     expected = "([2, 4], True, 7, 16, 7, 2, 7)"
     child = source.fork()

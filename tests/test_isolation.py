@@ -332,7 +332,9 @@ def test_read_only_system_python(sandbox: Sandbox, witnesses: Witnesses) -> None
 def test_read_only_system_bash(sandbox: Sandbox, witnesses: Witnesses) -> None:
     before = host_hashes()
     script = "\n".join(f"(echo pwned >> {path}) 2>/dev/null && echo WROTE {path}" for path in READ_ONLY_TARGETS)
-    script += "\nmkdir /root 2>/dev/null && echo WROTE /root\ntouch /usr/bin 2>/dev/null && echo WROTE touch\nrm -f /etc/passwd 2>/dev/null && echo WROTE rm\ntrue"
+    script += (
+        "\nmkdir /root 2>/dev/null && echo WROTE /root\ntouch /usr/bin 2>/dev/null && echo WROTE touch\nrm -f /etc/passwd 2>/dev/null && echo WROTE rm\ntrue"
+    )
     assert "WROTE" not in run_bash(sandbox, script)
     code, _stdout, stderr = command(sandbox, "echo pwned > /etc/passwd")
     assert code != 0 and ("Read-only" in stderr or "Permission denied" in stderr), stderr
@@ -692,7 +694,7 @@ def test_other_sandbox_files_invisible(make_sandbox: Callable[..., Sandbox], wit
             b.files.read(path)
     # (split, so that the cell file holding this command does not match itself)
     head, tail = secret[:10], secret[10:]
-    text = run_bash(b, f"grep -rs \"{head}\"\"{tail}\" / --exclude-dir=proc --exclude-dir=usr && echo FOUND; true", timeout=25)
+    text = run_bash(b, f'grep -rs "{head}""{tail}" / --exclude-dir=proc --exclude-dir=usr && echo FOUND; true', timeout=25)
     assert "FOUND" not in text, text
     assert not Path("/tmp/secret.txt").exists() or secret not in Path("/tmp/secret.txt").read_text()
     assert not Path("/home/user/secret.txt").exists()
@@ -701,10 +703,38 @@ def test_other_sandbox_files_invisible(make_sandbox: Callable[..., Sandbox], wit
 
 # -- seccomp ----------------------------------------------------------------------------
 SYSCALL_NUMBERS = {
-    "x86_64": {"ptrace": 101, "mount": 165, "unshare": 272, "bpf": 321, "keyctl": 250, "perf_event_open": 298, "setns": 308,
-               "io_uring_setup": 425, "userfaultfd": 323, "add_key": 248, "pivot_root": 155, "clone": 56, "clone3": 435, "process_vm_readv": 310},
-    "aarch64": {"ptrace": 117, "mount": 40, "unshare": 97, "bpf": 280, "keyctl": 219, "perf_event_open": 241, "setns": 268,
-                "io_uring_setup": 425, "userfaultfd": 282, "add_key": 217, "pivot_root": 41, "clone": 220, "clone3": 435, "process_vm_readv": 270},
+    "x86_64": {
+        "ptrace": 101,
+        "mount": 165,
+        "unshare": 272,
+        "bpf": 321,
+        "keyctl": 250,
+        "perf_event_open": 298,
+        "setns": 308,
+        "io_uring_setup": 425,
+        "userfaultfd": 323,
+        "add_key": 248,
+        "pivot_root": 155,
+        "clone": 56,
+        "clone3": 435,
+        "process_vm_readv": 310,
+    },
+    "aarch64": {
+        "ptrace": 117,
+        "mount": 40,
+        "unshare": 97,
+        "bpf": 280,
+        "keyctl": 219,
+        "perf_event_open": 241,
+        "setns": 268,
+        "io_uring_setup": 425,
+        "userfaultfd": 282,
+        "add_key": 217,
+        "pivot_root": 41,
+        "clone": 220,
+        "clone3": 435,
+        "process_vm_readv": 270,
+    },
 }
 
 
@@ -784,8 +814,15 @@ def test_seccomp_kills_other_abis(sandbox: Sandbox, witnesses: Witnesses) -> Non
 
 
 def test_cannot_create_namespaces_with_tools(sandbox: Sandbox, witnesses: Witnesses) -> None:
-    for cmd in ("unshare -r true", "unshare -U true", "unshare -rm true", "unshare -n true", "unshare -p -f true",
-                "bwrap --ro-bind / / true", "nsenter -t 1 -a true"):
+    for cmd in (
+        "unshare -r true",
+        "unshare -U true",
+        "unshare -rm true",
+        "unshare -n true",
+        "unshare -p -f true",
+        "bwrap --ro-bind / / true",
+        "nsenter -t 1 -a true",
+    ):
         code, stdout, stderr = command(sandbox, cmd)
         assert code != 0, f"{cmd!r} succeeded: {stdout} {stderr}"
     witnesses.check()

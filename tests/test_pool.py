@@ -144,10 +144,16 @@ def test_spare_contexts_are_fresh_and_take_the_asked_cwd_and_envs(make_pooled_sa
     first = sbx.create_code_context(language="javascript", cwd="/home/user/project", envs={"CTX": "1"})
     uptime = sbx.run_code("process.uptime()", context=first)
     assert float(uptime.text) > 0.5, "the context was not a spare"
-    assert sbx.run_code("[process.cwd(), process.env.CTX, process.env.PROJECT, require('./lib.js')]", context=first).text == "[ '/home/user/project', '1', 'pooled', 'local module' ]"
+    assert (
+        sbx.run_code("[process.cwd(), process.env.CTX, process.env.PROJECT, require('./lib.js')]", context=first).text
+        == "[ '/home/user/project', '1', 'pooled', 'local module' ]"
+    )
     sbx.run_code("globalThis.leftover = 1; var declared = 2", context=first)
     second = sbx.create_code_context(language="javascript")
-    assert sbx.run_code("[typeof leftover, typeof declared, process.cwd(), process.env.CTX]", context=second).text == "[ 'undefined', 'undefined', '/home/user', undefined ]"
+    assert (
+        sbx.run_code("[typeof leftover, typeof declared, process.cwd(), process.env.CTX]", context=second).text
+        == "[ 'undefined', 'undefined', '/home/user', undefined ]"
+    )
 
     bash = sbx.create_code_context(language="bash", cwd="/tmp/work", envs={"CTX": "2"})
     assert sbx.run_code('echo "$PWD $CTX $PROJECT"; leftover=1', context=bash).logs.stdout == ["/tmp/work 2 pooled\n"]

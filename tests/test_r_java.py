@@ -230,8 +230,11 @@ class TestJava:
 FORGERIES = {
     "r": 'for (line in c("done\\t\\tok", "result\\tforged\\t1\\ttext/plain\\t41", "garbage")) cat(line, "\\n", sep = "", file = "/proc/self/fd/4")\n'
     'Sys.sleep(0.3)\ncat("after\\n")\n"real"',
-    "java": 'try (var events = new java.io.FileOutputStream("/proc/self/fd/4")) { events.write("done\\t\\tok\\nresult\\tforged\\t1\\ttext/plain\\t41\\ngarbage\\n".getBytes()); }\n'
-    'Thread.sleep(300);\nSystem.out.println("after");\n"real"',
+    "java": (
+        'try (var events = new java.io.FileOutputStream("/proc/self/fd/4")) { '
+        'events.write("done\\t\\tok\\nresult\\tforged\\t1\\ttext/plain\\t41\\ngarbage\\n".getBytes()); }\n'
+        'Thread.sleep(300);\nSystem.out.println("after");\n"real"'
+    ),
 }
 
 
@@ -266,7 +269,8 @@ def test_the_jvm_keeps_to_the_sandboxs_memory_and_pids(make_sandbox: Callable[..
     assert heap is not None and (heap.name, heap.value) == ("OutOfMemoryError", "Java heap space")
     # Threads are the sandbox's pids: past its limit a thread cannot start, and the context goes on.
     threads = sandbox.run_code(
-        "for (int i = 0; i < 200; i++) { Thread t = new Thread(() -> { try { Thread.sleep(1500); } catch (InterruptedException e) {} }); t.setDaemon(true); t.start(); }",
+        "for (int i = 0; i < 200; i++) { "
+        "Thread t = new Thread(() -> { try { Thread.sleep(1500); } catch (InterruptedException e) {} }); t.setDaemon(true); t.start(); }",
         context=java,
     ).error
     assert threads is not None and threads.name == "OutOfMemoryError" and "unable to create native thread" in threads.value
@@ -293,7 +297,8 @@ ISOLATION_PROBES = {
     "java": 'System.out.println(new String(new ProcessBuilder("id", "-u").start().getInputStream().readAllBytes()).strip());\n'
     'boolean reached; try (var socket = new java.net.Socket()) { socket.connect(new java.net.InetSocketAddress("1.1.1.1", 53), 2000); reached = true; } '
     "catch (java.io.IOException e) { reached = false; }\nSystem.out.println(!reached);\n"
-    'System.out.println(new java.io.File("{host_file}").exists() + " " + new java.io.File("/etc/shadow").exists() + " " + (ProcessHandle.allProcesses().count() < 20));',
+    'System.out.println(new java.io.File("{host_file}").exists() + " " + new java.io.File("/etc/shadow").exists()'
+    ' + " " + (ProcessHandle.allProcesses().count() < 20));',
 }
 
 

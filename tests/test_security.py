@@ -248,7 +248,11 @@ def test_contexts_have_the_supervisors_rlimits(any_sandbox: Callable[..., Sandbo
 def test_ptys_per_sandbox_are_bounded(any_sandbox: Callable[..., Sandbox]) -> None:
     """Each sandbox has a devpts of its own with max=; a bystander can still open one afterwards."""
     attacker, bystander = any_sandbox(limits=Limits(open_files=8192)), any_sandbox()
-    opened = run_py(attacker, "import os\nptys = []\ntry:\n    while len(ptys) < 5000:\n        ptys.append(os.openpty())\nexcept OSError:\n    pass\nprint(len(ptys))", timeout=60)
+    opened = run_py(
+        attacker,
+        "import os\nptys = []\ntry:\n    while len(ptys) < 5000:\n        ptys.append(os.openpty())\nexcept OSError:\n    pass\nprint(len(ptys))",
+        timeout=60,
+    )
     assert 0 < int(opened) <= 128
     assert run_py(bystander, "import os; print(len(os.openpty()))").strip() == "2"
 

@@ -21,7 +21,13 @@ from sandcell import (
     WatchHandle,
 )
 
-CREATE, WRITE, REMOVE, RENAME, CHMOD = (FilesystemEventType.CREATE, FilesystemEventType.WRITE, FilesystemEventType.REMOVE, FilesystemEventType.RENAME, FilesystemEventType.CHMOD)
+CREATE, WRITE, REMOVE, RENAME, CHMOD = (
+    FilesystemEventType.CREATE,
+    FilesystemEventType.WRITE,
+    FilesystemEventType.REMOVE,
+    FilesystemEventType.RENAME,
+    FilesystemEventType.CHMOD,
+)
 
 
 @pytest.fixture(scope="module")

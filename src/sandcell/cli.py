@@ -66,7 +66,9 @@ def run(
 @app.command()
 def chat(
     prompt: str = typer.Argument(None, help="a question; without it, an interactive session (or the lines of stdin, when it is not a terminal)"),
-    provider: str = typer.Option(None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"),
+    provider: str = typer.Option(
+        None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"
+    ),
     model: str = typer.Option(None, help="the model name for openai (default gpt-4o)"),
     max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
     run_timeout: float = typer.Option(60, help="seconds each code run may take"),
@@ -114,7 +116,9 @@ def chat(
 
     view = ChatView(console)
     with Sandbox.create(timeout=None) as sandbox:
-        agent = Agent(chosen, sandbox, on_event=view, max_steps=max_steps, output_dir=output_dir, approve=view.approve if approve else None, run_timeout=run_timeout)
+        agent = Agent(
+            chosen, sandbox, on_event=view, max_steps=max_steps, output_dir=output_dir, approve=view.approve if approve else None, run_timeout=run_timeout
+        )
         for local in files:
             console.print(f"[dim]uploaded {local} to {agent.upload(local)}[/dim]")
         failures = run_session(agent, view, chat_questions(prompt, view))
@@ -139,7 +143,7 @@ def demo() -> None:
         cells = [
             ("python", "import pandas as pd\nfib = [0, 1]\nfor _ in range(18): fib.append(fib[-1] + fib[-2])\npd.Series(fib).describe()"),
             ("javascript", "const fib = [0n, 1n];\nwhile (fib.length < 100) fib.push(fib.at(-1) + fib.at(-2));\nconsole.log(fib.join(', '))"),
-            ("bash", "cd /tmp && echo \"I am $(id -un) in $(pwd) on $(hostname)\" && ls /"),
+            ("bash", 'cd /tmp && echo "I am $(id -un) in $(pwd) on $(hostname)" && ls /'),
         ]
         for language, code in cells:
             console.rule(f"[bold]{language}")

@@ -15,7 +15,7 @@ CASES = [
     ("python", r"print('a\nb')", "a\nb\n"),
     ("python", r"print('a\tb')", "a\tb\n"),
     ("python", r"print('a\\b')", "a\\b\n"),
-    ("python", r"""print("it's \"quoted\"")""", "it's \"quoted\"\n"),
+    ("python", r"""print("it's \"quoted\"")""", 'it\'s "quoted"\n'),
     ("python", r"print('x,y\nz'.split('\n'))", "['x,y', 'z']\n"),
     ("javascript", r"console.log('a\nb'.split('\n').length)", "2\n"),
     ("javascript", r"console.log('a\tb')", "a\tb\n"),

@@ -70,5 +70,3 @@ class Keys:
     alpha: str
     beta: str
     revoked: str
-
-

@@ -23,7 +23,13 @@ def installed() -> Path:
 
 
 def test_js_sdk_quick_calls(installed: Path, server: Server, keys: Keys) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": keys.alpha}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "E2B_API_URL": server.url,
+        "E2B_SANDBOX_URL": server.url,
+        "E2B_API_KEY": keys.alpha,
+    }
     done = subprocess.run(["node", "sdk_check.mjs"], cwd=installed, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("ok")

@@ -156,7 +156,10 @@ def test_files_roundtrip_text_and_bytes(sbx: Sandbox) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
     sbx.files.write("blob.bin", payload)
     assert bytes(sbx.files.read("blob.bin", format="bytes")) == payload
-    assert sbx.run_code("import hashlib; hashlib.sha256(open('/home/user/blob.bin','rb').read()).hexdigest()").text.strip("'") == __import__("hashlib").sha256(payload).hexdigest()
+    assert (
+        sbx.run_code("import hashlib; hashlib.sha256(open('/home/user/blob.bin','rb').read()).hexdigest()").text.strip("'")
+        == __import__("hashlib").sha256(payload).hexdigest()
+    )
 
 
 def test_files_list_exists_info_rename_remove_make_dir(sbx: Sandbox) -> None:

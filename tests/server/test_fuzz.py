@@ -80,7 +80,11 @@ def test_the_api_survives_fuzzing(tmp_path: Path) -> None:
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
                     @settings(
-                        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                        max_examples=EXAMPLES,
+                        deadline=None,
+                        database=None,
+                        derandomize=True,
+                        phases=[Phase.explicit, Phase.generate],
                         suppress_health_check=list(HealthCheck),
                     )
                     @given(case=operation.as_strategy(generation_mode=mode))

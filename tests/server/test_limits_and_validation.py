@@ -81,6 +81,7 @@ def test_a_team_cannot_pass_its_share_even_with_concurrent_creates(tmp_path: Pat
     shares = ["--max-sandboxes", "2", "--max-team-memory-mb", "1024", "--max-server-memory-mb", "2048", "--max-memory-mb", "1024"]
     server = start_server(db, tmp_path / "server.log", extra=shares)
     try:
+
         def create(key: str, memory_mb: int) -> httpx.Response:
             return httpx.post(server.url + "/v1/sandboxes", headers={"X-API-Key": key}, json={"timeout": 60, "limits": {"memory_mb": memory_mb}}, timeout=60)
 

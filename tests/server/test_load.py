@@ -42,7 +42,9 @@ def load_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
 @pytest.mark.timeout(240)
 def test_floods_do_not_cost_well_behaved_clients_their_output(load_server: tuple[Server, str]) -> None:
     server, key = load_server
-    run = load.load(server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE)
+    run = load.load(
+        server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE
+    )
     report = asyncio.run(bounded(run, LOAD_BOUND, server))
     print(report.summary())
     assert report.runs == 150

@@ -59,7 +59,9 @@ def test_repeated_sandbox_headers_are_refused(server: Server, victim: Sandbox, a
             ),
             client.post(
                 "/process.Process/Start",
-                content=b"\x00" + len(body := json.dumps({"process": {"cmd": "/bin/cat", "args": ["/home/user/secret.txt"]}}).encode()).to_bytes(4, "big") + body,
+                content=b"\x00"
+                + len(body := json.dumps({"process": {"cmd": "/bin/cat", "args": ["/home/user/secret.txt"]}}).encode()).to_bytes(4, "big")
+                + body,
                 headers=[*mixed(victim, attacker, 49983), ("Content-Type", "application/connect+json"), ("Connect-Protocol-Version", "1")],
             ),
         ]
@@ -75,7 +77,9 @@ def test_repeated_sandbox_headers_are_refused(server: Server, victim: Sandbox, a
 
 def test_the_log_names_the_sandbox_that_was_authorised(server: Server, attacker: Sandbox, victim: Sandbox) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        client.get("/files", params={"path": "/home/user/secret.txt"}, headers={"E2b-Sandbox-Id": victim.sandbox_id, "X-Access-Token": attacker._envd_access_token})
+        client.get(
+            "/files", params={"path": "/home/user/secret.txt"}, headers={"E2b-Sandbox-Id": victim.sandbox_id, "X-Access-Token": attacker._envd_access_token}
+        )
     lines = [line for line in server.log.read_text().splitlines() if "/files" in line]
     assert lines and victim.sandbox_id not in lines[-1]
 

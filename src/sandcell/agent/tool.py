@@ -47,7 +47,7 @@ def parse_arguments(raw: str) -> tuple[str, str]:
     try:
         arguments = json.loads(raw or "{}")
     except ValueError as exc:
-        raise BadArguments(f"the arguments are not valid JSON ({exc}); send {{\"code\": \"...\", \"language\": \"python\"}}") from None
+        raise BadArguments(f'the arguments are not valid JSON ({exc}); send {{"code": "...", "language": "python"}}') from None
     if not isinstance(arguments, dict):
         raise BadArguments("the arguments must be a JSON object with 'code' and 'language'")
     code = arguments.get("code")

@@ -163,7 +163,10 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(
-                [*root_helper_command("forkserver", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)})],
+                [
+                    *root_helper_command("forkserver", "spawn_main()"),
+                    json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)}),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

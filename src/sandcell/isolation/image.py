@@ -93,15 +93,17 @@ class Image:
         if not (self.etc / "passwd").exists():
             missing.append(f"the sandbox's /etc files in {self.etc}")
         if missing:
-            raise ImageMissing("sandcell is not set up: missing " + "; ".join(missing) + ". Run `sandcell setup` (as root on Debian/Ubuntu it installs the system packages too).")
+            raise ImageMissing(
+                "sandcell is not set up: missing "
+                + "; ".join(missing)
+                + ". Run `sandcell setup` (as root on Debian/Ubuntu it installs the system packages too)."
+            )
 
     @cached_property
     def stage(self) -> Path:
         """The in-sandbox code, copied where the sandbox's uid can read it."""
         digest = hashlib.sha256()
-        sources = sorted(
-            path for name in RUNTIME_SOURCES for path in (PACKAGE_DIR / name).rglob("*") if path.is_file() and "__pycache__" not in path.parts
-        )
+        sources = sorted(path for name in RUNTIME_SOURCES for path in (PACKAGE_DIR / name).rglob("*") if path.is_file() and "__pycache__" not in path.parts)
         for path in sources:
             digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
         target = self.home / "stage" / digest.hexdigest()[:16]
@@ -144,7 +146,9 @@ def build(image: Image | None = None, say: Callable[[str], None] = print, langua
     which package they miss when asked for.
     """
     image = image or Image()
-    apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
+    apt = [
+        name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)
+    ]
     system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     if apt and "python3-venv" in apt and _has_venv(system_python):
         apt.remove("python3-venv")

@@ -329,4 +329,3 @@ def main(config: dict[str, Any]) -> None:
     group.kill()
     group.remove()
     sys.exit(status)
-

@@ -34,6 +34,8 @@ class ByteReader(Protocol):
     """What frames are read from: a blocking binary stream whose ``read`` gives at most ``size`` bytes, none at EOF."""
 
     def read(self, size: int, /) -> bytes: ...
+
+
 # Flow control of ``files.read``: the supervisor sends at most this many
 # ``data`` frames of a read the host has not taken yet; the host grants more
 # with ``files.more`` (``target``: the read's id, ``frames``: how many it took).

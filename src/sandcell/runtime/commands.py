@@ -42,7 +42,15 @@ class Command:
 
     def describe(self) -> dict[str, Any]:
         """E2B's ProcessInfo: the program and its arguments as started, and the envs asked for."""
-        return {"pid": self.pid, "cmd": SHELL[0], "args": [*SHELL[1:], self.cmd], "envs": self.requested_env, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
+        return {
+            "pid": self.pid,
+            "cmd": SHELL[0],
+            "args": [*SHELL[1:], self.cmd],
+            "envs": self.requested_env,
+            "cwd": self.cwd,
+            "tag": self.tag,
+            "started_at": self.started_at,
+        }
 
     async def publish(self, header: dict[str, Any], data: bytes) -> None:
         for emit in list(self.subscribers):

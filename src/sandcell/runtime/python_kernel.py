@@ -139,7 +139,9 @@ def build_shell(channel: Channel) -> Any:
     class ChannelDisplayPublisher(DisplayPublisher):
         """Sends ``display()`` calls and inline figures as extra results."""
 
-        def publish(self, data: dict[str, Any], metadata: Any = None, source: Any = None, *, transient: Any = None, update: bool = False, **kwargs: Any) -> None:
+        def publish(
+            self, data: dict[str, Any], metadata: Any = None, source: Any = None, *, transient: Any = None, update: bool = False, **kwargs: Any
+        ) -> None:
             channel.send({"type": "result", "data": _jsonable(data), "main": False})
 
         def clear_output(self, wait: bool = False) -> None:

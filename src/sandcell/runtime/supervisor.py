@@ -196,6 +196,7 @@ class Supervisor:
 
     async def restart_defaults(self) -> None:
         """Restart the default contexts so they take the current environment (their state is lost)."""
+
         async def restart(context: Context) -> None:
             async with context.lock:
                 await context.restart()

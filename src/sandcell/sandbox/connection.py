@@ -194,8 +194,8 @@ def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
         chunk = os.read(events.fileno(), 1 << 16)
         if not chunk:
             raise EOFError("the sandbox closed its pipe during the resync")
-        seen = seen[-len(marker):] + chunk
-    return Rejoined(seen[seen.index(marker) + len(marker):], events)
+        seen = seen[-len(marker) :] + chunk
+    return Rejoined(seen[seen.index(marker) + len(marker) :], events)
 
 
 class Connection:

@@ -82,7 +82,9 @@ class SandboxCore:
         except (OSError, EOFError, TimeoutError) as exc:
             process.kill()
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
-        connection = Connection(process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))
+        connection = Connection(
+            process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40)
+        )
         connection.hello.set()
         core._adopt(sandbox_id, Policy(limits=limits, network=network), process, connection, detachable=True)
         core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True
@@ -284,4 +286,3 @@ class SandboxCore:
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()
-

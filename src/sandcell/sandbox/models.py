@@ -195,7 +195,12 @@ class CommandExitException(SandboxException, CommandResult):
 
     def __init__(self, result: CommandResult) -> None:
         CommandResult.__init__(self, result.stdout, result.stderr, result.exit_code, result.error)
-        SandboxException.__init__(self, f"command exited with code {result.exit_code}" + (f" ({result.error})" if result.error else "") + (f": {result.stderr.strip()[-500:]}" if result.stderr.strip() else ""))
+        SandboxException.__init__(
+            self,
+            f"command exited with code {result.exit_code}"
+            + (f" ({result.error})" if result.error else "")
+            + (f": {result.stderr.strip()[-500:]}" if result.stderr.strip() else ""),
+        )
 
 
 @dataclass(frozen=True)

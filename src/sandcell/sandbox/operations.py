@@ -269,7 +269,14 @@ class ReadFile(Operation[str | bytes]):
 
 def write_part(path: str, chunk: bytes, first: bool, wait: float | None) -> Simple[WriteInfo]:
     """One request of a write: the first creates (or truncates) the file, the others append."""
-    return Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=check_path(path), append=not first)
+    return Simple(
+        "files.write",
+        lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]),
+        wait,
+        chunk,
+        path=check_path(path),
+        append=not first,
+    )
 
 
 def pieces(data: str | bytes | Any) -> Iterator[bytes]:

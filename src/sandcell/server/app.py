@@ -107,13 +107,21 @@ class DataPlane:
             if repeated is not None:
                 raise ApiError(400, f"the header {repeated.decode()} appears more than once; send it once")
             if port not in (ENVD_PORT, INTERPRETER_PORT):
-                raise ApiError(502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)")
+                raise ApiError(
+                    502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)"
+                )
             live = self._authorize(headers, port, path)
         except ApiError as exc:
             connect_rpc = path.startswith(("/process.", "/filesystem."))
             code: Any = CONNECT_CODES.get(exc.status, "unknown") if connect_rpc else exc.status
             body = json.dumps({"code": code, "message": exc.message}).encode()
-            await send({"type": "http.response.start", "status": exc.status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": exc.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         scope[SCOPE_SANDBOX] = live

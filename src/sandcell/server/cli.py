@@ -35,7 +35,9 @@ def serve(
     max_output_mb: int | None = typer.Option(None, help="most output per run one sandbox may ask for, MiB (default: 256)"),
     max_timeout: float = typer.Option(24 * 3600, help="longest sandbox lifetime a client may ask for, seconds"),
     max_team_memory_mb: int | None = typer.Option(None, help="memory limits one team's live sandboxes may hold together, MiB (default: the machine's memory)"),
-    max_server_memory_mb: int | None = typer.Option(None, help="memory limits all sandboxes may hold, pooled ones too, MiB (default: twice the machine's memory)"),
+    max_server_memory_mb: int | None = typer.Option(
+        None, help="memory limits all sandboxes may hold, pooled ones too, MiB (default: twice the machine's memory)"
+    ),
     orphan_grace: float = typer.Option(600, help="seconds sandboxes wait for the server to come back after it stops (or dies)"),
     kill_on_exit: bool = typer.Option(False, "--kill-on-exit", help="kill every sandbox when the server stops, instead of leaving them for the next start"),
     pool: int = typer.Option(2, help="sandboxes kept started, with numpy, pandas and matplotlib imported (about 100 MiB each): create takes one in ~15 ms"),
@@ -53,7 +55,14 @@ def serve(
 
     console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
     console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
-    asked: dict[str, Any] = {"memory_mb": max_memory_mb, "cpus": max_cpus, "pids": max_pids, "disk_mb": max_disk_mb, "open_files": max_open_files, "output_mb": max_output_mb}
+    asked: dict[str, Any] = {
+        "memory_mb": max_memory_mb,
+        "cpus": max_cpus,
+        "pids": max_pids,
+        "disk_mb": max_disk_mb,
+        "open_files": max_open_files,
+        "output_mb": max_output_mb,
+    }
     shares: dict[str, Any] = {"max_team_memory_mb": max_team_memory_mb, "max_server_memory_mb": max_server_memory_mb}
     try:
         maxima = dataclasses.replace(machine_maxima(), **{name: value for name, value in asked.items() if value is not None})
@@ -77,7 +86,11 @@ def serve(
 
 
 @keys.command("create")
-def create_key(team: str = typer.Option("default", help="the team that owns the key and its sandboxes"), name: str = typer.Option("default", help="a label for the key"), db: Path = DB_OPTION) -> None:
+def create_key(
+    team: str = typer.Option("default", help="the team that owns the key and its sandboxes"),
+    name: str = typer.Option("default", help="a label for the key"),
+    db: Path = DB_OPTION,
+) -> None:
     """Create a key; it is shown once, only its hash is stored."""
     from .store import Store
 
@@ -93,8 +106,15 @@ def list_keys(team: str = typer.Option(None, help="only this team's keys"), db: 
 
     table = Table("id", "team", "name", "key", "created", "last used", "revoked")
     for key in Store(db).keys(team):
-        table.add_row(key.id, key.team.name, key.name, key.mask, f"{key.created_at:%Y-%m-%d %H:%M}",
-                      f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-")
+        table.add_row(
+            key.id,
+            key.team.name,
+            key.name,
+            key.mask,
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
+        )
     console.print(table)
 
 

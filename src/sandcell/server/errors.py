@@ -98,4 +98,8 @@ class CatchAll:
 
 # What every app of the server answers errors with (the control app adds FastAPI's own).
 ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
-ERROR_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {ApiError: api_error_handler, SandboxException: sandbox_error_handler, Exception: unexpected_error_handler}
+ERROR_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
+    ApiError: api_error_handler,
+    SandboxException: sandbox_error_handler,
+    Exception: unexpected_error_handler,
+}

@@ -123,7 +123,9 @@ class SandboxManager:
         try:
             await asyncio.wait_for(slots.acquire(), self.config.upload_wait)
         except TimeoutError:
-            raise ApiError(429, f"the team already has {self.config.max_uploads_per_team} uploads under way (the server's limit); retry when one has ended") from None
+            raise ApiError(
+                429, f"the team already has {self.config.max_uploads_per_team} uploads under way (the server's limit); retry when one has ended"
+            ) from None
         try:
             yield
         finally:
@@ -137,7 +139,11 @@ class SandboxManager:
         if self.config.pool_size:
             # Only the server's own default kind is kept warm, within what the live sandboxes leave of the memory budget.
             self.pool = SandboxPool(
-                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False)], learn=0,
+                self.config.pool_size,
+                detachable=True,
+                orphan_grace=self.config.orphan_grace,
+                kinds=[(self.config.limits, False)],
+                learn=0,
                 memory_budget=lambda: self.config.max_server_memory_mb - self.memory_mb(),
             )
 
@@ -243,8 +249,16 @@ class SandboxManager:
             core.hand_out(timeout, metadata)
             info = core.info()
             record = SandboxRecord(
-                id=core.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
-                allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+                id=core.sandbox_id,
+                team_id=team.id,
+                template=template,
+                metadata=dict(metadata or {}),
+                limits=limits.to_dict(),
+                allow_internet=allow_internet,
+                state="running",
+                started_at=info.started_at,
+                end_at=info.end_at,
+                server_instance=self.instance,
                 access_token=secrets.token_urlsafe(24),
             )
             self.store.add_sandbox(record)
@@ -282,12 +296,18 @@ class SandboxManager:
         if len(mine) >= config.max_sandboxes_per_team:
             raise ApiError(429, f"the team already has {len(mine)} live sandboxes, the most this server allows (sandcell serve --max-sandboxes)")
         if sum(mine) + asked > config.max_team_memory_mb:
-            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
-                                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
+            raise ApiError(
+                429,
+                f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
+                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)",
+            )
         held = self.memory_mb()
         if held + asked > config.max_server_memory_mb:
-            raise ApiError(503, f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
-                                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
+            raise ApiError(
+                503,
+                f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
+                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)",
+            )
 
     def live(self) -> list[LiveSandbox]:
         return list(self._live.values())

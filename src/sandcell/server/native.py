@@ -109,8 +109,15 @@ class CommandOut(BaseModel):
 
 def sandbox_out(record: SandboxRecord) -> SandboxOut:
     return SandboxOut(
-        sandbox_id=record.id, template=record.template, state=record.state, started_at=record.started_at, end_at=record.end_at,
-        metadata=record.metadata, limits=record.limits, network=record.allow_internet, reason=record.reason,
+        sandbox_id=record.id,
+        template=record.template,
+        state=record.state,
+        started_at=record.started_at,
+        end_at=record.end_at,
+        metadata=record.metadata,
+        limits=record.limits,
+        network=record.allow_internet,
+        reason=record.reason,
     )
 
 
@@ -203,7 +210,9 @@ async def host_usage(sandbox_id: str, request: Request, team: Team = Depends(cur
 async def run_code(sandbox_id: str, body: RunCode, request: Request, team: Team = Depends(current_team)) -> Response:
     """Run code; the answer streams NDJSON lines as the code runs: stdout, stderr, result, error, number_of_executions, end_of_execution."""
     sandbox = _live(request, sandbox_id, team).sandbox
-    return await execution_lines(request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout, manager_of(request).config.client_patience)
+    return await execution_lines(
+        request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout, manager_of(request).config.client_patience
+    )
 
 
 @router.post("/sandboxes/{sandbox_id}/contexts")

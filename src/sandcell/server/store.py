@@ -185,14 +185,24 @@ class Store:
         key = ApiKey("key_" + secrets.token_hex(6), team, name, secret[:8] + "…" + secret[-4:], now(), None, None)
         self._run(
             "INSERT INTO api_keys (id, team_id, name, mask, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            key.id, team.id, name, key.mask, hash_key(secret), _iso(key.created_at),
+            key.id,
+            team.id,
+            name,
+            key.mask,
+            hash_key(secret),
+            _iso(key.created_at),
         )
         return key, secret
 
     def _key_from_row(self, row: sqlite3.Row) -> ApiKey:
         return ApiKey(
-            row["id"], Team(row["team_id"], row["team_name"]), row["name"], row["mask"],
-            datetime.datetime.fromisoformat(row["created_at"]), _parse(row["last_used_at"]), _parse(row["revoked_at"]),
+            row["id"],
+            Team(row["team_id"], row["team_name"]),
+            row["name"],
+            row["mask"],
+            datetime.datetime.fromisoformat(row["created_at"]),
+            _parse(row["last_used_at"]),
+            _parse(row["revoked_at"]),
         )
 
     _KEY_SELECT = "SELECT k.*, t.name AS team_name FROM api_keys k JOIN teams t ON t.id = k.team_id"
@@ -223,8 +233,19 @@ class Store:
         self._run(
             "INSERT INTO sandboxes (id, team_id, template, metadata, limits, allow_internet, state, reason,"
             " started_at, end_at, ended_at, server_instance, access_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            record.id, record.team_id, record.template, json.dumps(record.metadata), json.dumps(record.limits), int(record.allow_internet),
-            record.state, record.reason, _iso(record.started_at), _iso(record.end_at), _iso(record.ended_at), record.server_instance, record.access_token,
+            record.id,
+            record.team_id,
+            record.template,
+            json.dumps(record.metadata),
+            json.dumps(record.limits),
+            int(record.allow_internet),
+            record.state,
+            record.reason,
+            _iso(record.started_at),
+            _iso(record.end_at),
+            _iso(record.ended_at),
+            record.server_instance,
+            record.access_token,
         )
 
     def update_sandbox(self, sandbox_id: str, **changes: Any) -> None:
@@ -237,10 +258,19 @@ class Store:
 
     def _record(self, row: sqlite3.Row) -> SandboxRecord:
         return SandboxRecord(
-            id=row["id"], team_id=row["team_id"], template=row["template"], metadata=json.loads(row["metadata"]),
-            limits=json.loads(row["limits"]), allow_internet=bool(row["allow_internet"]), state=row["state"],
-            started_at=datetime.datetime.fromisoformat(row["started_at"]), end_at=_parse(row["end_at"]), server_instance=row["server_instance"],
-            reason=row["reason"], ended_at=_parse(row["ended_at"]), access_token=row["access_token"],
+            id=row["id"],
+            team_id=row["team_id"],
+            template=row["template"],
+            metadata=json.loads(row["metadata"]),
+            limits=json.loads(row["limits"]),
+            allow_internet=bool(row["allow_internet"]),
+            state=row["state"],
+            started_at=datetime.datetime.fromisoformat(row["started_at"]),
+            end_at=_parse(row["end_at"]),
+            server_instance=row["server_instance"],
+            reason=row["reason"],
+            ended_at=_parse(row["ended_at"]),
+            access_token=row["access_token"],
         )
 
     def sandbox(self, sandbox_id: str) -> SandboxRecord | None:

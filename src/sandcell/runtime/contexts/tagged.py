@@ -72,7 +72,7 @@ class TaggedContext(Context):
         if kind == "result" and len(fields) >= 5:
             pairs = fields[3:]
             data = {}
-            for mime_field, value in zip(pairs[::2], pairs[1::2]):
+            for mime_field, value in zip(pairs[::2], pairs[1::2], strict=False):
                 data[mime_field] = decode_data(mime_field, unhex(value))
             return {"type": "result", "token": token, "main": fields[2] == "1", "data": data}
         if kind == "error" and len(fields) == 5:

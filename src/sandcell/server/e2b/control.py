@@ -215,19 +215,21 @@ async def fork(sandbox_id: str, request: Request, team: Team = Depends(current_t
 async def metrics(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     live = manager_of(request).get(team, sandbox_id)
     sample = await live.sandbox.get_metrics()
-    return JSONResponse([
-        {
-            "timestamp": sample.timestamp.isoformat(),
-            "timestampUnix": int(sample.timestamp.timestamp()),
-            "cpuCount": sample.cpu_count,
-            "cpuUsedPct": sample.cpu_used_pct,
-            "memUsed": sample.mem_used,
-            "memTotal": sample.mem_total,
-            "memCache": sample.mem_cache,
-            "diskUsed": sample.disk_used,
-            "diskTotal": sample.disk_total,
-        }
-    ])
+    return JSONResponse(
+        [
+            {
+                "timestamp": sample.timestamp.isoformat(),
+                "timestampUnix": int(sample.timestamp.timestamp()),
+                "cpuCount": sample.cpu_count,
+                "cpuUsedPct": sample.cpu_used_pct,
+                "memUsed": sample.mem_used,
+                "memTotal": sample.mem_total,
+                "memCache": sample.mem_cache,
+                "diskUsed": sample.disk_used,
+                "diskTotal": sample.disk_total,
+            }
+        ]
+    )
 
 
 UNSUPPORTED = {

@@ -225,7 +225,13 @@ def _data_event(stream: Literal["stdout", "stderr"], text: str) -> pb.ProcessEve
 
 
 def _end_event(exit_code: int, error: str | None) -> pb.ProcessEvent:
-    status = f"exit status {exit_code}" if exit_code >= 0 else f"signal: {signal.Signals(-exit_code).name.lower()[3:]}" if -exit_code in signal.valid_signals() else "killed"
+    status = (
+        f"exit status {exit_code}"
+        if exit_code >= 0
+        else f"signal: {signal.Signals(-exit_code).name.lower()[3:]}"
+        if -exit_code in signal.valid_signals()
+        else "killed"
+    )
     return pb.ProcessEvent(event=EndEvent("end", pb.ProcessEvent.EndEvent(exit_code=exit_code, exited=exit_code >= 0, status=status, error=error)))
 
 
@@ -290,7 +296,9 @@ class ProcessService(Services, pc.Process):
             processes = await self.sandbox(ctx).commands.list()
         return pb.ListResponse(
             processes=[
-                pb.ProcessInfo(pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=process.args, envs=process.envs, cwd=process.cwd))
+                pb.ProcessInfo(
+                    pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=process.args, envs=process.envs, cwd=process.cwd)
+                )
                 for process in processes
             ]
         )
