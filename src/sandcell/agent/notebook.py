@@ -15,7 +15,7 @@ from nbformat import v4
 
 from .loop import Entry, Ran, Said
 
-MAGICS = {"javascript": "%%script node\n", "bash": "%%bash\n", "python": ""}
+MAGICS = {"javascript": "%%script node\n", "typescript": "%%script node --experimental-strip-types\n", "bash": "%%bash\n", "python": ""}
 
 
 def _outputs(run: Ran) -> list[Any]:

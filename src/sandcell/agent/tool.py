@@ -23,7 +23,8 @@ EXEC_CODE = {
         "name": "exec_code",
         "description": (
             "Run code in a persistent sandbox and get its output. Variables, imports and files persist between calls. "
-            "Python has numpy, pandas and matplotlib (figures are shown to the user); JavaScript runs in Node.js; "
+            "Python has numpy, pandas and matplotlib (figures are shown to the user); JavaScript runs in Node.js, "
+            "TypeScript too (types are stripped, not checked); "
             "bash runs shell commands. Files live in /home/user. There is no network."
         ),
         "parameters": {

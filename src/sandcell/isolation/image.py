@@ -6,7 +6,9 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 
 - ``runtime/``: a venv of the system ``python3`` with IPython, numpy, pandas
   and matplotlib (``runtime/requirements.txt``);
-- ``node/node_modules``: acorn, which the JavaScript context parses cells with;
+- ``node/node_modules``: the npm packages of ``runtime/package.json``: acorn,
+  which the JavaScript context parses cells with, and amaro, which strips
+  TypeScript cells' types;
 - ``etc/``: the sandbox's passwd, group, hosts... (no host secrets);
 - ``mpl/``: matplotlib's font cache, built once so plots don't rebuild it;
 - ``stage/<hash>/sandcell``: a copy of the in-sandbox code (``runtime`` and
@@ -19,6 +21,7 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -69,8 +72,19 @@ class Image:
         return self.home / "runtime" / "bin" / "python"
 
     @property
+    def node_modules(self) -> Path:
+        return self.home / "node" / "node_modules"
+
+    @property
     def acorn(self) -> Path:
-        return self.home / "node" / "node_modules" / "acorn"
+        return self.node_modules / "acorn"
+
+    @property
+    def amaro(self) -> Path:
+        return self.node_modules / "amaro"
+
+    def missing_node_packages(self) -> list[str]:
+        return [name for name in node_packages() if not (self.node_modules / name / "package.json").exists()]
 
     @property
     def etc(self) -> Path:
@@ -88,8 +102,7 @@ class Image:
             missing.append("Node.js (apt-get install nodejs)")
         if not self.python.exists():
             missing.append(f"the sandbox Python at {self.python}")
-        if not self.acorn.exists():
-            missing.append(f"acorn at {self.acorn}")
+        missing += [f"the npm package {name} in {self.node_modules}" for name in self.missing_node_packages()]
         if not (self.etc / "passwd").exists():
             missing.append(f"the sandbox's /etc files in {self.etc}")
         if missing:
@@ -127,6 +140,11 @@ class Image:
             else:
                 java_stage.build_archive(target)
         return target
+
+
+def node_packages() -> list[str]:
+    """The npm packages sandboxes need (``runtime/package.json``)."""
+    return list(json.loads((PACKAGE_DIR / "runtime" / "package.json").read_text())["dependencies"])
 
 
 def _run(command: list[str], say: Callable[[str], None], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
@@ -174,7 +192,7 @@ def build(image: Image | None = None, say: Callable[[str], None] = print, langua
     node_dir = image.home / "node"
     node_dir.mkdir(exist_ok=True)
     shutil.copyfile(PACKAGE_DIR / "runtime" / "package.json", node_dir / "package.json")
-    if not image.acorn.exists():
+    if image.missing_node_packages():
         _run(["npm", "install", "--no-audit", "--no-fund", "--silent"], say, cwd=node_dir)
     image.etc.mkdir(exist_ok=True)
     for name, text in ETC_FILES.items():

@@ -86,6 +86,7 @@ def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
         "python": str(image.python),
         "stage": str(image.stage),
         "acorn": str(image.acorn),
+        "amaro": str(image.amaro),
         "home": HOME,
         "work_dir": WORK_DIR,
         "mpl_cache": str(image.mpl_cache),

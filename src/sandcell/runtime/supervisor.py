@@ -90,6 +90,7 @@ class Supervisor:
             python=config["python"],
             stage=config["stage"],
             acorn=config["acorn"],
+            amaro=config["amaro"],
             work_dir=config.get("work_dir", WORK_DIR),
             base_env=config["env"],
             output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),

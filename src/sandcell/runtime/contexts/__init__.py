@@ -1,10 +1,11 @@
-"""Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript or Bash."""
+"""Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript, TypeScript or Bash."""
 
 from .base import Context, Run, Runtime, describe_status
 from .bash import BashContext
 from .javascript import JavaScriptContext
 from .python import PythonContext, python_env, python_zygote
 from .start import CONTEXT_CLASSES, start_context
+from .typescript import TypeScriptContext
 
 __all__ = [
     "CONTEXT_CLASSES",
@@ -14,6 +15,7 @@ __all__ = [
     "PythonContext",
     "Run",
     "Runtime",
+    "TypeScriptContext",
     "describe_status",
     "python_env",
     "python_zygote",

@@ -40,6 +40,7 @@ class Runtime:
     python: str
     stage: str
     acorn: str
+    amaro: str
     work_dir: str
     base_env: dict[str, str]
     output_limit: int

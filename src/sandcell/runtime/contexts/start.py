@@ -8,8 +8,16 @@ from .java import JavaContext
 from .javascript import JavaScriptContext
 from .python import PythonContext
 from .r import RContext
+from .typescript import TypeScriptContext
 
-CONTEXT_CLASSES: dict[str, type[Context]] = {"python": PythonContext, "javascript": JavaScriptContext, "bash": BashContext, "r": RContext, "java": JavaContext}
+CONTEXT_CLASSES: dict[str, type[Context]] = {
+    "python": PythonContext,
+    "javascript": JavaScriptContext,
+    "typescript": TypeScriptContext,
+    "bash": BashContext,
+    "r": RContext,
+    "java": JavaContext,
+}
 
 
 async def start_context(runtime: Runtime, language: str, cwd: str, env: dict[str, str]) -> Context:
