@@ -6,7 +6,17 @@
 // properties, `import x = require()`) is transformed, and its lines are then amaro's.
 "use strict";
 
-const amaro = require(process.env.SANDCELL_AMARO || "amaro");
+const path = require("path");
+
+const AMARO = process.env.SANDCELL_AMARO || "amaro";
+let amaro = load();
+
+// A fresh copy of amaro, with a WebAssembly instance of its own.
+function load() {
+  const directory = path.dirname(require.resolve(path.join(AMARO, "package.json")));
+  for (const name of Object.keys(require.cache)) if (name.startsWith(directory + path.sep)) delete require.cache[name];
+  return require(AMARO);
+}
 
 function transform(code, mode) {
   try {
@@ -17,6 +27,12 @@ function transform(code, mode) {
       const syntaxError = new SyntaxError(`${error.message} (${error.startLine}:${error.startColumn})`);
       syntaxError.loc = { line: error.startLine, column: error.startColumn };
       throw syntaxError;
+    }
+    if (error instanceof Error) {
+      // A trap inside the WebAssembly (a stack overflow on a deeply nested cell) leaves its
+      // memory unusable: every later cell would fail. Start over with a new instance.
+      amaro = load();
+      error.message = `the TypeScript type stripper failed on this cell: ${error.message}`;
     }
     throw error;
   }

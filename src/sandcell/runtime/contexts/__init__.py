@@ -1,6 +1,6 @@
 """Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript, TypeScript or Bash."""
 
-from .base import Context, Run, Runtime, describe_status
+from .base import Context, Run, Runtime, describe_status, working_directory
 from .bash import BashContext
 from .javascript import JavaScriptContext
 from .python import PythonContext, python_env, python_zygote
@@ -20,4 +20,5 @@ __all__ = [
     "python_env",
     "python_zygote",
     "start_context",
+    "working_directory",
 ]

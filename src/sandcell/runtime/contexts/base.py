@@ -109,7 +109,7 @@ class Context:
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
-        os.makedirs(self.cwd, exist_ok=True)
+        working_directory(self.cwd)
         loop = asyncio.get_running_loop()
         request_r, request_w = os.pipe()
         event_r, event_w = os.pipe()
@@ -167,8 +167,7 @@ class Context:
         ``env`` apply as if it had been started with them (see ``Spares``)."""
         if not self.alive:
             raise RuntimeError(f"the spare {self.language} context is gone")
-        os.makedirs(cwd, exist_ok=True)
-        self.cwd, self.env = cwd, env
+        self.cwd, self.env = working_directory(cwd), env
         self._ready = asyncio.get_running_loop().create_future()
         os.write(self._request_fd, self.setup_request())
         await asyncio.wait_for(asyncio.shield(self._ready), ADOPT_TIMEOUT)
@@ -196,6 +195,11 @@ class Context:
         await self.stop()
         self.execution_count = 0
         await self.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether it was ever started: a default context is listed before its first run starts it."""
+        return self.process is not None
 
     @property
     def alive(self) -> bool:
@@ -389,6 +393,19 @@ class Context:
             "traceback": "",
             "signal": -status if status < 0 else None,
         }
+
+
+def working_directory(path: str) -> str:
+    """``path`` as a directory a context can work in, made when it is missing; ``ValueError`` says why it cannot be one."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"cannot work in {path}: it is not a directory") from None
+    except OSError as exc:
+        raise ValueError(f"cannot work in {path}: it does not exist and cannot be created ({exc.strerror})") from None
+    if not os.access(path, os.X_OK):
+        raise ValueError(f"cannot work in {path}: permission denied")
+    return path
 
 
 def describe_status(status: int) -> str:
