@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -71,7 +71,9 @@ def test_a_runtime_error_points_at_the_users_line(sandbox: Sandbox) -> None:
 
 
 def test_namespaces_and_const_enums_are_transformed(sandbox: Sandbox) -> None:
-    cell = "namespace Geometry { export const unit: number = 2; export function area(s: number): number { return s * s * unit } }\nconst enum Dir { Up = 1, Down }"
+    cell = (
+        "namespace Geometry { export const unit: number = 2; export function area(s: number): number { return s * s * unit } }\nconst enum Dir { Up = 1, Down }"
+    )
     ctx = sandbox.create_code_context(language="ts")
     ok(sandbox.run_code(cell, context=ctx))
     assert ok(sandbox.run_code("Geometry.area(3) + Dir.Down", context=ctx)).text == "20"
