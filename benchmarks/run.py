@@ -85,6 +85,11 @@ def fork_server(enabled: bool) -> Iterator[None]:
             os.environ["SANDCELL_FORK_SERVER"] = previous
 
 
+# The same small cell with types and without: what stripping types costs per cell.
+TYPED_CELL = "interface P { x: number }\nconst p: P = { x: 1 };\nfunction twice<T extends number>(n: T): number { return n * 2 }\ntwice(p.x as number)"
+UNTYPED_CELL = "const p = { x: 1 };\nfunction twice(n) { return n * 2 }\ntwice(p.x)"
+
+
 def sandcell_create_to_first_result(repeat: int) -> list[float]:
     """Sandbox.create() to the first result of 1+1, without a pool (the kill is not timed)."""
     samples = []
@@ -97,10 +102,10 @@ def sandcell_create_to_first_result(repeat: int) -> list[float]:
     return samples
 
 
-def sandcell_round_trips(repeat: int) -> list[float]:
+def sandcell_round_trips(repeat: int, code: str = "1+1", language: str = "python") -> list[float]:
     with Sandbox.create(pool=False) as sandbox:
-        sandbox.run_code("1+1")
-        return timed(lambda: sandbox.run_code("1+1"), repeat)
+        sandbox.run_code(code, language=language)
+        return timed(lambda: sandbox.run_code(code, language=language), repeat)
 
 
 def sandcell_throughput(sandboxes: int, runs_each: int) -> float:
@@ -328,8 +333,13 @@ def main() -> None:
             cold = sandcell_language_start(language, code, max(3, starts // 2))
             add(f"{language} context create -> first result", cold, None)
             add("  spare (pooled sandbox) vs cold", sandcell_language_start(language, code, max(3, starts // 2), pool), cold)
+            if language == "javascript":
+                typed = sandcell_language_start("typescript", TYPED_CELL, max(3, starts // 2))
+                add("typescript context create -> first result (vs js)", typed, cold)
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
+    javascript_trips = sandcell_round_trips(trips // 5, UNTYPED_CELL, "javascript")
+    add("typescript run_code round trip (typed cell vs js)", sandcell_round_trips(trips // 5, TYPED_CELL, "typescript"), javascript_trips)
     spread = (10, 20) if args.quick else (50, 40)
     add(f"run_code('1+1') throughput across {spread[0]} sandboxes", [sandcell_throughput(*spread)], None, "/s")
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
