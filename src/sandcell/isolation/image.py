@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
@@ -142,9 +142,10 @@ class Image:
         return target
 
 
-def node_packages() -> list[str]:
+@cache
+def node_packages() -> tuple[str, ...]:
     """The npm packages sandboxes need (``runtime/package.json``)."""
-    return list(json.loads((PACKAGE_DIR / "runtime" / "package.json").read_text())["dependencies"])
+    return tuple(json.loads((PACKAGE_DIR / "runtime" / "package.json").read_text())["dependencies"])
 
 
 def _run(command: list[str], say: Callable[[str], None], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
