@@ -137,3 +137,10 @@ def test_a_cell_cannot_change_how_other_contexts_strip_types(any_sandbox: Callab
     ok(sbx.run_code("const amaro = require(process.env.SANDCELL_AMARO); amaro.transformSync = () => ({ code: 'globalThis.hijacked = 1' })", context=tampered))
     other = sbx.create_code_context(language="ts")
     assert ok(sbx.run_code("const x: number = 2; typeof globalThis.hijacked + x", context=other)).text == "'undefined2'"
+
+
+def test_a_timeout_interrupts_a_typescript_cell_and_keeps_the_state(sandbox: Sandbox) -> None:
+    ok(sandbox.run_code("const kept: string = 'yes'", language="ts"))
+    execution = sandbox.run_code("while (true) {}", language="ts", timeout=1)
+    assert execution.error is not None and execution.error.name == "TimeoutError"
+    assert ok(sandbox.run_code("kept", language="ts")).text == "'yes'"
