@@ -336,6 +336,7 @@ def main() -> None:
             if language == "javascript":
                 typed = sandcell_language_start("typescript", TYPED_CELL, max(3, starts // 2))
                 add("typescript context create -> first result (vs js)", typed, cold)
+                add("  from the javascript spare (pooled) vs cold", sandcell_language_start("typescript", TYPED_CELL, max(3, starts // 2), pool), typed)
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
     javascript_trips = sandcell_round_trips(trips // 5, UNTYPED_CELL, "javascript")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -111,6 +112,20 @@ def test_async_sandbox_runs_typescript() -> None:
             await sbx.kill()
 
     asyncio.run(scenario())
+
+
+def test_a_pooled_sandbox_makes_a_typescript_context_from_its_javascript_spare(make_pooled_sandbox: Callable[..., Sandbox]) -> None:
+    sbx = make_pooled_sandbox(envs={"PROJECT": "pooled"})
+    time.sleep(1)  # the spares start after the hand-out
+    ctx = sbx.create_code_context(language="ts", cwd="/tmp/pooled-ts", envs={"CTX": "1"})
+    assert ctx.language == "typescript"
+    cell = "const up: number = process.uptime(); [up > 0.5, process.cwd(), process.env.CTX, process.env.PROJECT]"
+    assert ok(sbx.run_code(cell, context=ctx)).text == "[ true, '/tmp/pooled-ts', '1', 'pooled' ]", "the context was not the spare"
+    assert ok(sbx.run_code("enum E { A = 2 }\nE.A as number", context=ctx)).text == "2"
+    time.sleep(1)  # the next spare is plain JavaScript again
+    javascript = sbx.create_code_context(language="javascript")
+    assert float(ok(sbx.run_code("process.uptime()", context=javascript)).text) > 0.5
+    assert sbx.run_code("const typed: number = 1", context=javascript).error.name == "SyntaxError"
 
 
 # -- abuse: what a cell does to the type stripper stays in its own context ----------------------

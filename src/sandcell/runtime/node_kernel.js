@@ -20,7 +20,7 @@ const vm = require("vm");
 const { createRequire } = require("module");
 
 const acorn = require(process.env.SANDCELL_ACORN || "acorn");
-const typescript = process.env.SANDCELL_AMARO ? require("./typescript.js") : null;
+let typescript = process.env.SANDCELL_AMARO ? require("./typescript.js") : null;
 
 const REQUESTS_FD = 3;
 const EVENTS_FD = 4;
@@ -256,17 +256,18 @@ async function runCell(request) {
 const requests = readline.createInterface({ input: new net.Socket({ fd: REQUESTS_FD, readable: true, writable: false }) });
 let queue = Promise.resolve();
 // A spare context (started before anyone asked for it) becomes the one asked
-// for: its cwd and exactly its environment, as if it had been started so.
+// for: its cwd and exactly its environment (TypeScript's, too), as if it had been started so.
 // A spare that cannot become it exits: the supervisor then starts one cold.
 function setup({ cwd, env }) {
   try {
     process.chdir(cwd);
+    for (const key of Object.keys(process.env)) if (!(key in env)) delete process.env[key];
+    Object.assign(process.env, env);
+    if (process.env.SANDCELL_AMARO && !typescript) typescript = require("./typescript.js"); // a JavaScript spare becoming TypeScript
   } catch (error) {
     process.stderr.write(`sandcell: cannot set up the context: ${error.message}\n`);
     process.exit(70);
   }
-  for (const key of Object.keys(process.env)) if (!(key in env)) delete process.env[key];
-  Object.assign(process.env, env);
   sandboxGlobals.require = createRequire(path.join(process.cwd(), "__sandcell_cell__.js"));
   send({ type: "ready" });
 }

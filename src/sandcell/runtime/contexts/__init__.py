@@ -2,10 +2,9 @@
 
 from .base import Context, Run, Runtime, describe_status, working_directory
 from .bash import BashContext
-from .javascript import JavaScriptContext
+from .javascript import JavaScriptContext, TypeScriptContext
 from .python import PythonContext, python_env, python_zygote
 from .start import CONTEXT_CLASSES, start_context
-from .typescript import TypeScriptContext
 
 __all__ = [
     "CONTEXT_CLASSES",

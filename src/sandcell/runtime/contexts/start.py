@@ -5,10 +5,9 @@ from __future__ import annotations
 from .base import Context, Runtime
 from .bash import BashContext
 from .java import JavaContext
-from .javascript import JavaScriptContext
+from .javascript import JavaScriptContext, TypeScriptContext
 from .python import PythonContext
 from .r import RContext
-from .typescript import TypeScriptContext
 
 CONTEXT_CLASSES: dict[str, type[Context]] = {
     "python": PythonContext,
