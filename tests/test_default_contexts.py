@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -79,7 +80,7 @@ def test_a_directory_that_cannot_be_a_working_directory_is_a_clear_error(any_san
     sbx.commands.run("mkdir -m 000 /tmp/locked")
     before = sbx.list_code_contexts()
     for language in ("python", "javascript"):
-        with pytest.raises(InvalidArgumentException, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(InvalidArgumentException, match=re.escape(reason)):
             sbx.create_code_context(cwd=cwd, language=language)
     assert sbx.list_code_contexts() == before
     # the pooled sandbox's JavaScript spare was not spent on it

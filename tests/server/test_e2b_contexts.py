@@ -66,7 +66,7 @@ def test_working_directories_with_the_sync_sdk(sbx: Sandbox) -> None:
     last = sbx.list_code_contexts()[-1]
     assert (last.id, last.language, last.cwd) == (ctx.id, ctx.language, ctx.cwd)
     # E2B's SDK turns any 4xx but 404 into a SandboxException; the message is ours
-    with pytest.raises(SandboxException, match="400 Bad Request.*cannot work in /root: it does not exist and cannot be created"):
+    with pytest.raises(SandboxException, match=r"400 Bad Request.*cannot work in /root: it does not exist and cannot be created"):
         sbx.create_code_context(language="python", cwd="/root")
 
 
