@@ -16,7 +16,17 @@ app = typer.Typer(help="sandcell: a self-hosted code interpreter for LLM agents.
 console = Console()
 app.command()(server_cli.serve)
 app.add_typer(server_cli.keys, name="keys")
-LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash", ".r": "r", ".R": "r"}
+LANGUAGE_BY_SUFFIX = {
+    ".py": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".r": "r",
+    ".R": "r",
+}
 
 
 @app.command()
@@ -33,8 +43,8 @@ def setup(
 
 @app.command()
 def run(
-    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js, .sh or .R file"),
-    language: str | None = typer.Option(None, help="python, javascript, bash, r or java (default: from the file's suffix)"),
+    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js, .ts, .sh or .R file"),
+    language: str | None = typer.Option(None, help="python, javascript, typescript, bash, r or java (default: from the file's suffix)"),
     timeout: float = typer.Option(300, help="seconds before the run is interrupted"),
 ) -> None:
     """Run a script in a fresh sandbox and stream its output."""
