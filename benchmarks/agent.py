@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any, TypedDict
 
 from sandcell import Sandbox
 from sandcell.agent import Agent, CellOutput, Event
@@ -41,7 +42,16 @@ TASKS = (
 )
 
 
-def run_task(provider: LocalProvider, task: Task, output_dir: Path) -> dict[str, object]:
+class Run(TypedDict):
+    question: str
+    correct: bool
+    answer: str
+    sandbox_start: float
+    question_seconds: float
+    steps: list[dict[str, Any]]
+
+
+def run_task(provider: LocalProvider, task: Task, output_dir: Path) -> Run:
     outputs: list[str] = []
 
     def keep_output(event: Event) -> None:
@@ -64,9 +74,9 @@ def run_task(provider: LocalProvider, task: Task, output_dir: Path) -> dict[str,
     }
 
 
-def summary(runs: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+def summary(runs: list[Run]) -> dict[str, dict[str, float]]:
     """Median and max of each part over every step of every run (steps without a value left out)."""
-    steps = [step for run in runs for step in run["steps"]]  # type: ignore[attr-defined]
+    steps = [step for run in runs for step in run["steps"]]
     figures = {}
     for part in PARTS:
         values = [step[part] for step in steps if step[part] is not None]
@@ -101,7 +111,9 @@ def main() -> None:
             print(f"  {part:<24} {figures[part]['median'] * 1000:9.1f} ms {figures[part]['max'] * 1000:9.1f} ms")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": provider.model, "threads": args.threads, "load_seconds": load_seconds, "summary": figures, "runs": runs}, indent=2))
+    args.json.write_text(
+        json.dumps({"model": provider.model, "threads": args.threads, "load_seconds": load_seconds, "summary": figures, "runs": runs}, indent=2)
+    )
     print(f"\nwritten to {args.json}")
 
 

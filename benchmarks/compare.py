@@ -59,11 +59,17 @@ def probe(creates: int) -> None:
 def measure(tree: Path, env: dict[str, str], creates: int) -> dict[str, list[float]]:
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"), "PYTHONPATH": str(tree / "src"), **env}
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--probe", str(creates)], env=clean, cwd=tempfile.gettempdir(), capture_output=True, text=True, check=False
+        [sys.executable, str(Path(__file__).resolve()), "--probe", str(creates)],
+        env=clean,
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"measuring {tree} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    samples: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return samples
 
 
 def main() -> None:

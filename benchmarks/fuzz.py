@@ -27,7 +27,11 @@ def main() -> int:
     examples = parser.parse_args().examples
     started = time.monotonic()
     env = {**os.environ, "SANDCELL_FUZZ_EXAMPLES": str(examples)}
-    code = subprocess.call([sys.executable, "-m", "pytest", "tests/server/test_fuzz.py", "tests/server/test_data_plane_fuzz.py", "-x", "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env)
+    code = subprocess.call(
+        [sys.executable, "-m", "pytest", "tests/server/test_fuzz.py", "tests/server/test_data_plane_fuzz.py", "-x", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+    )
     verdict = "no 5xx, no hang, every error JSON" if code == 0 else "FAILED (see above)"
     print(f"fuzz: {examples} examples per operation and mode in {time.monotonic() - started:.0f} s: {verdict}")
     return code

@@ -20,15 +20,16 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 from e2b_code_interpreter import AsyncSandbox
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server  # benchmarks/server.py
 
 FLOOD_TIMEOUT = 120
 OUTPUT_FLOOD = "import sys\nfor _ in range(64):\n    sys.stdout.write('o' * (1 << 20))"
@@ -55,7 +56,9 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         figures = {key: value for key, value in asdict(self).items() if key != "round_trips_ms"}
-        figures.update(p50_ms=self.percentile(0.5), p99_ms=self.percentile(0.99), mean_ms=statistics.fmean(self.round_trips_ms) if self.round_trips_ms else None)
+        figures.update(
+            p50_ms=self.percentile(0.5), p99_ms=self.percentile(0.99), mean_ms=statistics.fmean(self.round_trips_ms) if self.round_trips_ms else None
+        )
         return figures
 
 
@@ -81,7 +84,10 @@ async def flood_trickle(sandbox: AsyncSandbox, url: str, patience: float) -> Non
 async def flood_unread(sandbox: AsyncSandbox, url: str, patience: float) -> None:
     """A storm of results to a client that reads nothing for longer than the server's patience, then everything."""
     headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": sandbox._envd_access_token or ""}
-    async with httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client, client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response:
+    async with (
+        httpx.AsyncClient(timeout=FLOOD_TIMEOUT) as client,
+        client.stream("POST", url + "/execute", json={"code": RESULTS_FLOOD}, headers=headers) as response,
+    ):
         await asyncio.sleep(patience + 2)
         await response.aread()
 
@@ -107,8 +113,8 @@ async def well_behaved(sandbox: AsyncSandbox, runs: int, pause: float, deadline:
             report.lost.append(f"{sandbox.sandbox_id} run {i}: stdout {execution.logs.stdout!r}, text {execution.text!r}, error {execution.error}")
 
 
-async def flooding(kind: str, sandbox: AsyncSandbox, url: str, patience: float, report: Report) -> None:
-    while True:
+async def flooding(kind: str, sandbox: AsyncSandbox, url: str, patience: float, report: Report, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         await FLOODS[kind](sandbox, url, patience)
         report.floods[kind] = report.floods.get(kind, 0) + 1
 
@@ -135,10 +141,15 @@ async def load(
     try:
         report.server_mib_started = report.server_mib_peak = rss_mib(server_pid)
         sampler = asyncio.ensure_future(sample_memory(server_pid, report))
-        floods = [asyncio.ensure_future(flooding(kinds[n % len(kinds)], sandbox, url, patience, report)) for n, sandbox in enumerate(opened[:flooders])]
+        stop = asyncio.Event()
+        floods = [asyncio.ensure_future(flooding(kinds[n % len(kinds)], sandbox, url, patience, report, stop)) for n, sandbox in enumerate(opened[:flooders])]
         started = time.monotonic()
         await asyncio.gather(*(well_behaved(sandbox, runs, pause, started + duration, report) for sandbox in opened[flooders:]))
         report.seconds = time.monotonic() - started
+        # Each flood finishes the one it is in (on a busy machine a results flood outlasts the
+        # well-behaved runs); one that does not within FLOOD_TIMEOUT is stuck, and counts no finish.
+        stop.set()
+        await asyncio.wait(floods, timeout=FLOOD_TIMEOUT)
         for task in (*floods, sampler):
             task.cancel()
         await asyncio.gather(*floods, sampler, return_exceptions=True)
@@ -171,7 +182,9 @@ def main() -> None:
     figures = report.summary()
     print(f"{report.runs} well-behaved runs in {report.seconds:.0f} s beside {report.flooders} flooders ({report.floods})")
     print(f"round trip p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms; lost: {len(report.lost)}")
-    print(f"server memory: {report.server_mib_started:.0f} MiB with the sandboxes up, peak {report.server_mib_peak:.0f} MiB, end {report.server_mib_end:.0f} MiB")
+    print(
+        f"server memory: {report.server_mib_started:.0f} MiB with the sandboxes up, peak {report.server_mib_peak:.0f} MiB, end {report.server_mib_end:.0f} MiB"
+    )
     for line in report.lost[:10]:
         print("  lost:", line)
     if args.json:

@@ -18,18 +18,32 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from sandcell import AsyncSandbox, Sandbox, SandboxPool
+from sandcell.isolation.process import SandboxProcess
+from sandcell.sandbox.core import SandboxCore
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server  # benchmarks/server.py
+
+if TYPE_CHECKING:  # the Jupyter baseline's types; jupyter_client is imported only when it runs
+    from jupyter_client.blocking.client import BlockingKernelClient
+    from jupyter_client.manager import KernelManager
 
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def launched(sandbox: Sandbox | AsyncSandbox) -> SandboxProcess:
+    """A local sandbox's host process (its cgroup's figures)."""
+    core = sandbox.backend
+    assert isinstance(core, SandboxCore)
+    return core.process
 
 
 def timed(function: Callable[[], object], repeat: int) -> list[float]:
@@ -71,6 +85,11 @@ def fork_server(enabled: bool) -> Iterator[None]:
             os.environ["SANDCELL_FORK_SERVER"] = previous
 
 
+# The same small cell with types and without: what stripping types costs per cell.
+TYPED_CELL = "interface P { x: number }\nconst p: P = { x: 1 };\nfunction twice<T extends number>(n: T): number { return n * 2 }\ntwice(p.x as number)"
+UNTYPED_CELL = "const p = { x: 1 };\nfunction twice(n) { return n * 2 }\ntwice(p.x)"
+
+
 def sandcell_create_to_first_result(repeat: int) -> list[float]:
     """Sandbox.create() to the first result of 1+1, without a pool (the kill is not timed)."""
     samples = []
@@ -83,10 +102,10 @@ def sandcell_create_to_first_result(repeat: int) -> list[float]:
     return samples
 
 
-def sandcell_round_trips(repeat: int) -> list[float]:
+def sandcell_round_trips(repeat: int, code: str = "1+1", language: str = "python") -> list[float]:
     with Sandbox.create(pool=False) as sandbox:
-        sandbox.run_code("1+1")
-        return timed(lambda: sandbox.run_code("1+1"), repeat)
+        sandbox.run_code(code, language=language)
+        return timed(lambda: sandbox.run_code(code, language=language), repeat)
 
 
 def sandcell_throughput(sandboxes: int, runs_each: int) -> float:
@@ -127,7 +146,7 @@ def sandcell_density(count: int) -> tuple[int, float, float]:
             await asyncio.gather(*(start() for _ in range(count)))
             elapsed = time.perf_counter() - started
             answering = sum([(await sandbox.run_code("1+1")).text == "2" for sandbox in held])
-            charged = sum(sandbox.backend.process.memory_bytes() or 0 for sandbox in held) / 2**20
+            charged = sum(launched(sandbox).memory_bytes() or 0 for sandbox in held) / 2**20
             return answering, charged / count, elapsed
         finally:
             await asyncio.gather(*(sandbox.kill() for sandbox in held))
@@ -160,6 +179,7 @@ def sandcell_language_start(language: str, code: str, repeat: int, pool: Sandbox
     if pool is not None:
         pool.warm(timeout=120)
     with Sandbox.create(pool=pool or False) as sandbox:
+
         def first_result() -> None:
             context = sandbox.create_code_context(language=language)
             sandbox.run_code(code, context=context)
@@ -170,6 +190,16 @@ def sandcell_language_start(language: str, code: str, repeat: int, pool: Sandbox
             time.sleep(1.0 if pool else 0.0)
             samples += timed(first_result, 1)
         return samples
+
+
+def command_to_first_result(command: str, expected: str, repeat: int) -> list[float]:
+    """A command (an interpreter's own CLI) started in a sandbox, to its output."""
+    with Sandbox.create(pool=False) as sandbox:
+
+        def once() -> None:
+            assert expected in sandbox.commands.run(command, timeout=120).stdout
+
+        return timed(once, repeat)
 
 
 def pooled_create_to_first_result(pool: SandboxPool, code: str, expected: str, repeat: int) -> list[float]:
@@ -217,7 +247,8 @@ def sandcell_idle_memory(count: int) -> tuple[float, float]:
         for sandbox in sandboxes:
             sandbox.run_code("1+1")
         time.sleep(0.5)
-        private = [private_mib(sandbox.backend.process.cgroup.pids()) for sandbox in sandboxes if sandbox.backend.process.cgroup]
+        groups = [launched(sandbox).cgroup for sandbox in sandboxes]
+        private = [private_mib(group.pids()) for group in groups if group]
         charged = [(sandbox.memory_usage() or 0) / 2**20 for sandbox in sandboxes]
         return statistics.median(private) if private else float("nan"), statistics.median(charged)
     finally:
@@ -226,7 +257,7 @@ def sandcell_idle_memory(count: int) -> tuple[float, float]:
 
 
 # -- Jupyter baseline ----------------------------------------------------------------
-def jupyter_execute(client, code: str) -> None:  # type: ignore[no-untyped-def]
+def jupyter_execute(client: BlockingKernelClient, code: str) -> None:
     client.execute(code)
     while True:
         message = client.get_iopub_msg(timeout=30)
@@ -234,8 +265,8 @@ def jupyter_execute(client, code: str) -> None:  # type: ignore[no-untyped-def]
             return
 
 
-def jupyter_start() -> tuple[object, object]:
-    from jupyter_client import KernelManager
+def jupyter_start() -> tuple[KernelManager, BlockingKernelClient]:
+    from jupyter_client.manager import KernelManager
 
     manager = KernelManager(kernel_name="python3", transport="ipc")
     manager.start_kernel()
@@ -245,7 +276,7 @@ def jupyter_start() -> tuple[object, object]:
     return manager, client
 
 
-def jupyter_stop(manager, client) -> None:  # type: ignore[no-untyped-def]
+def jupyter_stop(manager: KernelManager, client: BlockingKernelClient) -> None:
     client.stop_channels()
     manager.shutdown_kernel(now=True)
 
@@ -262,7 +293,7 @@ def jupyter_round_trips(repeat: int) -> tuple[list[float], float]:
         jupyter_execute(client, "1+1")
         samples = timed(lambda: jupyter_execute(client, "1+1"), repeat)
         time.sleep(0.5)
-        memory = private_mib({manager.provisioner.process.pid})  # type: ignore[union-attr]
+        memory = private_mib({manager.provisioner.process.pid})  # type: ignore[union-attr]  # jupyter_client declares it None until a launch
         return samples, memory
     finally:
         jupyter_stop(manager, client)
@@ -280,7 +311,9 @@ def main() -> None:
     def add(name: str, ours: list[float], base: list[float] | None, unit: str = "ms") -> None:
         row: dict[str, object] = {"figure": name, "unit": unit, "p50": percentile(ours, 0.5), "p99": percentile(ours, 0.99), "n": len(ours)}
         if base:
-            row.update({"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)})
+            row.update(
+                {"baseline_p50": percentile(base, 0.5), "baseline_p99": percentile(base, 0.99), "ratio_p50": percentile(base, 0.5) / percentile(ours, 0.5)}
+            )
         rows.append(row)
 
     sandcell_create_to_first_result(1)  # warm the page cache (and start the fork server)
@@ -291,16 +324,32 @@ def main() -> None:
     with SandboxPool(size=2) as pool:
         add("  from the pool (kill not timed)", pooled_create_to_first_result(pool, "1+1", "2", starts), jupyter_starts)
         pandas = "import pandas; 1+1"
-        add("  import pandas first, pool vs cold sandbox", pooled_create_to_first_result(pool, pandas, "2", starts), cold_create_to_first_result(pandas, max(2, starts // 4)))
+        add(
+            "  import pandas first, pool vs cold sandbox",
+            pooled_create_to_first_result(pool, pandas, "2", starts),
+            cold_create_to_first_result(pandas, max(2, starts // 4)),
+        )
         for language, code in (("javascript", "1+1"), ("bash", "echo 2")):
             cold = sandcell_language_start(language, code, max(3, starts // 2))
             add(f"{language} context create -> first result", cold, None)
             add("  spare (pooled sandbox) vs cold", sandcell_language_start(language, code, max(3, starts // 2), pool), cold)
+            if language == "javascript":
+                typed = sandcell_language_start("typescript", TYPED_CELL, max(3, starts // 2))
+                add("typescript context create -> first result (vs js)", typed, cold)
+                add("  from the javascript spare (pooled) vs cold", sandcell_language_start("typescript", TYPED_CELL, max(3, starts // 2), pool), typed)
     jupyter_trips, jupyter_memory = jupyter_round_trips(trips)
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
+    javascript_trips = sandcell_round_trips(trips // 5, UNTYPED_CELL, "javascript")
+    add("typescript run_code round trip (typed cell vs js)", sandcell_round_trips(trips // 5, TYPED_CELL, "typescript"), javascript_trips)
     spread = (10, 20) if args.quick else (50, 40)
     add(f"run_code('1+1') throughput across {spread[0]} sandboxes", [sandcell_throughput(*spread)], None, "/s")
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
+    # Baselines: the interpreter's own command line, started in a sandbox, to the same first result.
+    few = max(3, starts // 4)
+    rscript = "Rscript -e '1 + 1'"
+    add("r context create -> first result (vs Rscript)", sandcell_language_start("r", "1 + 1", few), command_to_first_result(rscript, "[1] 2", few))
+    jshell = "printf '1 + 1\\n/exit\\n' | jshell -q"
+    add("java context create -> first result (vs jshell)", sandcell_language_start("java", "1 + 1", few), command_to_first_result(jshell, "==> 2", few))
     for name, over_http, in_process in server.figures(timed, starts, max(20, trips // 5)):
         add(name, over_http, in_process)
     megabytes = 10 if args.quick else 100

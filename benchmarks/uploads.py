@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import server  # noqa: E402 - benchmarks/server.py
+import server  # benchmarks/server.py
 
 MiB = 1024 * 1024
 
@@ -52,7 +52,7 @@ def main() -> None:
                 time.sleep(0.01)
 
         def upload(index: int) -> None:
-            octet = args.mode == "octet" or args.mode == "mixed" and index % 2 == 0
+            octet = args.mode == "octet" or (args.mode == "mixed" and index % 2 == 0)
             sandboxes[index].files.write("/home/user/upload.bin", io.BytesIO(data) if octet else data, request_timeout=600)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -66,7 +66,8 @@ def main() -> None:
         for sandbox in sandboxes:
             assert sandbox.files.get_info("/home/user/upload.bin").size == len(data)
             sandbox.kill()
-        print(f"{args.count} concurrent {args.mode} uploads of {args.mib} MiB in {seconds:.1f} s: server resident {before / MiB:.0f} MiB before, peak {peak / MiB:.0f} MiB (+{(peak - before) / MiB:.0f} MiB)")
+        print(f"{args.count} concurrent {args.mode} uploads of {args.mib} MiB in {seconds:.1f} s: ", end="")
+        print(f"server resident {before / MiB:.0f} MiB before, peak {peak / MiB:.0f} MiB (+{(peak - before) / MiB:.0f} MiB)")
 
 
 if __name__ == "__main__":

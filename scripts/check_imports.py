@@ -40,8 +40,8 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _type_checking_only(node):
-            for child in node.orelse:
-                visit(child)
+            for statement in node.orelse:
+                visit(statement)
             return
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
@@ -66,10 +66,11 @@ def edges(names: dict[str, Path]) -> dict[str, set[str]]:
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in names else base for alias in node.names]
             for target in targets:
-                while target and target not in names:
-                    target = target.rpartition(".")[0]
-                if target and target != name:
-                    graph[name].add(target)
+                known = target
+                while known and known not in names:
+                    known = known.rpartition(".")[0]
+                if known and known != name:
+                    graph[name].add(known)
     return graph
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-
 from pooling import take_pooled
 
 from sandcell import Limits, Sandbox, SandboxPool
@@ -30,7 +30,7 @@ def sandbox_factory(create: Callable[..., Sandbox]) -> Iterator[Callable[..., Sa
     for sbx in created:
         try:
             sbx.kill()
-        except Exception:  # noqa: BLE001 - teardown must go on
+        except Exception:  # noqa: S110, BLE001 - teardown must go on
             pass
 
 

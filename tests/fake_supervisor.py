@@ -36,7 +36,7 @@ def fail(name: str, message: str = "") -> dict[str, Any]:
 
 
 def _run_code(header: dict[str, Any], payload: bytes) -> Frames:
-    yield {"type": "result", "data": {"text/plain": repr(eval(header["code"]))}, "main": True}  # noqa: S307 - the tests' own code
+    yield {"type": "result", "data": {"text/plain": repr(eval(header["code"]))}, "main": True}  # the tests' own code
     yield done(execution_count=1)
 
 
@@ -122,7 +122,7 @@ class FakeBackend:
         self.sandbox_id = "fake"
         self.policy = Policy(limits=Limits(), kill_grace=kill_grace)
         self.metadata: dict[str, str] = {}
-        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.started_at = datetime.datetime.now(datetime.UTC)
         self.killed: str | None = None
         self.forgotten: list[int] = []
         self.oom: str | None = None  # what ``oom_reason`` says

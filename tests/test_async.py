@@ -79,7 +79,7 @@ def test_rich_result_and_error(asbx):
 
 
 @pytest.mark.parametrize(
-    "language,code",
+    ("language", "code"),
     [
         ("python", "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')"),
         ("javascript", "console.log('first');\nawait new Promise(r => setTimeout(r, 1500));\nconsole.log('second');"),

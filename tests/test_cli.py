@@ -12,7 +12,7 @@ SANDCELL = [sys.executable, "-m", "sandcell.cli"]
 
 
 def sandcell(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SANDCELL, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*SANDCELL, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,7 @@ def sandcell(*args: str) -> subprocess.CompletedProcess[str]:
     [
         ("fib.py", "a, b = 0, 1\nfor _ in range(10):\n    print(a)\n    a, b = b, a + b\n", "34"),
         ("fib.js", "let [a, b] = [0, 1];\nfor (let i = 0; i < 10; i++) { console.log(a); [a, b] = [b, a + b]; }\n", "34"),
+        ("fib.ts", "let [a, b]: [number, number] = [0, 1];\nfor (let i: number = 0; i < 10; i++) { console.log(a); [a, b] = [b, a + b]; }\n", "34"),
         ("fib.sh", "a=0; b=1; for i in $(seq 10); do echo $a; t=$((a+b)); a=$b; b=$t; done\n", "34"),
     ],
 )

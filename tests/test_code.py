@@ -187,12 +187,7 @@ class TestPythonRichOutput:
         assert [r.is_main_result for r in execution.results] == [False, False, False, False, True]
 
     def test_ipython_display_json_html_markdown(self, sbx):
-        code = (
-            "from IPython.display import JSON, HTML, Markdown, display\n"
-            "display(JSON({'k': [1, 2]}))\n"
-            "display(HTML('<b>bold</b>'))\n"
-            "Markdown('# Title')"
-        )
+        code = "from IPython.display import JSON, HTML, Markdown, display\ndisplay(JSON({'k': [1, 2]}))\ndisplay(HTML('<b>bold</b>'))\nMarkdown('# Title')"
         execution = ok(sbx.run_code(code))
         assert len(execution.results) == 3
         as_json, as_html, as_md = execution.results
@@ -302,7 +297,7 @@ class TestBash:
         assert stdout(execution) == "/tmp/bash_state\nkept\nalso\nchild:kept\n"
 
     def test_functions_persist(self, sbx):
-        ok(sbx.run_code("greet() { echo \"hi $1\"; }", language="bash"))
+        ok(sbx.run_code('greet() { echo "hi $1"; }', language="bash"))
         assert stdout(ok(sbx.run_code("greet there", language="bash"))) == "hi there\n"
 
     def test_nonzero_exit_status_is_an_error(self, sbx):
@@ -413,7 +408,12 @@ def test_javascript_console_output_order_with_result(sbx):
     events: list[tuple[str, str]] = []
     ok(
         sbx.run_code(
-            "console.log('a');\nawait new Promise(r => setTimeout(r, 50));\nconsole.error('b');\nawait new Promise(r => setTimeout(r, 50));\nconsole.log('c');\n'end'",
+            "console.log('a');\n"
+            "await new Promise(r => setTimeout(r, 50));\n"
+            "console.error('b');\n"
+            "await new Promise(r => setTimeout(r, 50));\n"
+            "console.log('c');\n"
+            "'end'",
             language="javascript",
             on_stdout=lambda m: events.append(("out", m.line)),
             on_stderr=lambda m: events.append(("err", m.line)),
@@ -536,7 +536,7 @@ class TestContexts:
             sbx.remove_code_context(context)
 
     @pytest.mark.parametrize(
-        "language,setter,getter,missing",
+        ("language", "setter", "getter", "missing"),
         [
             ("python", "ctx_value = 'A'", "ctx_value", "NameError"),
             ("javascript", "const ctxValue = 'A';", "ctxValue", "ReferenceError"),
@@ -653,7 +653,10 @@ class TestEnvs:
         assert sbx.commands.run("echo $SANDCELL_TEST_SBX_VAR").stdout == "sandbox-level-value\n"
 
     def test_run_envs_only_during_that_run_python(self, sbx):
-        execution = ok(sbx.run_code("import os, subprocess\nprint(subprocess.run(['printenv', 'RUN_ONLY'], capture_output=True, text=True).stdout, end='')\nos.environ.get('RUN_ONLY')", envs={"RUN_ONLY": "py-run"}))
+        code = (
+            "import os, subprocess\nprint(subprocess.run(['printenv', 'RUN_ONLY'], capture_output=True, text=True).stdout, end='')\nos.environ.get('RUN_ONLY')"
+        )
+        execution = ok(sbx.run_code(code, envs={"RUN_ONLY": "py-run"}))
         assert execution.text == "'py-run'"
         assert stdout(execution) == "py-run\n"
         assert ok(sbx.run_code("import os\nos.environ.get('RUN_ONLY')")).text is None
@@ -712,7 +715,7 @@ DEATHS = [
 ]
 
 
-@pytest.mark.parametrize("language,code,detail", DEATHS, ids=["python-exit", "python-segfault", "js-exit", "bash-exit"])
+@pytest.mark.parametrize(("language", "code", "detail"), DEATHS, ids=["python-exit", "python-segfault", "js-exit", "bash-exit"])
 def test_interpreter_death(fresh, language, code, detail):
     setter = {"python": "before_death = 1", "javascript": "var beforeDeath = 1;", "bash": "before_death=1"}[language]
     ok(fresh.run_code(setter, language=language))
@@ -756,7 +759,7 @@ UNICODE = "héllo wörld — 日本語 🎉 Ωμέγα"
 
 
 @pytest.mark.parametrize(
-    "language,code",
+    ("language", "code"),
     [
         ("python", f"print({UNICODE!r})"),
         ("javascript", f"console.log({json.dumps(UNICODE)})"),
@@ -773,10 +776,23 @@ def test_unicode_result(sbx):
 
 
 @pytest.mark.parametrize(
-    "language,code",
+    ("language", "code"),
     [
-        ("python", "import os, time\ndata = '日本🎉'.encode()\nfor i in range(len(data)):\n    os.write(1, data[i:i + 1])\n    time.sleep(0.03)\nos.write(1, b'\\n')"),
-        ("javascript", "const data = Buffer.from('日本🎉');\nfor (let i = 0; i < data.length; i++) {\n  process.stdout.write(data.subarray(i, i + 1));\n  await new Promise(r => setTimeout(r, 30));\n}\nprocess.stdout.write('\\n');"),
+        (
+            "python",
+            "import os, time\ndata = '日本🎉'.encode()\nfor i in range(len(data)):\n    os.write(1, data[i:i + 1])\n    time.sleep(0.03)\nos.write(1, b'\\n')",
+        ),
+        (
+            "javascript",
+            (
+                "const data = Buffer.from('日本🎉');\n"
+                "for (let i = 0; i < data.length; i++) {\n"
+                "  process.stdout.write(data.subarray(i, i + 1));\n"
+                "  await new Promise(r => setTimeout(r, 30));\n"
+                "}\n"
+                "process.stdout.write('\\n');"
+            ),
+        ),
         ("bash", "for b in '\\xe6' '\\x97' '\\xa5' '\\xe6\\x9c' '\\xac' '\\xf0\\x9f' '\\x8e' '\\x89' '\\n'; do printf \"$b\"; sleep 0.03; done"),
     ],
 )
@@ -794,7 +810,7 @@ def test_invalid_utf8_output_is_replaced_not_fatal(sbx):
 
 
 @pytest.mark.parametrize(
-    "language,code",
+    ("language", "code"),
     [
         ("python", "import sys\nsys.stdout.write(''.join(f'{i:07d}\\n' for i in range(131072)))"),
         ("javascript", "let out = '';\nfor (let i = 0; i < 131072; i++) out += String(i).padStart(7, '0') + '\\n';\nprocess.stdout.write(out);"),
@@ -855,7 +871,11 @@ def test_runs_in_one_context_are_serialized(sbx):
 
     def run(tag: str, delay: float) -> None:
         time.sleep(delay)
-        execution = ok(sbx.run_code(f"import time\nserial_log = globals().get('serial_log', []) + ['{tag}-start']\ntime.sleep(0.4)\nserial_log = serial_log + ['{tag}-end']"))
+        ok(
+            sbx.run_code(
+                f"import time\nserial_log = globals().get('serial_log', []) + ['{tag}-start']\ntime.sleep(0.4)\nserial_log = serial_log + ['{tag}-end']"
+            )
+        )
         order.append(tag)
 
     first = threading.Thread(target=run, args=("a", 0))

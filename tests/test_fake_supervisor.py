@@ -233,9 +233,14 @@ def test_async_watch_events_then_stop() -> None:
     seen: list[Any] = []
 
     async def body() -> None:
-        handle = await AsyncSandbox(backend).files.watch_dir(".", seen.append, on_exit=seen.append)
-        while len(seen) < 1:
-            await asyncio.sleep(0.005)
+        arrived = asyncio.Event()
+
+        def record(item: Any) -> None:
+            seen.append(item)
+            arrived.set()
+
+        handle = await AsyncSandbox(backend).files.watch_dir(".", record, on_exit=record)
+        await arrived.wait()
         await handle.stop()
 
     run(body())
@@ -273,7 +278,7 @@ def _shape(member: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "sync, asynchronous",
+    ("sync", "asynchronous"),
     [(Sandbox, AsyncSandbox), (Filesystem, AsyncFilesystem), (Commands, AsyncCommands), (CommandHandle, AsyncCommandHandle)],
 )
 def test_sync_and_async_classes_have_the_same_members_and_signatures(sync: type, asynchronous: type) -> None:

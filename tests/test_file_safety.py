@@ -12,8 +12,9 @@ import functools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from memory_guard import MiB, bounded_call, held_open
@@ -165,15 +166,29 @@ def hostile_listing(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, *paths: s
     def listing(path: str, depth: int = 1) -> list[EntryInfo]:
         entries = real(path, depth)
         template = entries[0]
-        return entries + [EntryInfo(os.path.basename(fake), FileType.FILE, fake, 6, 0o644, "-rw-r--r--", "user", "user", template.modified_time) for fake in paths]
+        return entries + [
+            EntryInfo(os.path.basename(fake), FileType.FILE, fake, 6, 0o644, "-rw-r--r--", "user", "user", template.modified_time) for fake in paths
+        ]
 
     monkeypatch.setattr(sandbox.files, "list", listing)
 
 
 def test_chat_refuses_listed_paths_that_leave_the_output_folder(make_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     sandbox = make_sandbox()
-    sandbox.run_code("import os\nos.makedirs('/home/user/outputs', exist_ok=True)\nopen('/home/user/outputs/ok.txt', 'w').write('fine')\nopen('/home/user/escape.txt', 'w').write('pwned!')")
-    hostile_listing(sandbox, monkeypatch, "/home/user/outputs/../escape.txt", "/home/user/outputs/./../escape.txt", "/home/user/outputsx/escape.txt", "/home/user/outputs//escape.txt")
+    sandbox.run_code(
+        "import os\n"
+        "os.makedirs('/home/user/outputs', exist_ok=True)\n"
+        "open('/home/user/outputs/ok.txt', 'w').write('fine')\n"
+        "open('/home/user/escape.txt', 'w').write('pwned!')"
+    )
+    hostile_listing(
+        sandbox,
+        monkeypatch,
+        "/home/user/outputs/../escape.txt",
+        "/home/user/outputs/./../escape.txt",
+        "/home/user/outputsx/escape.txt",
+        "/home/user/outputs//escape.txt",
+    )
     output_dir = tmp_path / "a" / "out"
     agent, events = outputs_agent(sandbox, output_dir)
     assert agent._save_outputs() == [output_dir / "ok.txt"]
@@ -185,7 +200,12 @@ def test_chat_refuses_listed_paths_that_leave_the_output_folder(make_sandbox: Ca
 
 def test_chat_follows_no_link_in_the_output_folder_on_the_host(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:  # noqa: F811
     sandbox = make_sandbox()
-    sandbox.run_code("import os\nos.makedirs('/home/user/outputs/sub', exist_ok=True)\nopen('/home/user/outputs/sub/x.txt', 'w').write('into sub')\nopen('/home/user/outputs/top.txt', 'w').write('top')")
+    sandbox.run_code(
+        "import os\n"
+        "os.makedirs('/home/user/outputs/sub', exist_ok=True)\n"
+        "open('/home/user/outputs/sub/x.txt', 'w').write('into sub')\n"
+        "open('/home/user/outputs/top.txt', 'w').write('top')"
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "top-target.txt").write_text("the person's file")
@@ -216,7 +236,7 @@ def test_fork_refuses_what_a_cell_put_in_place_of_its_archive(make_sandbox: Call
         "        except OSError:\n"
         "            pass\n"
     )
-    source.commands.run(f"python3 -c \"{swapper}\"", background=True)
+    source.commands.run(f'python3 -c "{swapper}"', background=True)
     time.sleep(0.5)
     outcome = bounded_call(source.fork, stop=source.kill, limit=192 * MiB, timeout=120)
     assert outcome.stopped is None, f"the fork {outcome.stopped}"

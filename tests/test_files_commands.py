@@ -242,7 +242,7 @@ class TestListExistsRemove:
 
     def test_get_info_fields(self, sbx, tmpdir_in):
         path = f"{tmpdir_in}/info.txt"
-        before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)
+        before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=30)
         sbx.files.write(path, "12345")
         sbx.commands.run(f"chmod 640 {path}")
         info = sbx.files.get_info(path)
@@ -254,7 +254,7 @@ class TestListExistsRemove:
         assert info.permissions == "-rw-r-----"
         assert info.owner == "user" and info.group, (info.owner, info.group)
         assert isinstance(info.modified_time, datetime.datetime) and info.modified_time.tzinfo is not None
-        assert before < info.modified_time < datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
+        assert before < info.modified_time < datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
         assert info.symlink_target is None
 
         directory = sbx.files.get_info(tmpdir_in)
@@ -374,7 +374,7 @@ class TestForegroundCommands:
         assert time.monotonic() - started < 5
         # The sandbox is fine afterwards, and the command is gone.
         assert sbx.commands.run("echo ok").stdout == "ok\n"
-        assert not any("sleep 100" == p.cmd for p in sbx.commands.list())
+        assert not any(p.cmd == "sleep 100" for p in sbx.commands.list())
 
     def test_timeout_kills_what_the_command_left_behind(self, sbx):
         started = time.monotonic()
@@ -477,13 +477,13 @@ class TestBackgroundCommands:
         assert result.stdout == "hello\nbytes 日\n"
 
     def test_stdin_read_line(self, sbx):
-        handle = sbx.commands.run("read -r name; echo \"hello $name\"", background=True)
+        handle = sbx.commands.run('read -r name; echo "hello $name"', background=True)
         time.sleep(0.2)
         sbx.commands.send_stdin(handle.pid, "sandcell\n")
         assert handle.wait().stdout == "hello sandcell\n"
 
     def test_stdin_interactive_round_trip(self, sbx):
-        handle = sbx.commands.run("while read -r line; do echo \"got:$line\"; done", background=True)
+        handle = sbx.commands.run('while read -r line; do echo "got:$line"; done', background=True)
         seen: list[str] = []
         done = threading.Event()
 

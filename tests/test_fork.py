@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -103,7 +103,8 @@ def test_big_arrays_and_frames_arrive_exactly_and_stay_independent(make_sandbox:
         "frame = pd.DataFrame({'x': rng.random(500_000), 'n': np.arange(500_000), 'word': ['w%d' % (i % 7) for i in range(500_000)],\n"
         "                      'when': pd.date_range('2020-01-01', periods=500_000, freq='s'), 'kind': pd.Categorical(['a', 'b'] * 250_000)})\n"
         "def digest():\n"
-        "    return [hashlib.sha256(a.tobytes()).hexdigest()[:16] for a in (big, strided, fortran)] + [int(pd.util.hash_pandas_object(frame).sum() % 10**12), str(frame.dtypes.to_dict())]\n"
+        "    arrays = [hashlib.sha256(a.tobytes()).hexdigest()[:16] for a in (big, strided, fortran)]\n"
+        "    return arrays + [int(pd.util.hash_pandas_object(frame).sum() % 10**12), str(frame.dtypes.to_dict())]\n"
     )
     expected = source.run_code("digest()").text
     child = source.fork()
@@ -133,7 +134,9 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "from sandcell.runtime.state_copy import _pickle as __pickle\n"
     )
     names = ["points", "triple", "square", "counts", "bound", "plus"]
-    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", "at C speed, dill only for the session's functions and classes"
+    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", (
+        "at C speed, dill only for the session's functions and classes"
+    )
     check = "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus()"
     expected = "([2, 4], True, 7, 16, 7, 2, 7)"
     child = source.fork()

@@ -123,10 +123,10 @@ def test_sandboxes_work_when_the_host_holds_fds_past_1024():
         assert sandbox.run_code("1 + 1").text == "2"
         sandbox.kill()
         assert not sandbox.is_running()
-        owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "hand-out"], capture_output=True, text=True, timeout=60)
+        owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "hand-out"], capture_output=True, text=True, timeout=60, check=False)
         sandbox_id = owner.stdout.strip()
         assert sandbox_id, owner.stderr
-        taken = SandboxCore.attach(sandbox_id, IsolationLimits(), {}, datetime.datetime.now(datetime.timezone.utc), False)
+        taken = SandboxCore.attach(sandbox_id, IsolationLimits(), {}, datetime.datetime.now(datetime.UTC), False)
         assert Sandbox(taken).run_code("2 + 2").text == "4"
         taken.kill()
     finally:
@@ -143,7 +143,7 @@ def test_a_detachable_sandbox_not_yet_handed_out_dies_with_its_host():
 
     from sandcell.isolation import attach_dir
 
-    owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "idle"], capture_output=True, text=True, timeout=60)
+    owner = subprocess.run([sys.executable, "-c", HIGH_FDS_OWNER, "idle"], capture_output=True, text=True, timeout=60, check=False)
     sandbox_id = owner.stdout.strip()
     assert sandbox_id, owner.stderr
     deadline = time.monotonic() + 10

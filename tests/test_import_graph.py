@@ -10,5 +10,5 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_imports.py"
 
 
 def test_no_import_cycle() -> None:
-    checked = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    checked = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -23,8 +23,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -180,7 +181,7 @@ def witnesses(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> Iterator[
 def test_host_only_files_are_invisible_python(sandbox: Sandbox, witnesses: Witnesses) -> None:
     probe = f"""
     import os, json
-    paths = {list(HOST_ONLY_PATHS) + [str(witnesses.marker), "/proc/1/root/root", "/proc/1/root/work"]!r}
+    paths = {[*list(HOST_ONLY_PATHS), str(witnesses.marker), "/proc/1/root/root", "/proc/1/root/work"]!r}
     found = {{}}
     for path in paths:
         try:
@@ -264,7 +265,7 @@ def test_host_environment_not_leaked(sandbox: Sandbox, witnesses: Witnesses, mon
     assert envs
     for pid, environ in envs.items():
         assert "host-secret-" not in environ, (pid, environ)
-        assert os.environ["PATH"] not in environ or os.environ["PATH"] in ("/usr/bin:/bin",), (pid, environ)
+        assert os.environ["PATH"] not in environ or os.environ["PATH"] == "/usr/bin:/bin", (pid, environ)
         assert "=/root" not in environ and ":/root" not in environ, (pid, environ)
     witnesses.check()
 
@@ -331,9 +332,11 @@ def test_read_only_system_python(sandbox: Sandbox, witnesses: Witnesses) -> None
 def test_read_only_system_bash(sandbox: Sandbox, witnesses: Witnesses) -> None:
     before = host_hashes()
     script = "\n".join(f"(echo pwned >> {path}) 2>/dev/null && echo WROTE {path}" for path in READ_ONLY_TARGETS)
-    script += "\nmkdir /root 2>/dev/null && echo WROTE /root\ntouch /usr/bin 2>/dev/null && echo WROTE touch\nrm -f /etc/passwd 2>/dev/null && echo WROTE rm\ntrue"
+    script += (
+        "\nmkdir /root 2>/dev/null && echo WROTE /root\ntouch /usr/bin 2>/dev/null && echo WROTE touch\nrm -f /etc/passwd 2>/dev/null && echo WROTE rm\ntrue"
+    )
     assert "WROTE" not in run_bash(sandbox, script)
-    code, stdout, stderr = command(sandbox, "echo pwned > /etc/passwd")
+    code, _stdout, stderr = command(sandbox, "echo pwned > /etc/passwd")
     assert code != 0 and ("Read-only" in stderr or "Permission denied" in stderr), stderr
     assert_host_system_untouched(before)
     witnesses.check()
@@ -414,7 +417,7 @@ class Listener:
         while not self.stop.is_set():
             try:
                 conn, _ = self.server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted += 1
             conn.close()
@@ -486,7 +489,7 @@ def test_host_loopback_unreachable_node(sandbox: Sandbox, host_listener: Listene
 def host_addresses() -> list[str]:
     if not shutil.which("ip"):
         return []
-    text = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout
+    text = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=True).stdout
     return [line.split()[3].split("/")[0] for line in text.splitlines() if len(line.split()) > 3]
 
 
@@ -497,7 +500,7 @@ def test_no_network_interfaces_or_routes(sandbox: Sandbox, witnesses: Witnesses)
     abstract.bind("\0" + abstract_name)
     abstract.listen(1)
     try:
-        targets = host_addresses() + ["8.8.8.8", "1.1.1.1"]
+        targets = [*host_addresses(), "8.8.8.8", "1.1.1.1"]
         text = run_py(
             sandbox,
             f"""
@@ -596,7 +599,7 @@ def test_inside_uid_1000_without_capabilities(sandbox: Sandbox, witnesses: Witne
     assert info["nnp"] == "1" and info["seccomp"] == "2"
     assert "SUCCEEDED" not in info["attempts"].values(), info["attempts"]
     assert command(sandbox, "id -u")[1] == "1000\n"
-    code, stdout, stderr = command(sandbox, "su -c id root </dev/null; sudo -n id; mount -t tmpfs none /tmp; id -u")
+    _code, stdout, _stderr = command(sandbox, "su -c id root </dev/null; sudo -n id; mount -t tmpfs none /tmp; id -u")
     assert stdout.strip().splitlines()[-1] == "1000" and "uid=0" not in stdout
     witnesses.check()
 
@@ -691,7 +694,7 @@ def test_other_sandbox_files_invisible(make_sandbox: Callable[..., Sandbox], wit
             b.files.read(path)
     # (split, so that the cell file holding this command does not match itself)
     head, tail = secret[:10], secret[10:]
-    text = run_bash(b, f"grep -rs \"{head}\"\"{tail}\" / --exclude-dir=proc --exclude-dir=usr && echo FOUND; true", timeout=25)
+    text = run_bash(b, f'grep -rs "{head}""{tail}" / --exclude-dir=proc --exclude-dir=usr && echo FOUND; true', timeout=25)
     assert "FOUND" not in text, text
     assert not Path("/tmp/secret.txt").exists() or secret not in Path("/tmp/secret.txt").read_text()
     assert not Path("/home/user/secret.txt").exists()
@@ -700,10 +703,38 @@ def test_other_sandbox_files_invisible(make_sandbox: Callable[..., Sandbox], wit
 
 # -- seccomp ----------------------------------------------------------------------------
 SYSCALL_NUMBERS = {
-    "x86_64": {"ptrace": 101, "mount": 165, "unshare": 272, "bpf": 321, "keyctl": 250, "perf_event_open": 298, "setns": 308,
-               "io_uring_setup": 425, "userfaultfd": 323, "add_key": 248, "pivot_root": 155, "clone": 56, "clone3": 435, "process_vm_readv": 310},
-    "aarch64": {"ptrace": 117, "mount": 40, "unshare": 97, "bpf": 280, "keyctl": 219, "perf_event_open": 241, "setns": 268,
-                "io_uring_setup": 425, "userfaultfd": 282, "add_key": 217, "pivot_root": 41, "clone": 220, "clone3": 435, "process_vm_readv": 270},
+    "x86_64": {
+        "ptrace": 101,
+        "mount": 165,
+        "unshare": 272,
+        "bpf": 321,
+        "keyctl": 250,
+        "perf_event_open": 298,
+        "setns": 308,
+        "io_uring_setup": 425,
+        "userfaultfd": 323,
+        "add_key": 248,
+        "pivot_root": 155,
+        "clone": 56,
+        "clone3": 435,
+        "process_vm_readv": 310,
+    },
+    "aarch64": {
+        "ptrace": 117,
+        "mount": 40,
+        "unshare": 97,
+        "bpf": 280,
+        "keyctl": 219,
+        "perf_event_open": 241,
+        "setns": 268,
+        "io_uring_setup": 425,
+        "userfaultfd": 282,
+        "add_key": 217,
+        "pivot_root": 41,
+        "clone": 220,
+        "clone3": 435,
+        "process_vm_readv": 270,
+    },
 }
 
 
@@ -783,8 +814,15 @@ def test_seccomp_kills_other_abis(sandbox: Sandbox, witnesses: Witnesses) -> Non
 
 
 def test_cannot_create_namespaces_with_tools(sandbox: Sandbox, witnesses: Witnesses) -> None:
-    for cmd in ("unshare -r true", "unshare -U true", "unshare -rm true", "unshare -n true", "unshare -p -f true",
-                "bwrap --ro-bind / / true", "nsenter -t 1 -a true"):
+    for cmd in (
+        "unshare -r true",
+        "unshare -U true",
+        "unshare -rm true",
+        "unshare -n true",
+        "unshare -p -f true",
+        "bwrap --ro-bind / / true",
+        "nsenter -t 1 -a true",
+    ):
         code, stdout, stderr = command(sandbox, cmd)
         assert code != 0, f"{cmd!r} succeeded: {stdout} {stderr}"
     witnesses.check()

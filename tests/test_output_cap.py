@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import test_isolation
@@ -110,7 +111,7 @@ for (let i = 0; i < 2000; i++) fs.writeSync(4, line);
 """
 
 
-@pytest.mark.parametrize("language, code", [("python", FORGED_PYTHON), ("javascript", FORGED_JAVASCRIPT)])
+@pytest.mark.parametrize(("language", "code"), [("python", FORGED_PYTHON), ("javascript", FORGED_JAVASCRIPT)])
 def test_events_forged_on_the_event_pipe_count_too(make_sandbox: Callable[..., Sandbox], witnesses: Witnesses, language: str, code: str) -> None:
     sbx = make_sandbox(limits=Limits(output_mb=1))
     execution = sbx.run_code(code, language=language, timeout=60)

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from pooling import POOL_FILL_WAIT, take_pooled
@@ -87,13 +87,13 @@ def test_a_used_sandbox_never_comes_back(pool: SandboxPool) -> None:
 def test_envs_clock_and_metadata_start_at_hand_out(pool: SandboxPool) -> None:
     assert pool.warm(timeout=POOL_FILL_WAIT)
     time.sleep(3)  # idle in the pool longer than its timeout
-    before = datetime.datetime.now(datetime.timezone.utc)
+    before = datetime.datetime.now(datetime.UTC)
     sbx = take_pooled(pool, timeout=3, envs=ENVS, metadata={"user": "u1"})
     info = sbx.get_info()
-    assert before <= info.started_at <= datetime.datetime.now(datetime.timezone.utc)
+    assert before <= info.started_at <= datetime.datetime.now(datetime.UTC)
     assert info.end_at is not None and abs((info.end_at - info.started_at).total_seconds() - 3) < 0.1
     assert info.envs == ENVS and info.metadata == {"user": "u1"}
-    environ = "import os; {k: os.environ.get(k) for k in %r}" % list(ENVS)
+    environ = f"import os; {{k: os.environ.get(k) for k in {list(ENVS)!r}}}"
     assert sbx.run_code(environ).text == repr(ENVS), "the default context"
     assert sbx.run_code(environ, context=sbx.create_code_context()).text == repr(ENVS), "a new context"
     assert sbx.run_code("process.env.PROJECT + '|' + process.env.QUOTED", language="javascript").text == "'" + "|".join(ENVS.values()) + "'"
@@ -145,17 +145,23 @@ def test_spare_contexts_are_fresh_and_take_the_asked_cwd_and_envs(make_pooled_sa
     first = sbx.create_code_context(language="javascript", cwd="/home/user/project", envs={"CTX": "1"})
     uptime = sbx.run_code("process.uptime()", context=first)
     assert float(uptime.text) > 0.5, "the context was not a spare"
-    assert sbx.run_code("[process.cwd(), process.env.CTX, process.env.PROJECT, require('./lib.js')]", context=first).text == "[ '/home/user/project', '1', 'pooled', 'local module' ]"
+    assert (
+        sbx.run_code("[process.cwd(), process.env.CTX, process.env.PROJECT, require('./lib.js')]", context=first).text
+        == "[ '/home/user/project', '1', 'pooled', 'local module' ]"
+    )
     sbx.run_code("globalThis.leftover = 1; var declared = 2", context=first)
     second = sbx.create_code_context(language="javascript")
-    assert sbx.run_code("[typeof leftover, typeof declared, process.cwd(), process.env.CTX]", context=second).text == "[ 'undefined', 'undefined', '/home/user', undefined ]"
+    assert (
+        sbx.run_code("[typeof leftover, typeof declared, process.cwd(), process.env.CTX]", context=second).text
+        == "[ 'undefined', 'undefined', '/home/user', undefined ]"
+    )
 
     bash = sbx.create_code_context(language="bash", cwd="/tmp/work", envs={"CTX": "2"})
     assert sbx.run_code('echo "$PWD $CTX $PROJECT"; leftover=1', context=bash).logs.stdout == ["/tmp/work 2 pooled\n"]
     again = sbx.create_code_context(language="bash")
     assert sbx.run_code('echo "$PWD [$CTX] [$leftover]"', context=again).logs.stdout == ["/home/user [] []\n"]
     assert {c.language for c in sbx.list_code_contexts()} == {"python", "javascript", "bash"}
-    assert len(sbx.list_code_contexts()) == 5, "spares are not listed"
+    assert len(sbx.list_code_contexts()) == 6, "spares are not listed (the two defaults and the four made here are)"
 
 
 def test_pool_replaces_a_sandbox_that_died_idle(pool: SandboxPool) -> None:
@@ -225,7 +231,7 @@ def test_default_pool_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SANDCELL_POOL_SIZE", "0")
     assert pool_module.default_pool() is None
     monkeypatch.setenv("SANDCELL_POOL_SIZE", "many")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="SANDCELL_POOL_SIZE"):
         pool_module.default_pool()
     monkeypatch.setenv("SANDCELL_POOL_SIZE", "1")
     default = pool_module.default_pool()
@@ -250,7 +256,8 @@ taken = Sandbox.create(pool=pool, timeout=120)
 while pool.ready() < 2:
     time.sleep(0.1)
 cores = [taken.backend, *pool._ready[next(iter(pool._ready))]]
-print(json.dumps([{"dirs": [str(d) for d in c.process.cgroup.dirs], "pids": sorted(c.process.cgroup.pids()), "launcher": c.process.launcher_pid} for c in cores]), flush=True)
+described = [{"dirs": [str(d) for d in c.process.cgroup.dirs], "pids": sorted(c.process.cgroup.pids()), "launcher": c.process.launcher_pid} for c in cores]
+print(json.dumps(described), flush=True)
 if sys.argv[1] == "exit":
     os._exit(0)
 time.sleep(120)
@@ -271,9 +278,12 @@ def test_pooled_sandboxes_die_with_their_owner(death: str) -> None:
             owner.kill()
         owner.wait(20)
         for sandbox in sandboxes:
-            assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in sandbox["pids"]), 10), sandbox
-            assert wait_until(lambda: not any(Path(d).exists() for d in sandbox["dirs"]), 10), sandbox
-            assert wait_until(lambda: not Path(f"/proc/{sandbox['launcher']}").exists(), 10)
+            processes = [Path(f"/proc/{pid}") for pid in sandbox["pids"]]
+            directories = [Path(d) for d in sandbox["dirs"]]
+            launcher = Path(f"/proc/{sandbox['launcher']}")
+            assert wait_until(lambda processes=processes: not any(path.exists() for path in processes), 10), sandbox
+            assert wait_until(lambda directories=directories: not any(path.exists() for path in directories), 10), sandbox
+            assert wait_until(lambda launcher=launcher: not launcher.exists(), 10)
     finally:
         if owner.poll() is None:
             owner.kill()

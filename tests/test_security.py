@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import secrets
 import socket
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_no_host_process_shows_a_sandboxs_envs(any_sandbox: Callable[..., Sandbo
     """Finding 12: the config travels on the supervisor's stdin, not in bwrap's argv or any environment."""
     secret = SECRET_PREFIX + secrets.token_hex(16)
     sbx = any_sandbox(envs={"TOKEN": secret})
-    assert run_py(sbx, "import os; print(os.environ['TOKEN'] == %r)" % secret).strip() == "True"
+    assert run_py(sbx, f"import os; print(os.environ['TOKEN'] == {secret!r})").strip() == "True"
     own = sbx.backend.process.cgroup.pids()  # its own processes have it in their environment, readable by it alone
     for pid in host_processes():
         for part in ("cmdline",) if pid in own else ("cmdline", "environ"):
@@ -213,7 +214,11 @@ def test_only_unix_ip_and_netlink_sockets(any_sandbox: Callable[..., Sandbox]) -
         """
         import errno, socket
         allowed = []
-        for family, kind in ((socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_NETLINK, socket.SOCK_RAW)):
+        kinds = (
+            (socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
+            (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_NETLINK, socket.SOCK_RAW),
+        )
+        for family, kind in kinds:
             socket.socket(family, kind).close()
             allowed.append(family)
         refused = []
@@ -243,7 +248,11 @@ def test_contexts_have_the_supervisors_rlimits(any_sandbox: Callable[..., Sandbo
 def test_ptys_per_sandbox_are_bounded(any_sandbox: Callable[..., Sandbox]) -> None:
     """Each sandbox has a devpts of its own with max=; a bystander can still open one afterwards."""
     attacker, bystander = any_sandbox(limits=Limits(open_files=8192)), any_sandbox()
-    opened = run_py(attacker, "import os\nptys = []\ntry:\n    while len(ptys) < 5000:\n        ptys.append(os.openpty())\nexcept OSError:\n    pass\nprint(len(ptys))", timeout=60)
+    opened = run_py(
+        attacker,
+        "import os\nptys = []\ntry:\n    while len(ptys) < 5000:\n        ptys.append(os.openpty())\nexcept OSError:\n    pass\nprint(len(ptys))",
+        timeout=60,
+    )
     assert 0 < int(opened) <= 128
     assert run_py(bystander, "import os; print(len(os.openpty()))").strip() == "2"
 
@@ -265,7 +274,7 @@ def test_host_uids_are_random_and_reserved(tmp_path: Path) -> None:
 def test_sandboxes_get_distinct_unordered_host_uids(any_sandbox: Callable[..., Sandbox]) -> None:
     uids = [any_sandbox().backend.process.host_uid for _ in range(4)]
     assert None not in uids and len(set(uids)) == 4
-    steps = {b - a for a, b in zip(uids, uids[1:])}
+    steps = {b - a for a, b in itertools.pairwise(uids)}
     assert steps != {1}, f"sequential uids: {uids}"
 
 
@@ -303,7 +312,13 @@ def test_code_cannot_stop_the_supervisor(any_sandbox: Callable[..., Sandbox]) ->
 def test_a_stopped_run_still_times_out(any_sandbox: Callable[..., Sandbox]) -> None:
     """Everything the code can reach, stopped: the run's timeout still holds."""
     sbx = any_sandbox()
-    code = "import os, signal\nfor pid in [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:\n    try: os.kill(pid, signal.SIGSTOP)\n    except OSError: pass\nimport time; time.sleep(100)"
+    code = (
+        "import os, signal\n"
+        "for pid in [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:\n"
+        "    try: os.kill(pid, signal.SIGSTOP)\n"
+        "    except OSError: pass\n"
+        "import time; time.sleep(100)"
+    )
     started = time.monotonic()
     execution = sbx.run_code(code, timeout=2)
     assert execution.error is not None and execution.error.name == "TimeoutError"

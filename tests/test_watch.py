@@ -21,7 +21,13 @@ from sandcell import (
     WatchHandle,
 )
 
-CREATE, WRITE, REMOVE, RENAME, CHMOD = (FilesystemEventType.CREATE, FilesystemEventType.WRITE, FilesystemEventType.REMOVE, FilesystemEventType.RENAME, FilesystemEventType.CHMOD)
+CREATE, WRITE, REMOVE, RENAME, CHMOD = (
+    FilesystemEventType.CREATE,
+    FilesystemEventType.WRITE,
+    FilesystemEventType.REMOVE,
+    FilesystemEventType.RENAME,
+    FilesystemEventType.CHMOD,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +134,14 @@ def test_watch_ends_with_the_sandbox():
     handle = sandbox.files.watch_dir("/home/user")
     sandbox.kill()
     deadline = time.monotonic() + 10
-    with pytest.raises(SandboxDiedException):
+
+    def poll_until_deadline() -> None:
         while time.monotonic() < deadline:
             handle.get_new_events()
             time.sleep(0.05)
+
+    with pytest.raises(SandboxDiedException):
+        poll_until_deadline()
     handle.stop()
 
 

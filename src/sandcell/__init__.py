@@ -4,8 +4,9 @@
 ``e2b_code_interpreter.Sandbox``, running on this machine.
 """
 
+from sandcell import sandbox as _sandbox
 from sandcell.isolation.limits import Limits
 from sandcell.sandbox import *  # noqa: F403
-from sandcell.sandbox import __all__ as _sandbox_names
 
-__all__ = ["Limits", *_sandbox_names]
+__all__ = ["Limits"]
+__all__ += _sandbox.__all__

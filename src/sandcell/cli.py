@@ -16,26 +16,39 @@ app = typer.Typer(help="sandcell: a self-hosted code interpreter for LLM agents.
 console = Console()
 app.command()(server_cli.serve)
 app.add_typer(server_cli.keys, name="keys")
-LANGUAGE_BY_SUFFIX = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".sh": "bash", ".bash": "bash"}
+LANGUAGE_BY_SUFFIX = {
+    ".py": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".r": "r",
+    ".R": "r",
+}
 
 
 @app.command()
 def setup(
+    r: bool = typer.Option(True, "--r/--no-r", help="install R (Debian's r-base-core) for R contexts"),
+    java: bool = typer.Option(True, "--java/--no-java", help="install a JDK (Debian's default-jdk-headless) for Java contexts"),
     code_interpreter: bool = typer.Option(
         True, "--code-interpreter/--no-code-interpreter", help="install the code-interpreter-v1 template's packages (E2B's set: about 1.5 GB, a few minutes)"
     ),
 ) -> None:
-    """Install what sandboxes need: bubblewrap, Node.js, the runtime image and the code-interpreter-v1 template."""
+    """Install what sandboxes need: bubblewrap, Node.js, R, a JDK, the runtime image and the code-interpreter-v1 template."""
     from sandcell.isolation.image import build
     from sandcell.isolation.templates import CODE_INTERPRETER
 
-    build(say=lambda line: console.print(f"[dim]{line}[/dim]"), with_templates=(CODE_INTERPRETER,) if code_interpreter else ())
+    languages = tuple(name for name, wanted in (("r", r), ("java", java)) if wanted)
+    build(say=lambda line: console.print(f"[dim]{line}[/dim]"), languages=languages, with_templates=(CODE_INTERPRETER,) if code_interpreter else ())
 
 
 @app.command()
 def run(
-    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js or .sh file"),
-    language: str = typer.Option(None, help="python, javascript or bash (default: from the file's suffix)"),
+    script: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .py, .js, .ts, .sh or .R file"),
+    language: str | None = typer.Option(None, help="python, javascript, typescript, bash, r or java (default: from the file's suffix)"),
     timeout: float = typer.Option(300, help="seconds before the run is interrupted"),
 ) -> None:
     """Run a script in a fresh sandbox and stream its output."""
@@ -54,8 +67,9 @@ def run(
         )
         sys.stdout.flush()
         for result in execution.results:
-            if result.is_main_result and result.text:
-                console.print(result.text)
+            # R's visible values are results of their own (as in IRkernel), which Rscript would print.
+            if result.text and (result.is_main_result or (language == "r" and result.png is None)):
+                console.print(result.text, markup=False, highlight=False)
         if execution.error:
             console.print(f"[red]{execution.error.name}: {execution.error.value}[/red]")
             if execution.error.traceback:
@@ -66,7 +80,9 @@ def run(
 @app.command()
 def chat(
     prompt: str = typer.Argument(None, help="a question; without it, an interactive session (or the lines of stdin, when it is not a terminal)"),
-    provider: str = typer.Option(None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"),
+    provider: str = typer.Option(
+        None, help="local (the embedded model, the default without OPENAI_API_KEY) or openai (any OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL)"
+    ),
     model: str = typer.Option(None, help="the model name for openai (default gpt-4o)"),
     max_steps: int = typer.Option(10, help="tool calls per question before the agent stops"),
     run_timeout: float = typer.Option(60, help="seconds each code run may take"),
@@ -114,7 +130,9 @@ def chat(
 
     view = ChatView(console)
     with Sandbox.create(timeout=None) as sandbox:
-        agent = Agent(chosen, sandbox, on_event=view, max_steps=max_steps, output_dir=output_dir, approve=view.approve if approve else None, run_timeout=run_timeout)
+        agent = Agent(
+            chosen, sandbox, on_event=view, max_steps=max_steps, output_dir=output_dir, approve=view.approve if approve else None, run_timeout=run_timeout
+        )
         for local in files:
             console.print(f"[dim]uploaded {local} to {agent.upload(local)}[/dim]")
         failures = run_session(agent, view, chat_questions(prompt, view))
@@ -139,7 +157,7 @@ def demo() -> None:
         cells = [
             ("python", "import pandas as pd\nfib = [0, 1]\nfor _ in range(18): fib.append(fib[-1] + fib[-2])\npd.Series(fib).describe()"),
             ("javascript", "const fib = [0n, 1n];\nwhile (fib.length < 100) fib.push(fib.at(-1) + fib.at(-2));\nconsole.log(fib.join(', '))"),
-            ("bash", "cd /tmp && echo \"I am $(id -un) in $(pwd) on $(hostname)\" && ls /"),
+            ("bash", 'cd /tmp && echo "I am $(id -un) in $(pwd) on $(hostname)" && ls /'),
         ]
         for language, code in cells:
             console.rule(f"[bold]{language}")

@@ -81,7 +81,7 @@ def test_malformed_arguments_are_explained_to_the_model(server, sandbox, tmp_pat
 
 @pytest.mark.parametrize(
     ("arguments", "expected"),
-    [('{"language": "python"}', "'code' is missing"), ('{"code": "1", "language": "cobol"}', "unknown language"), ('[1, 2]', "JSON object")],
+    [('{"language": "python"}', "'code' is missing"), ('{"code": "1", "language": "cobol"}', "unknown language"), ("[1, 2]", "JSON object")],
 )
 def test_unusable_arguments_get_a_clear_error(server, sandbox, tmp_path, arguments, expected):
     server.replies = [tool_call(0, "call_x", "exec_code", arguments), text("ok")]
@@ -107,7 +107,11 @@ def test_an_unknown_tool_is_answered_with_an_error(server, sandbox, tmp_path):
 
 
 def test_several_calls_in_one_turn_each_get_their_answer(server, sandbox, tmp_path):
-    turn = exec_code("print('a')", index=0, call_id="call_a") + exec_code("echo b", "bash", index=1, call_id="call_b") + exec_code("console.log('c')", "javascript", index=2, call_id="call_c")
+    turn = (
+        exec_code("print('a')", index=0, call_id="call_a")
+        + exec_code("echo b", "bash", index=1, call_id="call_b")
+        + exec_code("console.log('c')", "javascript", index=2, call_id="call_c")
+    )
     server.replies = [turn, text("all three ran")]
     agent, events = make_agent(server, sandbox, tmp_path)
     assert agent.ask("go") == "all three ran"
@@ -147,7 +151,12 @@ def test_images_are_saved_for_the_person_and_described_to_the_model(server, sand
 
 def test_output_files_are_saved_after_the_cell_that_wrote_them_once_per_version(server, make_sandbox, tmp_path):
     write = "import os\nos.makedirs('/home/user/outputs/sub', exist_ok=True)\nopen('/home/user/outputs/sub/a.txt', 'w').write({!r})"
-    server.replies = [exec_code(write.format("one")), exec_code("print('untouched')", call_id="call_2"), exec_code(write.format("two, longer"), call_id="call_3"), text("ok")]
+    server.replies = [
+        exec_code(write.format("one")),
+        exec_code("print('untouched')", call_id="call_2"),
+        exec_code(write.format("two, longer"), call_id="call_3"),
+        text("ok"),
+    ]
     agent, events = make_agent(server, make_sandbox(), tmp_path)
     agent.ask("write")
     kinds = [type(e).__name__ for e in events if not isinstance(e, (Thinking, TextDelta))]
@@ -207,7 +216,7 @@ def test_declined_code_is_not_run(server, sandbox, tmp_path):
 def test_a_server_error_is_a_clear_provider_error(server, sandbox, tmp_path):
     server.replies = [Failure(500, "model exploded")]
     agent, _ = make_agent(server, sandbox, tmp_path)
-    with pytest.raises(ProviderError, match="HTTP 500.*model exploded"):
+    with pytest.raises(ProviderError, match=r"HTTP 500.*model exploded"):
         agent.ask("go")
 
 
@@ -230,7 +239,9 @@ def test_the_chat_command_answers_one_question(server):
 
     server.replies = [text("Computing. ") + exec_code("print(sum(range(101)))"), text("The sum is 5050.")]
     env = {"OPENAI_API_KEY": "test", "OPENAI_BASE_URL": server.base_url, "PATH": "/usr/bin:/bin"}
-    completed = subprocess.run([sys.executable, "-m", "sandcell.cli", "chat", "add 0..100", "--model", "scripted"], capture_output=True, text=True, env=env, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-m", "sandcell.cli", "chat", "add 0..100", "--model", "scripted"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert completed.returncode == 0, completed.stderr
     assert "provider openai, model scripted" in completed.stdout
     assert "5050" in completed.stdout and "The sum is 5050." in completed.stdout
@@ -240,7 +251,14 @@ def test_the_chat_command_without_a_key_says_what_to_set():
     import subprocess
     import sys
 
-    completed = subprocess.run([sys.executable, "-m", "sandcell.cli", "chat", "hi", "--provider", "openai"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, "-m", "sandcell.cli", "chat", "hi", "--provider", "openai"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
     assert completed.returncode == 2
     assert "OPENAI_API_KEY" in completed.stdout
 
@@ -251,7 +269,12 @@ def test_the_conversation_exports_as_a_valid_notebook(server, sandbox, tmp_path)
     from sandcell.agent.notebook import save
 
     plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 4])\nplt.show()\nprint('plotted')"
-    server.replies = [text("Plotting. ") + exec_code(plot), exec_code("echo from bash", "bash", call_id="call_2"), exec_code("1/0", call_id="call_3"), text("Done.")]
+    server.replies = [
+        text("Plotting. ") + exec_code(plot),
+        exec_code("echo from bash", "bash", call_id="call_2"),
+        exec_code("1/0", call_id="call_3"),
+        text("Done."),
+    ]
     agent, _ = make_agent(server, sandbox, tmp_path)
     agent.ask("plot doubling")
     path = save(agent.transcript, tmp_path / "session.ipynb")
@@ -275,12 +298,32 @@ def test_uploads_and_downloads_through_the_chat_command(server, tmp_path):
 
     data = tmp_path / "data.csv"
     data.write_text("x\n1\n2\n3\n")
-    code = "import pandas as pd, os\ndf = pd.read_csv('/home/user/data.csv')\nos.makedirs('/home/user/outputs', exist_ok=True)\ndf.assign(y=df.x * 2).to_csv('/home/user/outputs/doubled.csv', index=False)\nprint(df.x.sum())"
+    code = (
+        "import pandas as pd, os\n"
+        "df = pd.read_csv('/home/user/data.csv')\n"
+        "os.makedirs('/home/user/outputs', exist_ok=True)\n"
+        "df.assign(y=df.x * 2).to_csv('/home/user/outputs/doubled.csv', index=False)\n"
+        "print(df.x.sum())"
+    )
     server.replies = [exec_code(code), text("The sum is 6; doubled.csv is ready.")]
     out = tmp_path / "out"
     env = {"OPENAI_API_KEY": "test", "OPENAI_BASE_URL": server.base_url, "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "sandcell.cli", "chat", "sum x", "--model", "scripted", "--file", str(data), "--output-dir", str(out), "--save", str(tmp_path / "s.ipynb")]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "sandcell.cli",
+        "chat",
+        "sum x",
+        "--model",
+        "scripted",
+        "--file",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--save",
+        str(tmp_path / "s.ipynb"),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert (out / "doubled.csv").read_text() == "x,y\n1,2\n2,4\n3,6\n"
     assert "uploaded" in completed.stdout
@@ -333,5 +376,5 @@ def test_a_cells_output_is_shown_as_it_comes_and_once(server, sandbox, tmp_path)
     cell = next(event for _, event in seen if isinstance(event, CellOutput))
     assert "stdout:" in cell.rendered and "stdout" not in cell.results and "42" in cell.results
     shown = screen.getvalue()
-    assert len(re.findall(r"^first$", shown, re.M)) == 1 and len(re.findall(r"^second$", shown, re.M)) == 1, shown
+    assert len(re.findall(r"^first$", shown, re.MULTILINE)) == 1 and len(re.findall(r"^second$", shown, re.MULTILINE)) == 1, shown
     assert "42" in shown

@@ -30,7 +30,14 @@ def server():
 
 def chat_env(server: ScriptedServer, home: Path) -> dict[str, str]:
     # PROMPT_TOOLKIT_NO_CPR: pexpect does not answer cursor position requests, a real terminal does.
-    return {"OPENAI_API_KEY": "test", "OPENAI_BASE_URL": server.base_url, "PATH": "/usr/bin:/bin", "HOME": str(home), "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    return {
+        "OPENAI_API_KEY": "test",
+        "OPENAI_BASE_URL": server.base_url,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "TERM": "xterm-256color",
+        "PROMPT_TOOLKIT_NO_CPR": "1",
+    }
 
 
 def spawn_chat(server: ScriptedServer, home: Path, *args: str) -> pexpect.spawn:
@@ -120,7 +127,12 @@ def test_piped_questions_are_asked_in_order_until_exit(server, tmp_path):
     server.replies = [Failure(400, "model refused"), text("Running. ") + exec_code("print(6 * 7)"), text("It is 42.")]
     completed = subprocess.run(
         [sys.executable, "-m", "sandcell.cli", "chat", "--model", "scripted", "--timings"],
-        input="break it\nsix times \\\nseven\nexit\nnever asked\n", capture_output=True, text=True, env=chat_env(server, tmp_path), timeout=120,
+        input="break it\nsix times \\\nseven\nexit\nnever asked\n",
+        capture_output=True,
+        text=True,
+        env=chat_env(server, tmp_path),
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 1, "a question the model failed makes the exit status"
     assert "HTTP 400" in completed.stdout and "model refused" in completed.stdout and "It is 42." in completed.stdout
@@ -128,6 +140,6 @@ def test_piped_questions_are_asked_in_order_until_exit(server, tmp_path):
     assert len(server.requests) == 3, "nothing after exit"
     assert "you> six times" in completed.stdout, "piped questions are echoed"
     assert "thinking" not in completed.stdout, "no spinner outside a terminal"
-    table = completed.stdout[completed.stdout.index("timings"):]
+    table = completed.stdout[completed.stdout.index("timings") :]
     assert "first token" in table and "overhead" in table and "all" in table
     assert not (tmp_path / ".cache" / "sandcell" / "chat_history").exists(), "piped input is no history"

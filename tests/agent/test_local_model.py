@@ -52,7 +52,11 @@ def test_fibonacci_in_python_with_the_real_local_model(provider, tmp_path):
 def test_the_readme_main_command_runs_on_the_embedded_default():
     completed = subprocess.run(
         [sys.executable, "-m", "sandcell.cli", "chat", "Generate the first 100 Fibonacci numbers using JavaScript", "--max-steps", "4"],
-        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")},
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "provider local, model Qwen2.5-Coder-1.5B-Instruct Q4_K_M" in completed.stdout

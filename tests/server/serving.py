@@ -20,7 +20,8 @@ SANDCELL = Path(sys.executable).with_name("sandcell")
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -69,5 +70,3 @@ class Keys:
     alpha: str
     beta: str
     revoked: str
-
-

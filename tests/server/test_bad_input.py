@@ -6,7 +6,7 @@ import json
 import socket
 import struct
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -103,7 +103,7 @@ def test_garbled_and_truncated_connect_frames(api: httpx.Client, bystander: Sand
         assert response.status_code in (200, 400), response.text  # streams report errors in their end message
         assert "error" in response.text or response.status_code == 400
     unary = data_plane(bystander) | {"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
-    response = api.post("/filesystem.Filesystem/Stat", content=b"{\"path\": ", headers=unary)
+    response = api.post("/filesystem.Filesystem/Stat", content=b'{"path": ', headers=unary)
     assert response.status_code == 400 and json.loads(response.text)["code"] == "invalid_argument"
     response = api.post("/filesystem.Filesystem/Stat", json={"path": "/nowhere"}, headers=unary)
     assert response.status_code == 404 and response.json()["code"] == "not_found"

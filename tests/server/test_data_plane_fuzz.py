@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,10 @@ INTERPRETER = ["/execute", "/contexts", "/contexts/{context}", "/contexts/{conte
 ENVD = [
     "/files",
     "/health",
-    *(f"/filesystem.Filesystem/{name}" for name in ("Stat", "MakeDir", "Move", "ListDir", "Remove", "WatchDir", "CreateWatcher", "GetWatcherEvents", "RemoveWatcher")),
+    *(
+        f"/filesystem.Filesystem/{name}"
+        for name in ("Stat", "MakeDir", "Move", "ListDir", "Remove", "WatchDir", "CreateWatcher", "GetWatcherEvents", "RemoveWatcher")
+    ),
     *(f"/process.Process/{name}" for name in ("List", "Start", "Connect", "Update", "SendInput", "StreamInput", "SendSignal", "CloseStdin")),
 ]
 json_values = st.recursive(
@@ -35,7 +39,30 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )
-fields = st.sampled_from(["code", "language", "context_id", "env_vars", "cwd", "path", "depth", "process", "cmd", "args", "envs", "pid", "signal", "recursive", "watcherId", "source", "destination", "stdin", "pty", "input"])
+fields = st.sampled_from(
+    [
+        "code",
+        "language",
+        "context_id",
+        "env_vars",
+        "cwd",
+        "path",
+        "depth",
+        "process",
+        "cmd",
+        "args",
+        "envs",
+        "pid",
+        "signal",
+        "recursive",
+        "watcherId",
+        "source",
+        "destination",
+        "stdin",
+        "pty",
+        "input",
+    ]
+)
 route_like = st.dictionaries(fields, json_values, max_size=5)
 
 
@@ -50,7 +77,9 @@ bodies = st.one_of(
     route_like.map(lambda value: envelope(json.dumps(value).encode())),
     st.tuples(st.integers(0, 255), st.binary(max_size=40)).map(lambda pair: envelope(pair[1], pair[0])),
 )
-content_types = st.sampled_from(["application/json", "application/connect+json", "application/octet-stream", "multipart/form-data; boundary=x", "text/plain", ""])
+content_types = st.sampled_from(
+    ["application/json", "application/connect+json", "application/octet-stream", "multipart/form-data; boundary=x", "text/plain", ""]
+)
 
 
 @pytest.fixture
@@ -77,7 +106,12 @@ def test_the_data_plane_survives_fuzzing(server: Server, target: Sandbox) -> Non
     def call(port: str, route: int, method: str, body: bytes, content_type: str, query: dict[str, str], gzip: bool) -> None:
         routes = INTERPRETER if port == "49999" else ENVD
         path = routes[route % len(routes)].format(context=context)
-        headers: dict[str, Any] = {"E2b-Sandbox-Id": target.sandbox_id, "E2b-Sandbox-Port": port, "X-Access-Token": target._envd_access_token, "Connect-Protocol-Version": "1"}
+        headers: dict[str, Any] = {
+            "E2b-Sandbox-Id": target.sandbox_id,
+            "E2b-Sandbox-Port": port,
+            "X-Access-Token": target._envd_access_token,
+            "Connect-Protocol-Version": "1",
+        }
         if content_type:
             headers["Content-Type"] = content_type
         if gzip:

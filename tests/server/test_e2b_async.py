@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from typing import Any
 
 import pytest
 from e2b import CommandExitException, NotFoundException, SandboxQuery
@@ -13,7 +15,7 @@ from e2b_code_interpreter import AsyncSandbox
 pytestmark = pytest.mark.timeout(120)
 
 
-def run(coroutine):  # noqa: ANN001, ANN201 - a tiny driver, no pytest-asyncio needed
+def run(coroutine):  # a tiny driver, no pytest-asyncio needed
     return asyncio.run(coroutine)
 
 
@@ -49,7 +51,7 @@ def test_code_with_async_callbacks_results_errors_and_contexts() -> None:
         async with await AsyncSandbox.create(timeout=60) as sandbox:
             lines: list[str] = []
 
-            async def collect(message) -> None:  # noqa: ANN001
+            async def collect(message) -> None:
                 lines.append(message.line)
 
             execution = await sandbox.run_code("print('a'); 6 * 7", on_stdout=collect)
@@ -76,7 +78,14 @@ def test_files_and_watch() -> None:
         async with await AsyncSandbox.create(timeout=60) as sandbox:
             await sandbox.files.make_dir("/home/user/w")
             events = []
-            handle = await sandbox.files.watch_dir("/home/user/w", on_event=events.append, recursive=True)
+            removed = asyncio.Event()
+
+            def on_event(event: Any) -> None:
+                events.append(event)
+                if event.name == "c.txt" and event.type.value == "remove":
+                    removed.set()
+
+            handle = await sandbox.files.watch_dir("/home/user/w", on_event=on_event, recursive=True)
             await sandbox.files.write("/home/user/w/a.txt", "text")
             await sandbox.files.write("/home/user/w/b.bin", b"\x00\x01")
             assert await sandbox.files.read("/home/user/w/a.txt") == "text"
@@ -86,9 +95,8 @@ def test_files_and_watch() -> None:
             assert (await sandbox.files.get_info("/home/user/w/b.bin")).size == 2
             await sandbox.files.rename("/home/user/w/a.txt", "/home/user/w/c.txt")
             await sandbox.files.remove("/home/user/w/c.txt")
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not any(event.name == "c.txt" and event.type.value == "remove" for event in events):
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):  # the assert below tells what came
+                await asyncio.wait_for(removed.wait(), 5)
             await handle.stop()
             kinds = {(event.name, event.type.value) for event in events}
             assert {("a.txt", "create"), ("b.bin", "create"), ("c.txt", "remove")} <= kinds

@@ -22,8 +22,23 @@ def installed() -> Path:
     return CLIENT
 
 
-def test_js_sdk_quick_calls(installed: Path, server: Server, keys: Keys) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": keys.alpha}
-    done = subprocess.run(["node", "sdk_check.mjs"], cwd=installed, env=env, capture_output=True, text=True, timeout=120)
+def run_check(script: str, server: Server, keys: Keys) -> None:
+    """Run ``script`` (in ``js/``) with the SDK pointed at ``server``; it prints ``ok`` when its asserts held."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "E2B_API_URL": server.url,
+        "E2B_SANDBOX_URL": server.url,
+        "E2B_API_KEY": keys.alpha,
+    }
+    done = subprocess.run(["node", script], cwd=CLIENT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("ok")
+
+
+def test_js_sdk_quick_calls(installed: Path, server: Server, keys: Keys) -> None:
+    run_check("sdk_check.mjs", server, keys)
+
+
+def test_js_sdk_default_contexts_typescript_and_cwd(installed: Path, server: Server, keys: Keys) -> None:
+    run_check("contexts_check.mjs", server, keys)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from e2b import CommandExitException, NotFoundException, SandboxQuery, TimeoutException
@@ -18,7 +19,7 @@ def sbx() -> Iterator[Sandbox]:
     yield sandbox
     try:
         sandbox.kill()
-    except Exception:  # noqa: BLE001 - teardown goes on
+    except Exception:  # noqa: S110, BLE001 - teardown goes on
         pass
 
 
@@ -168,7 +169,10 @@ def test_files_roundtrip_text_and_bytes(sbx: Sandbox) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
     sbx.files.write("blob.bin", payload)
     assert bytes(sbx.files.read("blob.bin", format="bytes")) == payload
-    assert sbx.run_code("import hashlib; hashlib.sha256(open('/home/user/blob.bin','rb').read()).hexdigest()").text.strip("'") == __import__("hashlib").sha256(payload).hexdigest()
+    assert (
+        sbx.run_code("import hashlib; hashlib.sha256(open('/home/user/blob.bin','rb').read()).hexdigest()").text.strip("'")
+        == __import__("hashlib").sha256(payload).hexdigest()
+    )
 
 
 def test_files_list_exists_info_rename_remove_make_dir(sbx: Sandbox) -> None:
@@ -262,7 +266,7 @@ def test_pause_and_resume_keep_state(sbx: Sandbox) -> None:
     assert resumed.get_info().state.value == "running"
     time.sleep(0.5)
     ticks = [int(line) for line in resumed.files.read("/tmp/ticks").split()]
-    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert max(gaps) > 0.9e9, "nothing ran while the sandbox was paused"
     assert resumed.run_code("counter + 1").text == "1"
 

@@ -55,7 +55,7 @@ def check(case: schemathesis.Case, server: Server, key: str, target: Target) -> 
         case.path_parameters["sandbox_id"] = target.sandbox_id()
     try:
         response = case.call(base_url=server.url, headers={"X-API-Key": key}, timeout=REQUEST_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - a timeout or a dropped connection is the failure to report
+    except Exception as exc:  # a timeout or a dropped connection is the failure to report
         raise AssertionError(f"no answer: {exc}\n{case.as_curl_command()}") from exc
     where = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n{case.as_curl_command()}"
     assert response.status_code < 500, where
@@ -80,7 +80,11 @@ def test_the_api_survives_fuzzing(tmp_path: Path) -> None:
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
                     @settings(
-                        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                        max_examples=EXAMPLES,
+                        deadline=None,
+                        database=None,
+                        derandomize=True,
+                        phases=[Phase.explicit, Phase.generate],
                         suppress_health_check=list(HealthCheck),
                     )
                     @given(case=operation.as_strategy(generation_mode=mode))

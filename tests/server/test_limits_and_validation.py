@@ -8,8 +8,8 @@ import concurrent.futures
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -82,6 +82,7 @@ def test_a_team_cannot_pass_its_share_even_with_concurrent_creates(tmp_path: Pat
     shares = ["--max-sandboxes", "2", "--max-team-memory-mb", "1024", "--max-server-memory-mb", "2048", "--max-memory-mb", "1024"]
     server = start_server(db, tmp_path / "server.log", extra=shares)
     try:
+
         def create(key: str, memory_mb: int) -> httpx.Response:
             return httpx.post(server.url + "/v1/sandboxes", headers={"X-API-Key": key}, json={"timeout": 60, "limits": {"memory_mb": memory_mb}}, timeout=60)
 
@@ -270,6 +271,6 @@ def test_the_in_process_api_checks_the_same_way() -> None:
             sbx.commands.run("pwd", cwd="")
         with pytest.raises(InvalidArgumentException, match="timeout"):
             sbx.run_code("1", timeout=float("inf"))
-        with pytest.raises(ValueError):  # what check_create raised before: callers catching it still do
+        with pytest.raises(ValueError, match="timeout"):  # what check_create raised before: callers catching it still do
             sbx.set_timeout(-1)
         assert sbx.run_code("1 + 1").text == "2"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from serving import Server, start_server
@@ -13,10 +14,10 @@ from serving import Server, start_server
 from sandcell.server.store import Store
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import load  # noqa: E402 - benchmarks/load.py
+import load  # benchmarks/load.py
 
 PATIENCE = 2
-LOAD_BOUND = 150  # the run's own duration is 60 s: past this, something waits that never ends
+LOAD_BOUND = 200  # the well-behaved runs take 60 s at most, the floods' last ones up to load.FLOOD_TIMEOUT: past this, something waits that never ends
 
 
 async def bounded(run: Any, seconds: float, server: Server) -> Any:
@@ -38,10 +39,12 @@ def load_server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_floods_do_not_cost_well_behaved_clients_their_output(load_server: tuple[Server, str]) -> None:
     server, key = load_server
-    run = load.load(server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE)
+    run = load.load(
+        server.url, key, server.process.pid, sandboxes=6, flooders=3, runs=50, pause=0.15, duration=60, kinds=["output", "results", "unread"], patience=PATIENCE
+    )
     report = asyncio.run(bounded(run, LOAD_BOUND, server))
     print(report.summary())
     assert report.runs == 150

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -26,7 +26,9 @@ PATIENCE = 2
 MIB = 1 << 20
 OUTPUT_MB = 8
 # 300 MiB of results: what reached the server whole before.
-RESULTS_FLOOD = "from IPython.display import HTML, display\nfor i in range(300):\n    display(HTML('r' * 1_000_000))\nprint('after the flood')\n'the main answer'"
+RESULTS_FLOOD = (
+    "from IPython.display import HTML, display\nfor i in range(300):\n    display(HTML('r' * 1_000_000))\nprint('after the flood')\n'the main answer'"
+)
 TRUNCATED = "[sandcell: output truncated"
 
 

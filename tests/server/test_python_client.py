@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +26,10 @@ def remote(server: Server, keys: Keys) -> Iterator[Sandbox]:
 def test_code_streams_and_keeps_state(remote: Sandbox) -> None:
     seen: list[float] = []
     started = time.monotonic()
-    execution = remote.run_code("import time\nprint('a', flush=True)\ntime.sleep(1.2)\nprint('b')\nvalue = 21\nvalue * 2", on_stdout=lambda message: seen.append(time.monotonic() - started))
+    execution = remote.run_code(
+        "import time\nprint('a', flush=True)\ntime.sleep(1.2)\nprint('b')\nvalue = 21\nvalue * 2",
+        on_stdout=lambda message: seen.append(time.monotonic() - started),
+    )
     assert execution.text == "42" and execution.logs.stdout == ["a\n", "b\n"]
     assert seen[1] - seen[0] > 0.9
     assert remote.run_code("value").text == "21"
@@ -202,7 +206,9 @@ def test_fork_on_the_server(remote: Sandbox) -> None:
 def test_native_rest_command_with_a_non_zero_exit_is_an_answer(server: Server, keys: Keys, remote: Sandbox) -> None:
     import httpx
 
-    answer = httpx.post(f"{server.url}/v1/sandboxes/{remote.sandbox_id}/commands", json={"cmd": "echo out; echo err >&2; exit 3"}, headers={"X-API-Key": keys.alpha})
+    answer = httpx.post(
+        f"{server.url}/v1/sandboxes/{remote.sandbox_id}/commands", json={"cmd": "echo out; echo err >&2; exit 3"}, headers={"X-API-Key": keys.alpha}
+    )
     assert answer.status_code == 200, answer.text
     assert {key: answer.json()[key] for key in ("stdout", "stderr", "exit_code")} == {"stdout": "out\n", "stderr": "err\n", "exit_code": 3}
     missing = httpx.get(f"{server.url}/v1/sandboxes/{remote.sandbox_id}/files", params={"path": "/home/user/none"}, headers={"X-API-Key": keys.alpha})

@@ -18,7 +18,8 @@ import io
 import os
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -133,7 +134,9 @@ SLOT_WAIT = 3.0
 def upload_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
     """A server of its own: its memory is only the uploads', ``SLOTS`` uploads per team, ``SLOT_WAIT`` s for one; with keys of two teams."""
     root = tmp_path_factory.mktemp("uploads")
-    running = start_server(root / "server.db", root / "server.log", extra=["--max-upload-mb", "300", "--max-uploads", str(SLOTS), "--upload-wait", str(SLOT_WAIT)])
+    running = start_server(
+        root / "server.db", root / "server.log", extra=["--max-upload-mb", "300", "--max-uploads", str(SLOTS), "--upload-wait", str(SLOT_WAIT)]
+    )
     store = Store(root / "server.db")
     yield running, store.create_key("alpha")[1], store.create_key("beta")[1]
     running.stop()
@@ -179,7 +182,8 @@ def test_four_concurrent_uploads_of_256_mib_keep_the_server_small(uploads: tuple
 
     before = resident(server.process.pid)
     outcome = bounded_call(all_at_once, stop=lambda: [sandbox.kill() for sandbox in sandboxes], limit=1024 * MiB, timeout=300, pid=server.process.pid)
-    print(f"\n{SLOTS} concurrent uploads of {UPLOAD // MiB} MiB: server resident {before // MiB} MiB before, peak {(before + outcome.growth) // MiB} MiB (+{outcome.growth // MiB} MiB)")
+    peak, growth = (before + outcome.growth) // MiB, outcome.growth // MiB
+    print(f"\n{SLOTS} concurrent uploads of {UPLOAD // MiB} MiB: server resident {before // MiB} MiB before, peak {peak} MiB (+{growth} MiB)")
     assert outcome.stopped is None and outcome.error is None, outcome
     assert outcome.growth < 256 * MiB, f"the server grew by {outcome.growth // MiB} MiB for {SLOTS} uploads of {UPLOAD // MiB} MiB"
     for sandbox in sandboxes:
@@ -214,7 +218,13 @@ def test_uploads_past_the_teams_bound_wait_for_a_slot_then_are_refused(uploads: 
     assert sandbox.files.read("/home/user/waited.txt") == "waited"
 
     held = hold_every_slot(SLOT_WAIT + 3)  # longer than the wait: refused with a clear error
-    response = httpx.post(f"{server.url}/files", params={"path": "/home/user/refused.txt"}, content=b"no slot", headers=data_plane(sandbox) | {"Content-Type": "application/octet-stream"}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/files",
+        params={"path": "/home/user/refused.txt"},
+        content=b"no slot",
+        headers=data_plane(sandbox) | {"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
     assert response.status_code == 429, response.text
     assert response.json() == {"code": 429, "message": response.json()["message"]} and "uploads under way" in response.json()["message"]
     started = time.monotonic()

@@ -8,7 +8,7 @@ for an id that never existed.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -55,18 +55,20 @@ def test_repeated_sandbox_headers_are_refused(server: Server, victim: Sandbox, a
             client.post(
                 "/filesystem.Filesystem/ListDir",
                 json={"path": "/home/user"},
-                headers=mixed(victim, attacker, 49983) + [("Content-Type", "application/json"), ("Connect-Protocol-Version", "1")],
+                headers=[*mixed(victim, attacker, 49983), ("Content-Type", "application/json"), ("Connect-Protocol-Version", "1")],
             ),
             client.post(
                 "/process.Process/Start",
-                content=b"\x00" + len(body := json.dumps({"process": {"cmd": "/bin/cat", "args": ["/home/user/secret.txt"]}}).encode()).to_bytes(4, "big") + body,
-                headers=mixed(victim, attacker, 49983) + [("Content-Type", "application/connect+json"), ("Connect-Protocol-Version", "1")],
+                content=b"\x00"
+                + len(body := json.dumps({"process": {"cmd": "/bin/cat", "args": ["/home/user/secret.txt"]}}).encode()).to_bytes(4, "big")
+                + body,
+                headers=[*mixed(victim, attacker, 49983), ("Content-Type", "application/connect+json"), ("Connect-Protocol-Version", "1")],
             ),
         ]
         # A repeated port or token is refused as well, even with one sandbox id.
         own = [("E2b-Sandbox-Id", attacker.sandbox_id), ("X-Access-Token", attacker._envd_access_token)]
-        attempts.append(client.get("/health", headers=own + [("E2b-Sandbox-Port", "49983"), ("E2b-Sandbox-Port", "49999")]))
-        attempts.append(client.get("/health", headers=own + [("X-Access-Token", "x"), ("E2b-Sandbox-Port", "49983")]))
+        attempts.append(client.get("/health", headers=[*own, ("E2b-Sandbox-Port", "49983"), ("E2b-Sandbox-Port", "49999")]))
+        attempts.append(client.get("/health", headers=[*own, ("X-Access-Token", "x"), ("E2b-Sandbox-Port", "49983")]))
     for response in attempts:
         assert response.status_code == 400, response.text
         assert "more than once" in response.json()["message"]
@@ -75,7 +77,9 @@ def test_repeated_sandbox_headers_are_refused(server: Server, victim: Sandbox, a
 
 def test_the_log_names_the_sandbox_that_was_authorised(server: Server, attacker: Sandbox, victim: Sandbox) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        client.get("/files", params={"path": "/home/user/secret.txt"}, headers={"E2b-Sandbox-Id": victim.sandbox_id, "X-Access-Token": attacker._envd_access_token})
+        client.get(
+            "/files", params={"path": "/home/user/secret.txt"}, headers={"E2b-Sandbox-Id": victim.sandbox_id, "X-Access-Token": attacker._envd_access_token}
+        )
     lines = [line for line in server.log.read_text().splitlines() if "/files" in line]
     assert lines and victim.sandbox_id not in lines[-1]
 

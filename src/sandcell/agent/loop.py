@@ -7,9 +7,10 @@ an event, so a CLI, a web UI or a test can show or check it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from sandcell.sandbox import Execution, Sandbox
 
@@ -20,7 +21,7 @@ from .tool import EXEC_CODE, BadArguments, ImageStore, parse_arguments, render_p
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant with a code interpreter. To compute, inspect data or make charts, call the "
-    "exec_code tool with code in python, javascript or bash; you will get its output back. Variables and files "
+    "exec_code tool with code in python, javascript, typescript or bash; you will get its output back. Variables and files "
     "persist between calls. Write straightforward, efficient code (loops rather than deep recursion) and print "
     "what you need to see. When you have what you need, answer the user directly and briefly: the user already "
     "sees the code and its output, so do not repeat long outputs. Save files meant for the user under "
@@ -80,7 +81,7 @@ class Answer:
     text: str
 
 
-Event = Union[Thinking, TextDelta, CodeCell, Output, CellOutput, Saved, Notice, Answer]
+Event = Thinking | TextDelta | CodeCell | Output | CellOutput | Saved | Notice | Answer
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Ran:
     execution: Execution
 
 
-Entry = Union[Said, Ran]
+Entry = Said | Ran
 
 
 class Agent:

@@ -15,7 +15,7 @@ from nbformat import v4
 
 from .loop import Entry, Ran, Said
 
-MAGICS = {"javascript": "%%script node\n", "bash": "%%bash\n", "python": ""}
+MAGICS = {"javascript": "%%script node\n", "typescript": "%%script node --experimental-strip-types\n", "bash": "%%bash\n", "python": ""}
 
 
 def _outputs(run: Ran) -> list[Any]:
@@ -46,7 +46,7 @@ def to_notebook(transcript: list[Entry]) -> nbformat.NotebookNode:
         else:
             runs += 1
             cells.append(v4.new_code_cell(MAGICS[entry.language] + entry.code, execution_count=runs, outputs=_outputs(entry)))
-    notebook = v4.new_notebook(cells=cells)
+    notebook: nbformat.NotebookNode = v4.new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.metadata["language_info"] = {"name": "python"}
     return notebook

@@ -87,7 +87,7 @@ class OutputCopier:
         refused: list[str] = []
         for entry in sandbox.files.list(OUTPUTS_DIR, depth=LIST_DEPTH):
             stamp = (entry.size, entry.modified_time)
-            if entry.type is FileType.DIR and entry.symlink_target is None or self._seen.get(entry.path) == stamp:
+            if (entry.type is FileType.DIR and entry.symlink_target is None) or self._seen.get(entry.path) == stamp:
                 continue
             self._seen[entry.path] = stamp
             reason = self._refusal(entry, budget)

@@ -14,8 +14,9 @@ sandbox keeps its state) and the session goes on; Ctrl-D or ``exit`` ends it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .loop import Agent
 from .providers import ProviderError
@@ -36,8 +37,8 @@ def history_path() -> Path:
 def piped_questions(stream: TextIO, show: Callable[[str], None]) -> Iterator[str]:
     """One question per line; a line ending in a backslash goes on with the next."""
     lines: list[str] = []
-    for line in stream:
-        line = line.rstrip("\r\n")
+    for raw in stream:
+        line = raw.rstrip("\r\n")
         if line.endswith(CONTINUATION):
             lines.append(line[: -len(CONTINUATION)])
             continue

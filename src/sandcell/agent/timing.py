@@ -10,9 +10,10 @@ slow answer is the model, the code, or sandcell itself.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,15 @@ EXEC_CODE = {
         "name": "exec_code",
         "description": (
             "Run code in a persistent sandbox and get its output. Variables, imports and files persist between calls. "
-            "Python has numpy, pandas and matplotlib (figures are shown to the user); JavaScript runs in Node.js; "
+            "Python has numpy, pandas and matplotlib (figures are shown to the user); JavaScript runs in Node.js, "
+            "TypeScript too (types are stripped, not checked); "
             "bash runs shell commands. Files live in /home/user. There is no network."
         ),
         "parameters": {
             "type": "object",
             "properties": {
                 "code": {"type": "string", "description": "the code to run"},
-                "language": {"type": "string", "enum": list(LANGUAGES), "description": "python, javascript or bash"},
+                "language": {"type": "string", "enum": list(LANGUAGES), "description": ", ".join(LANGUAGES)},
             },
             "required": ["code", "language"],
         },
@@ -47,7 +48,7 @@ def parse_arguments(raw: str) -> tuple[str, str]:
     try:
         arguments = json.loads(raw or "{}")
     except ValueError as exc:
-        raise BadArguments(f"the arguments are not valid JSON ({exc}); send {{\"code\": \"...\", \"language\": \"python\"}}") from None
+        raise BadArguments(f'the arguments are not valid JSON ({exc}); send {{"code": "...", "language": "python"}}') from None
     if not isinstance(arguments, dict):
         raise BadArguments("the arguments must be a JSON object with 'code' and 'language'")
     code = arguments.get("code")

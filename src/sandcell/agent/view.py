@@ -17,7 +17,7 @@ from rich.table import Table
 from .loop import Answer, CellOutput, CodeCell, Event, Notice, Output, Saved, TextDelta, Thinking
 from .timing import StepTiming
 
-SYNTAX_NAMES = {"javascript": "js"}
+SYNTAX_NAMES = {"javascript": "js", "typescript": "ts"}
 
 
 class ChatView:

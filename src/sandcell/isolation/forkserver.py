@@ -139,7 +139,7 @@ def fork_server_argv(image: Image) -> list[str]:
     """
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
     argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES, tuple(image.installed_templates()))
-    return argv + ["--chdir", "/", "--", *runtime_command(image, "forkserver")]
+    return [*argv, "--chdir", "/", "--", *runtime_command(image, "forkserver")]
 
 
 def hidden_templates(image: Image, template: str) -> list[str]:
@@ -168,11 +168,14 @@ def start(argv: list[str], config: dict[str, object], path: Path, log_path: Path
     os.chmod(path, 0o600)
     listener.listen(128)
     ready_read, ready_write = os.pipe()
-    argv = argv + [json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
+    argv = [*argv, json.dumps({**config, "listener_fd": listener.fileno(), "ready_fd": ready_write, "uid_lock_fd": slot_fd})]
     try:
         with open(log_path, "ab") as log:
             helper = subprocess.Popen(
-                [*root_helper_command("forkserver", "spawn_main()"), json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)})],
+                [
+                    *root_helper_command("forkserver", "spawn_main()"),
+                    json.dumps({"argv": argv, "uid_base": base, "uid_span": UID_SPAN, "owner": owner_uid(base)}),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -6,13 +6,16 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 
 - ``runtime/``: a venv of the system ``python3`` with IPython, numpy, pandas
   and matplotlib (``runtime/requirements.txt``);
-- ``node/node_modules``: acorn, which the JavaScript context parses cells with;
+- ``node/node_modules``: the npm packages of ``runtime/package.json``: acorn,
+  which the JavaScript context parses cells with, and amaro, which strips
+  TypeScript cells' types;
 - ``etc/``: the sandbox's passwd, group, hosts... (no host secrets);
 - ``mpl/``: matplotlib's font cache, built once so plots don't rebuild it;
 - ``templates/<name>/<hash>``: the packages a template adds to ``runtime``
   (see ``templates``), content-addressed like the stage;
 - ``stage/<hash>/sandcell``: a copy of the in-sandbox code (``runtime`` and
-  ``protocol``), content-addressed so concurrent hosts never mix versions.
+  ``protocol``), content-addressed so concurrent hosts never mix versions,
+  with the Java kernel built from it in ``stage/<hash>/java`` (``java_stage``).
 
 ``sandcell setup`` builds it (``build``); ``Image.check`` says what is missing.
 """
@@ -20,24 +23,29 @@ neither visible nor wanted inside), so sandcell keeps its own image in
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from functools import cached_property
+from collections.abc import Callable
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Callable
 
 from sandcell.protocol import HOME, SANDBOX_UID, SANDBOX_USER
 
-from . import templates
+from . import java_stage, templates
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 RUNTIME_SOURCES = ("runtime", "protocol")
 
 ETC_FILES = {
-    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox user:{HOME}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
     "group": f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     "hostname": "sandbox\n",
@@ -67,8 +75,19 @@ class Image:
         return self.home / "runtime" / "bin" / "python"
 
     @property
+    def node_modules(self) -> Path:
+        return self.home / "node" / "node_modules"
+
+    @property
     def acorn(self) -> Path:
-        return self.home / "node" / "node_modules" / "acorn"
+        return self.node_modules / "acorn"
+
+    @property
+    def amaro(self) -> Path:
+        return self.node_modules / "amaro"
+
+    def missing_node_packages(self) -> list[str]:
+        return [name for name in node_packages() if not (self.node_modules / name / "package.json").exists()]
 
     @property
     def etc(self) -> Path:
@@ -108,20 +127,21 @@ class Image:
             missing.append("Node.js (apt-get install nodejs)")
         if not self.python.exists():
             missing.append(f"the sandbox Python at {self.python}")
-        if not self.acorn.exists():
-            missing.append(f"acorn at {self.acorn}")
+        missing += [f"the npm package {name} in {self.node_modules}" for name in self.missing_node_packages()]
         if not (self.etc / "passwd").exists():
             missing.append(f"the sandbox's /etc files in {self.etc}")
         if missing:
-            raise ImageMissing("sandcell is not set up: missing " + "; ".join(missing) + ". Run `sandcell setup` (as root on Debian/Ubuntu it installs the system packages too).")
+            raise ImageMissing(
+                "sandcell is not set up: missing "
+                + "; ".join(missing)
+                + ". Run `sandcell setup` (as root on Debian/Ubuntu it installs the system packages too)."
+            )
 
     @cached_property
     def stage(self) -> Path:
         """The in-sandbox code, copied where the sandbox's uid can read it."""
         digest = hashlib.sha256()
-        sources = sorted(
-            path for name in RUNTIME_SOURCES for path in (PACKAGE_DIR / name).rglob("*") if path.is_file() and "__pycache__" not in path.parts
-        )
+        sources = sorted(path for name in RUNTIME_SOURCES for path in (PACKAGE_DIR / name).rglob("*") if path.is_file() and "__pycache__" not in path.parts)
         for path in sources:
             digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
         target = self.home / "stage" / digest.hexdigest()[:16]
@@ -135,34 +155,65 @@ class Image:
                 destination = package / path.relative_to(PACKAGE_DIR)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, destination)
+            java_stage.build_jar(scratch)
             for path in [scratch, *scratch.rglob("*")]:
                 path.chmod(0o755 if path.is_dir() else 0o644)
             try:
                 scratch.rename(target)
             except OSError:  # another process staged the same content first
                 shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                java_stage.build_archive(target)
         return target
 
 
-def _run(command: list[str], say: Callable[[str], None], **kwargs: object) -> None:
+@cache
+def node_packages() -> tuple[str, ...]:
+    """The npm packages sandboxes need (``runtime/package.json``)."""
+    return tuple(json.loads((PACKAGE_DIR / "runtime" / "package.json").read_text())["dependencies"])
+
+
+def _run(command: list[str], say: Callable[[str], None], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     say("$ " + " ".join(command))
-    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(command, check=True, env=env, cwd=cwd)
 
 
-def build(image: Image | None = None, say: Callable[[str], None] = print, with_templates: tuple[str, ...] = (templates.CODE_INTERPRETER,)) -> Image:
-    """Install what sandboxes need and the packages of ``with_templates``; safe to run again (it skips what exists)."""
+# The system packages of the optional languages, and the program each provides.
+LANGUAGE_PACKAGES = {"r": ("r-base-core", "R"), "java": ("default-jdk-headless", "javac")}
+
+
+def build(
+    image: Image | None = None,
+    say: Callable[[str], None] = print,
+    languages: tuple[str, ...] = tuple(LANGUAGE_PACKAGES),
+    with_templates: tuple[str, ...] = (templates.CODE_INTERPRETER,),
+) -> Image:
+    """Install what sandboxes need and the packages of ``with_templates``; safe to run again (it skips what exists).
+
+    ``languages`` are the optional ones (R, Java) whose system packages are
+    installed too; without root they are only named, and their contexts say
+    which package they miss when asked for.
+    """
     image = image or Image()
-    apt = [name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)]
+    apt = [
+        name for name, tool in (("bubblewrap", "bwrap"), ("nodejs", "node"), ("npm", "npm"), ("python3-venv", None)) if tool is None or not shutil.which(tool)
+    ]
     system_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     if apt and "python3-venv" in apt and _has_venv(system_python):
         apt.remove("python3-venv")
-    if apt:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            raise ImageMissing(f"install these system packages first: {', '.join(apt)}")
+    optional = [LANGUAGE_PACKAGES[language][0] for language in languages if not shutil.which(LANGUAGE_PACKAGES[language][1])]
+    can_install = os.geteuid() == 0 and shutil.which("apt-get") is not None
+    if apt and not can_install:
+        raise ImageMissing(f"install these system packages first: {', '.join(apt + optional)}")
+    if optional and not can_install:
+        say(f"R and Java contexts need these system packages, not installed: {', '.join(optional)}")
+    elif apt or optional:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(["apt-get", "install", "-y", "-q", *apt], env=env).returncode != 0:
-            _run(["apt-get", "update", "-q"], say, env=env)  # a fresh machine has no package lists yet
+        _run(["apt-get", "update", "-q"], say, env=env)
+        if apt:
             _run(["apt-get", "install", "-y", "-q", *apt], say, env=env)
+        if optional:  # what they only recommend (R's manuals and compilers...) sandboxes never use
+            _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *optional], say, env=env)
     image.home.mkdir(parents=True, exist_ok=True)
     image.home.chmod(0o755)
     if not image.python.exists():
@@ -172,7 +223,7 @@ def build(image: Image | None = None, say: Callable[[str], None] = print, with_t
     node_dir = image.home / "node"
     node_dir.mkdir(exist_ok=True)
     shutil.copyfile(PACKAGE_DIR / "runtime" / "package.json", node_dir / "package.json")
-    if not image.acorn.exists():
+    if image.missing_node_packages():
         _run(["npm", "install", "--no-audit", "--no-fund", "--silent"], say, cwd=node_dir)
     image.etc.mkdir(exist_ok=True)
     for name, text in ETC_FILES.items():
@@ -194,4 +245,4 @@ def build(image: Image | None = None, say: Callable[[str], None] = print, with_t
 
 
 def _has_venv(python: str) -> bool:
-    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/").returncode == 0
+    return subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True, cwd="/", check=False).returncode == 0

@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sandcell.isolation.cgroups import Cgroup
 from sandcell.isolation.limits import PENDING_SIGNALS
@@ -67,7 +68,7 @@ class ForkServerChild:
     ends, and ends the sandbox when ``guard``, which only we hold, closes.
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         guard_read, self.guard = os.pipe()
         os.set_inheritable(self.guard, False)
         self.link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -116,7 +117,7 @@ class ForkServerChild:
         return self.status() or 128 + signal.SIGKILL
 
 
-def start_sandbox(config: dict) -> ForkedChild | ForkServerChild:
+def start_sandbox(config: dict[str, Any]) -> ForkedChild | ForkServerChild:
     if config.get("fork_server"):
         try:
             return ForkServerChild(config)
@@ -172,7 +173,7 @@ def private_devpts(ptys: int) -> None:
 class Attachable:
     """The Unix socket a new host attaches through, and the host's pipe ends it hands over."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         self.path = config["socket"]
         self.log = config["log"]
         self.host_fds = config["host_fds"]
@@ -253,7 +254,7 @@ def reap_children() -> None:
             return
 
 
-def launch_forked(config: dict, fds: list[int]) -> None:
+def launch_forked(config: dict[str, Any], fds: list[int]) -> None:
     """In a child of the server: become the launcher ``config`` describes."""
     code = 1
     try:
@@ -279,7 +280,7 @@ def launch_forked(config: dict, fds: list[int]) -> None:
     os._exit(code)
 
 
-def main(config: dict) -> None:
+def main(config: dict[str, Any]) -> None:
     group = Cgroup(config["name"], Path(config["v2"]) if config.get("v2") else None, {k: Path(v) for k, v in config["v1"].items()})
     signal.signal(signal.SIGTERM, lambda *_: None)  # cleanup below runs either way
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -292,11 +293,11 @@ def main(config: dict) -> None:
     attachable = Attachable(config["attach"]) if config.get("attach") else None
     lifeline: int | None = config["lifeline_fd"]
     armed = False
-    orphaned_at = None
+    orphaned_at: float | None = None
     status = None
     while status is None:
         waiting = [child.pidfd] + ([lifeline] if lifeline is not None else []) + ([attachable.listener] if attachable else [])
-        timeout = None if orphaned_at is None else max(attachable.grace - (time.monotonic() - orphaned_at), 0)  # type: ignore[union-attr]
+        timeout = None if orphaned_at is None or attachable is None else max(attachable.grace - (time.monotonic() - orphaned_at), 0)
         poller = select.poll()  # not select(): no limit at fd 1024
         for waited in waiting:
             poller.register(waited, select.POLLIN)
@@ -328,4 +329,3 @@ def main(config: dict) -> None:
     group.kill()
     group.remove()
     sys.exit(status)
-

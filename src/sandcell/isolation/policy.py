@@ -14,6 +14,8 @@ from .limits import PENDING_SIGNALS, Limits
 from .templates import DEFAULT_TEMPLATE, check_template
 
 ETC_FROM_HOST = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "fonts", "ssl", "mime.types", "protocols", "services")
+# What Debian's R and JDK read from /etc (ldpaths, Renviron; java.security, jvm.cfg), when they are installed.
+ETC_OF_LANGUAGES = ("R", "java-*-openjdk")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def filesystem_argv(image: Image, disk_bytes: int, templates: tuple[str, ...]) -
         elif path.is_dir():
             binds.append(("--ro-bind", str(path), str(path)))
     binds += [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_FROM_HOST]
+    binds += [("--ro-bind", str(path), str(path)) for pattern in ETC_OF_LANGUAGES for path in sorted(Path("/etc").glob(pattern))]
     binds += [("--ro-bind", str(path), f"/etc/{path.name}") for path in sorted(image.etc.iterdir())]
     binds += [("--ro-bind", str(path), str(path)) for path in (image.home / "runtime", image.home / "node", image.mpl_cache, image.stage)]
     binds += [("--ro-bind", str(packages), str(image.template_mount(name))) for name in templates if (packages := image.template_packages(name)) is not None]
@@ -99,12 +102,14 @@ def supervisor_config(image: Image, policy: Policy) -> dict[str, Any]:
         "python": str(image.python),
         "stage": str(image.stage),
         "acorn": str(image.acorn),
+        "amaro": str(image.amaro),
         "home": HOME,
         "work_dir": WORK_DIR,
         "mpl_cache": str(image.mpl_cache),
         "env": base_env(image, policy.envs, policy.template),
         "site_dirs": site_dirs(image, policy.template),
         "output_limit": limits.output_mb * 1024 * 1024,
+        "memory_mb": limits.memory_mb,
         "kill_grace": policy.kill_grace,
         "prestart": list(policy.prestart),
         "preload": list(policy.preload),

@@ -23,17 +23,60 @@ from sandcell.protocol.linux import CLONE_NAMESPACES
 
 DENIED = (
     # other processes' memory and state
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_getfd",
     # mounts and namespaces
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
     # kernel code, kernel state, the machine
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "swapon", "swapoff", "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "syslog", "iopl", "ioperm", "quotactl", "nfsservctl", "uselib", "vhangup", "lookup_dcookie",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "syslog",
+    "iopl",
+    "ioperm",
+    "quotactl",
+    "nfsservctl",
+    "uselib",
+    "vhangup",
+    "lookup_dcookie",
     # large attack surfaces
-    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "keyctl", "add_key", "request_key", "fanotify_init", "open_by_handle_at", "name_to_handle_at",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "fanotify_init",
+    "open_by_handle_at",
+    "name_to_handle_at",
     "personality",
 )
 # The socket families sandboxed code may use: AF_UNIX, AF_INET, AF_INET6,
@@ -58,7 +101,7 @@ def compiled_filter() -> bytes:
     for name in DENIED:
         try:
             rules.add_rule(deny, name)
-        except Exception:  # unknown on this architecture
+        except OSError:  # unknown on this architecture (EINVAL)
             continue
     # clone() may create threads and processes, not namespaces; clone3 hides
     # its flags in memory, so it reports ENOSYS and libc falls back to clone.

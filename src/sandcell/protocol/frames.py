@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 HEADER = struct.Struct(">II")
 MAX_HEADER = 16 * 1024 * 1024
@@ -28,6 +28,14 @@ TERMINAL = frozenset({DONE, FAIL})
 # nonce, after a ``resync``: a host taking over a sandbox skips everything
 # before it. A frame never starts with these bytes (its header would be 4 GiB).
 RESYNC_MARK = b"\xff\xff\xff\xffsandcell-resync:"
+
+
+class ByteReader(Protocol):
+    """What frames are read from: a blocking binary stream whose ``read`` gives at most ``size`` bytes, none at EOF."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 # Flow control of ``files.read``: the supervisor sends at most this many
 # ``data`` frames of a read the host has not taken yet; the host grants more
 # with ``files.more`` (``target``: the read's id, ``frames``: how many it took).
@@ -63,13 +71,13 @@ def parse_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def read_frame(stream: Any) -> tuple[dict[str, Any], bytes] | None:
+def read_frame(stream: ByteReader) -> tuple[dict[str, Any], bytes] | None:
     """Read one frame from a blocking binary stream; ``None`` at a clean EOF."""
     sized = read_sized_frame(stream)
     return None if sized is None else sized[:2]
 
 
-def read_sized_frame(stream: Any) -> tuple[dict[str, Any], bytes, int] | None:
+def read_sized_frame(stream: ByteReader) -> tuple[dict[str, Any], bytes, int] | None:
     """``read_frame``, with the frame's size in bytes."""
     prefix = _read_exactly(stream, HEADER.size, allow_eof=True)
     if prefix is None:
@@ -80,7 +88,7 @@ def read_sized_frame(stream: Any) -> tuple[dict[str, Any], bytes, int] | None:
     return header, payload, HEADER.size + head_len + payload_len
 
 
-def _read_exactly(stream: Any, size: int, allow_eof: bool = False) -> Any:
+def _read_exactly(stream: ByteReader, size: int, allow_eof: bool = False) -> Any:
     chunks = []
     remaining = size
     while remaining:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-LANGUAGES = ("python", "javascript", "bash")
-LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "sh": "bash", "shell": "bash"}
+LANGUAGES = ("python", "javascript", "typescript", "bash", "r", "java")
+LANGUAGE_ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "ts": "typescript", "sh": "bash", "shell": "bash"}
 
 
 def normalize_language(language: str | None) -> str:

@@ -42,7 +42,15 @@ class Command:
 
     def describe(self) -> dict[str, Any]:
         """E2B's ProcessInfo: the program and its arguments as started, and the envs asked for."""
-        return {"pid": self.pid, "cmd": SHELL[0], "args": [*SHELL[1:], self.cmd], "envs": self.requested_env, "cwd": self.cwd, "tag": self.tag, "started_at": self.started_at}
+        return {
+            "pid": self.pid,
+            "cmd": SHELL[0],
+            "args": [*SHELL[1:], self.cmd],
+            "envs": self.requested_env,
+            "cwd": self.cwd,
+            "tag": self.tag,
+            "started_at": self.started_at,
+        }
 
     async def publish(self, header: dict[str, Any], data: bytes) -> None:
         for emit in list(self.subscribers):
@@ -112,7 +120,7 @@ class Commands:
             try:
                 exit_code = await asyncio.wait_for(command.process.wait(), timeout or None)
                 timed_out = False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 command.signal(signal.SIGKILL)
                 exit_code = await command.process.wait()
                 timed_out = True
@@ -152,7 +160,7 @@ class Commands:
         try:
             await emit({"type": "started", "pid": pid}, b"")
             result = await asyncio.wait_for(asyncio.shield(command.finished), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"stopped following command {pid} after {timeout:g} s; it is still running") from None
         finally:
             command.subscribers.remove(emit)

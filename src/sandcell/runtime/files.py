@@ -15,8 +15,9 @@ import os
 import pwd
 import shutil
 import stat
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 CHUNK = 1024 * 1024
 
@@ -81,7 +82,7 @@ def entry(path: str) -> dict[str, Any]:
         "permissions": stat.filemode(info.st_mode),
         "owner": _owner(info.st_uid),
         "group": _group(info.st_gid),
-        "modified_time": datetime.datetime.fromtimestamp(info.st_mtime, datetime.timezone.utc).isoformat(),
+        "modified_time": datetime.datetime.fromtimestamp(info.st_mtime, datetime.UTC).isoformat(),
         "symlink_target": target,
     }
 

@@ -303,9 +303,7 @@ class Sandbox:
         send_credentials(self.link, b"running")
         # Pid 1 is also the sandbox's Python zygote: contexts are its forks.
         ended: dict[int, int] = {}
-        closed = self.server.kernel.serve_forks(
-            theirs.detach(), self.server.channel, self.server.shell, watched=self.guard, reaped=lambda pid, status: ended.setdefault(pid, status)
-        )
+        closed = self.server.kernel.serve_forks(theirs.detach(), self.server.channel, self.server.shell, watched=self.guard, reaped=ended.setdefault)
         if not closed:
             os._exit(137)  # the launcher is gone: so is the sandbox
         if supervisor not in ended:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+
 
 def set_dumpable(dumpable: bool) -> None:
     """Whether same-uid code may open this process's /proc/PID/mem (and so rewrite it).
@@ -12,7 +15,6 @@ def set_dumpable(dumpable: bool) -> None:
     """
     import ctypes
 
-    PR_SET_DUMPABLE = 4
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
@@ -24,7 +26,6 @@ def set_name(name: str) -> None:
     """
     import ctypes
 
-    PR_SET_NAME = 15
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 

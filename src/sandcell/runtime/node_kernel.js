@@ -6,7 +6,9 @@
 // declarations behind for the next cell: `let`/`const`/`class`/`function`
 // become properties of the context's global object (re-running a cell that
 // declares `let x` therefore works, as in a notebook), and the value of the
-// last expression statement becomes the cell's main result.
+// last expression statement becomes the cell's main result. A TypeScript
+// context (SANDCELL_AMARO set) first turns each cell into JavaScript
+// (typescript.js), then runs it the same way.
 "use strict";
 
 const fs = require("fs");
@@ -18,6 +20,7 @@ const vm = require("vm");
 const { createRequire } = require("module");
 
 const acorn = require(process.env.SANDCELL_ACORN || "acorn");
+let typescript = process.env.SANDCELL_AMARO ? require("./typescript.js") : null;
 
 const REQUESTS_FD = 3;
 const EVENTS_FD = 4;
@@ -208,8 +211,10 @@ async function runCell(request) {
   Object.assign(process.env, request.env || {});
   let status = "ok";
   lastCellErrors = [];
+  let cell = { code: request.code, sameLines: true };
   try {
-    const script = new vm.Script(rewrite(request.code), { filename: `cell[${executionCount}]` });
+    if (typescript) cell = typescript.toJavaScript(request.code);
+    const script = new vm.Script(rewrite(cell.code), { filename: `cell[${executionCount}]` });
     const interrupted = new Promise((_, reject) => {
       interruptCurrent = () => {
         const error = new Error("execution interrupted");
@@ -224,7 +229,7 @@ async function runCell(request) {
     status = "error";
     await flushOutput();
     if (error instanceof SyntaxError && error.loc) {
-      const line = request.code.split("\n")[error.loc.line - 1] ?? "";
+      const line = (cell.sameLines ? request.code : cell.code).split("\n")[error.loc.line - 1] ?? "";
       send({ type: "error", name: "SyntaxError", value: error.message, traceback: `cell[${executionCount}]:${error.loc.line}\n${line}\n${" ".repeat(error.loc.column)}^\n\nSyntaxError: ${error.message}` });
     } else if (error && error.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED") {
       send({ type: "error", name: "KeyboardInterrupt", value: "execution interrupted", traceback: "" });
@@ -251,17 +256,18 @@ async function runCell(request) {
 const requests = readline.createInterface({ input: new net.Socket({ fd: REQUESTS_FD, readable: true, writable: false }) });
 let queue = Promise.resolve();
 // A spare context (started before anyone asked for it) becomes the one asked
-// for: its cwd and exactly its environment, as if it had been started so.
+// for: its cwd and exactly its environment (TypeScript's, too), as if it had been started so.
 // A spare that cannot become it exits: the supervisor then starts one cold.
 function setup({ cwd, env }) {
   try {
     process.chdir(cwd);
+    for (const key of Object.keys(process.env)) if (!(key in env)) delete process.env[key];
+    Object.assign(process.env, env);
+    if (process.env.SANDCELL_AMARO && !typescript) typescript = require("./typescript.js"); // a JavaScript spare becoming TypeScript
   } catch (error) {
     process.stderr.write(`sandcell: cannot set up the context: ${error.message}\n`);
     process.exit(70);
   }
-  for (const key of Object.keys(process.env)) if (!(key in env)) delete process.env[key];
-  Object.assign(process.env, env);
   sandboxGlobals.require = createRequire(path.join(process.cwd(), "__sandcell_cell__.js"));
   send({ type: "ready" });
 }

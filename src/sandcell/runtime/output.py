@@ -18,7 +18,8 @@ stderr are gathered apart and sent in the order their first bytes came.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sandcell import protocol
 
@@ -120,7 +121,12 @@ class RunOutput:
             return event
         if kind == "error":
             self._last_words.add(kind)
-            return {**event, "name": str(event.get("name"))[:200], "value": str(event.get("value"))[:CUT_ERROR_CHARS], "traceback": str(event.get("traceback"))[-CUT_ERROR_CHARS:]}
+            return {
+                **event,
+                "name": str(event.get("name"))[:200],
+                "value": str(event.get("value"))[:CUT_ERROR_CHARS],
+                "traceback": str(event.get("traceback"))[-CUT_ERROR_CHARS:],
+            }
         return None
 
     async def flush(self) -> None:

@@ -17,6 +17,7 @@ open figures into ``image/png`` results.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import select
@@ -24,7 +25,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandcell.protocol import SKIPPED_MODULES
 
@@ -70,7 +72,7 @@ class Channel:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except Exception:  # user code may have replaced or closed them
+                except Exception:  # noqa: S110, BLE001 - user code may have replaced or closed them, and theirs may raise anything
                     pass
             self._events.write(line)
             self._events.flush()
@@ -96,7 +98,8 @@ class Channel:
             if newline:
                 self._incoming = rest
                 if line.strip():
-                    return json.loads(line)
+                    request: dict[str, Any] = json.loads(line)
+                    return request
                 continue
             chunk = os.read(REQUESTS_FD, 65536)
             if not chunk:
@@ -110,8 +113,9 @@ def _jsonable(format_dict: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bytes):  # IPython gives raw bytes for some image types
             import base64
 
-            value = base64.b64encode(value).decode()
-        data[mime] = value
+            data[mime] = base64.b64encode(value).decode()
+        else:
+            data[mime] = value
     return data
 
 
@@ -128,7 +132,7 @@ def build_shell(channel: Channel) -> Any:
         def write_output_prompt(self) -> None:
             pass
 
-        def write_format_data(self, format_dict: dict, md_dict: Any = None) -> None:
+        def write_format_data(self, format_dict: dict[str, Any], md_dict: Any = None) -> None:
             channel.send({"type": "result", "data": _jsonable(format_dict), "main": True})
 
         def finish_displayhook(self) -> None:
@@ -137,7 +141,9 @@ def build_shell(channel: Channel) -> Any:
     class ChannelDisplayPublisher(DisplayPublisher):
         """Sends ``display()`` calls and inline figures as extra results."""
 
-        def publish(self, data: dict, metadata: Any = None, source: Any = None, *, transient: Any = None, update: bool = False, **kwargs: Any) -> None:
+        def publish(
+            self, data: dict[str, Any], metadata: Any = None, source: Any = None, *, transient: Any = None, update: bool = False, **kwargs: Any
+        ) -> None:
             channel.send({"type": "result", "data": _jsonable(data), "main": False})
 
         def clear_output(self, wait: bool = False) -> None:
@@ -166,7 +172,8 @@ def build_shell(channel: Channel) -> Any:
 
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            status = subprocess.call(self.var_expand(cmd, depth=1), shell=True, executable="/bin/bash")
+            command = self.var_expand(cmd, depth=1)  # type: ignore[no-untyped-call]  # unannotated in IPython
+            status = subprocess.call(command, shell=True, executable="/bin/bash")  # noqa: S602 - ``!cmd`` is a shell line by definition
             self.user_ns["_exit_code"] = status
 
     # No history database: it would start a saving thread, and a zygote must
@@ -203,7 +210,7 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
     # is undone afterwards. Compared as os.environ's own bytes mapping (a C
     # dict copy), so a cell that leaves it alone costs no putenv at all.
     environ = os.environ
-    saved_env = environ._data.copy()  # type: ignore[attr-defined]
+    saved_env = environ._data.copy()  # type: ignore[attr-defined]  # CPython's private bytes mapping, not in typeshed
     if request.get("env"):
         environ.update(request["env"])
     status = "ok"
@@ -220,8 +227,8 @@ def run_cell(shell: Any, channel: Channel, interrupts: Interrupts, request: dict
         status = "error"
         channel.send({"type": "error", "name": "KeyboardInterrupt", "value": "", "traceback": "KeyboardInterrupt"})
     finally:
-        if environ._data != saved_env:  # type: ignore[attr-defined]
-            decode_key, decode_value = environ.decodekey, environ.decodevalue  # type: ignore[attr-defined]
+        if environ._data != saved_env:  # type: ignore[attr-defined]  # (as above)
+            decode_key, decode_value = environ.decodekey, environ.decodevalue
             environ.clear()
             environ.update({decode_key(key): decode_value(value) for key, value in saved_env.items()})
     channel.send({"type": "done", "status": status, "execution_count": shell.execution_count - 1})
@@ -231,6 +238,7 @@ def line_buffered_output() -> None:
     # Whole lines, not one write per print() argument: ``print("x")`` is one
     # chunk of output. Every event flushes first, so nothing waits past a cell.
     for stream in (sys.stdout, sys.stderr):
+        assert isinstance(stream, io.TextIOWrapper)  # the interpreter's own: no cell has run yet
         stream.reconfigure(line_buffering=True, write_through=False)
 
 
@@ -250,7 +258,7 @@ def serve(shell: Any, channel: Channel) -> None:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except Exception:
+                except Exception:  # noqa: S110, BLE001 - the cell's streams, whatever they raise, must not keep this child alive
                     pass
             os._exit(0)
 
@@ -372,7 +380,7 @@ def serve_forks(link_fd: int, channel: Channel, shell: Any, watched: int | None 
 
 def reap_children() -> list[tuple[int, int]]:
     """Every child that has ended, with its exit code; none is waited for."""
-    ended = []
+    ended: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -441,7 +449,7 @@ def reseed_numpy() -> None:
     if numpy is not None:
         try:
             numpy.random.seed()
-        except Exception:  # noqa: BLE001 - a broken numpy is the user's to find
+        except Exception:  # noqa: S110, BLE001 - a broken numpy is the user's to find
             pass
 
 

@@ -22,6 +22,9 @@ from sandcell.protocol import ENV_NAME
 from .contexts import Context, Runtime, start_context
 
 REFILL_DELAY = 0.25
+# The spare a language's context can be made from, when not its own: a JavaScript
+# kernel becomes a TypeScript one when it is set up (it loads the type stripper then).
+SPARE_OF = {"typescript": "javascript"}
 
 
 class Spares:
@@ -43,19 +46,21 @@ class Spares:
 
         A spare still starting is waited for: it is further along than a new start.
         """
-        if language not in self._starting or not all(ENV_NAME.match(name) for name in (*env, *self.runtime.base_env)):
+        kind = SPARE_OF.get(language, language)
+        if kind not in self._starting or not all(ENV_NAME.match(name) for name in (*env, *self.runtime.base_env)):
             return None
-        task = self._starting.pop(language)
+        task = self._starting.pop(kind)
         try:
             context = await asyncio.shield(task)
         except asyncio.CancelledError:
-            self._starting.setdefault(language, task)  # our caller was cancelled, not the spare
+            self._starting.setdefault(kind, task)  # our caller was cancelled, not the spare
             raise
         except Exception:  # noqa: BLE001 - reported by the task's callback; start cold
             self.fill()
             return None
         try:
             async with context.lock:
+                context.language = language
                 await context.adopt(cwd, env)
         except asyncio.CancelledError:
             await context.stop()

@@ -51,7 +51,8 @@ PIPE_SIZE = 1024 * 1024
 def _shell_namespace() -> dict[str, Any]:
     from IPython import get_ipython
 
-    return get_ipython().user_ns  # type: ignore[union-attr]
+    namespace: dict[str, Any] = get_ipython().user_ns
+    return namespace
 
 
 def _user_names(namespace: dict[str, Any]) -> list[str]:
@@ -91,7 +92,7 @@ def warm(names: Iterable[str], path: str | None = None, wait: float = 300.0) -> 
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: S110, BLE001 - any import error is ``load``'s to report
             pass
 
 
@@ -122,9 +123,8 @@ def _self_contained(obj: Any) -> bool:
         return all(_plain(value) for value in captured)
     if type(obj).__module__ == "__main__" or any(base.__module__ == "__main__" for base in obj.__mro__[1:]):
         return False
-    for name, value in vars(obj).items():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
+    for name, attribute in vars(obj).items():
+        value = attribute.__func__ if isinstance(attribute, (staticmethod, classmethod)) else attribute
         if isinstance(value, property):
             if not all(part is None or (isinstance(part, types.FunctionType) and _self_contained(part)) for part in (value.fget, value.fset, value.fdel)):
                 return False
@@ -163,7 +163,7 @@ class _Pickler(pickle.Pickler):
 def _dill_pickler() -> Any:
     import dill
 
-    class Pickler(dill.Pickler):  # type: ignore[misc, name-defined]
+    class Pickler(dill.Pickler):  # type: ignore[misc]  # dill has no stubs: its Pickler is Any here
         """dill, but numpy arrays reduced with protocol 5, so their memory goes out of band
         (dill's own numpy hook pickles it into the stream)."""
 
@@ -262,11 +262,12 @@ def _open_writer(path: str, wait: float = 30.0) -> Any:
     while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            break
         except OSError as exc:
             if exc.errno != errno.ENXIO or time.monotonic() > deadline:
                 raise
             time.sleep(0.001)
+            continue
+        break
     os.set_blocking(fd, True)
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the reader per MiB
@@ -312,7 +313,7 @@ class _Arriving:
                     if name.startswith(start):
                         found = self._whole(start, int(name[len(start) :]))
             if found is not None:
-                self._handle, self._left, self._part = open(found, "rb", buffering=0), self._size, found
+                self._handle, self._left, self._part = open(found, "rb", buffering=0), self._size, found  # noqa: SIM115 - read part by part, closed in readinto/close
                 self._deadline = time.monotonic() + self._wait
                 return
             if time.monotonic() > self._deadline:
@@ -387,7 +388,7 @@ class _Reading:
     """``_read`` on a thread (started by ``warm``, so reading overlaps the imports)."""
 
     def __init__(self, path: str, wait: float) -> None:
-        self._outcome: Any = None
+        self._outcome: tuple[dict[str, Any], bytearray, list[Any]] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(path, wait), name="sandcell-fork-load", daemon=True)
         self._thread.start()
@@ -402,7 +403,8 @@ class _Reading:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._outcome  # type: ignore[no-any-return]
+        assert self._outcome is not None  # _run set one of the two
+        return self._outcome
 
 
 _arrivals: dict[str, _Reading] = {}

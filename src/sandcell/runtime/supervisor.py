@@ -19,7 +19,8 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sandcell import protocol
 from sandcell.protocol import HOME, WORK_DIR, normalize_language
@@ -27,9 +28,14 @@ from sandcell.protocol import HOME, WORK_DIR, normalize_language
 from . import files, watch
 from .aio import PIPE_READ
 from .commands import Commands
-from .contexts import Context, Runtime, python_zygote, start_context
+from .contexts import CONTEXT_CLASSES, Context, Runtime, python_zygote, start_context, working_directory
 from .hardening import set_dumpable, set_name
 from .spares import Spares
+
+# E2B's code interpreter lists a Python and a JavaScript context from the start.
+# Those not in the policy's ``prestart`` are listed at once and started by their
+# first run (a Node process costs ~50 MiB), from the sandbox's spare if it keeps one.
+LISTED_DEFAULTS = ("python", "javascript")
 
 Handler = Callable[["Supervisor", dict[str, Any], bytes, Callable[..., Awaitable[None]]], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {}
@@ -89,11 +95,13 @@ class Supervisor:
             python=config["python"],
             stage=config["stage"],
             acorn=config["acorn"],
+            amaro=config["amaro"],
             work_dir=config.get("work_dir", WORK_DIR),
             base_env=config["env"],
             output_limit=int(config.get("output_limit", 16 * 1024 * 1024)),
             kill_grace=float(config.get("kill_grace", 3.0)),
             preload=tuple(config.get("preload", ())),
+            memory_mb=int(config.get("memory_mb", 0)),
             site_dirs=tuple(config.get("site_dirs", ())),
         )
         os.makedirs(self.runtime.work_dir, mode=0o700, exist_ok=True)
@@ -137,6 +145,10 @@ class Supervisor:
         for outcome in await asyncio.gather(*(self.default_context(language) for language in self.prestart), return_exceptions=True):
             if isinstance(outcome, BaseException):
                 print(f"sandcell supervisor: a default context failed to start: {outcome}", file=sys.stderr)
+        for language in LISTED_DEFAULTS:
+            if language not in self.defaults:
+                context = self.defaults[language] = CONTEXT_CLASSES[language](self.runtime, self.home, {})
+                self.contexts[context.id] = context
         await self.send({"type": "hello", "pid": os.getpid()})
         self.spares.fill()
         while True:
@@ -172,7 +184,7 @@ class Supervisor:
             await emit({"type": protocol.DONE, **(result or {})})
         except asyncio.CancelledError:
             await emit({"type": protocol.FAIL, "error": {"name": "Cancelled", "message": "the request was cancelled"}})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a request raises is its FAIL answer
             await emit({"type": protocol.FAIL, "error": {"name": error_name(exc), "message": str(exc) or type(exc).__name__}})
         finally:
             self.tasks.pop(request_id, None)
@@ -193,13 +205,29 @@ class Supervisor:
         self.contexts[context.id] = context
         return context
 
+    async def ready(self, context: Context) -> Context:
+        """``context`` to run code in: a listed default never started yet becomes the language's spare, if any, in the same place and with the same id."""
+        if context.started:
+            return context
+        async with self.default_lock:
+            if context.started or self.contexts.get(context.id) is not context:
+                return self.contexts.get(context.id, context)
+            spare = await self.spares.take(context.language, context.cwd, context.env)
+            if spare is None:
+                return context  # its first run starts it
+            spare.id = context.id
+            self.contexts[context.id] = spare
+            self.defaults = {language: spare if default is context else default for language, default in self.defaults.items()}
+            return spare
+
     async def restart_defaults(self) -> None:
-        """Restart the default contexts so they take the current environment (their state is lost)."""
+        """Restart the default contexts so they take the current environment (their state is lost); one not started yet will take it when it starts."""
+
         async def restart(context: Context) -> None:
             async with context.lock:
                 await context.restart()
 
-        await asyncio.gather(*(restart(context) for context in self.defaults.values()))
+        await asyncio.gather(*(restart(context) for context in self.defaults.values() if context.started))
 
     def context(self, context_id: str) -> Context:
         try:
@@ -216,6 +244,7 @@ async def run_code(sup: Supervisor, request: dict[str, Any], payload: bytes, emi
             raise ValueError(f"context {context.id} runs {context.language}, not {request['language']}")
     else:
         context = await sup.default_context(normalize_language(request.get("language")))
+    context = await sup.ready(context)
     timeout = request.get("timeout")
     return await context.execute(request["code"], request.get("env") or {}, float(timeout) if timeout else None, emit, bool(request.get("silent")))
 
@@ -250,7 +279,7 @@ async def cancel(sup: Supervisor, request: dict[str, Any], payload: bytes, emit:
 @handler("create_context")
 async def create_context(sup: Supervisor, request: dict[str, Any], payload: bytes, emit: Any) -> dict[str, Any]:
     language = normalize_language(request.get("language"))
-    cwd = files.resolve(request.get("cwd") or sup.home, sup.home)
+    cwd = working_directory(files.resolve(request.get("cwd") or sup.home, sup.home))
     context = await sup.new_context(language, cwd, request.get("env") or {})
     return {"context": context.describe()}
 
@@ -283,7 +312,8 @@ async def restart_context(sup: Supervisor, request: dict[str, Any], payload: byt
     context = sup.context(request["context"])
     context.interrupt("interrupted: the context is restarting")
     async with context.lock:
-        await context.restart()
+        if context.started:  # one not started yet has nothing to forget
+            await context.restart()
     return {"context": context.describe()}
 
 
@@ -455,7 +485,8 @@ def read_config() -> dict[str, Any]:
         frame = protocol.read_frame(stdin)
     if frame is None or frame[0].get("op") != "config" or not isinstance(frame[0].get("config"), dict):
         raise SystemExit("sandcell supervisor: the host sent no config")
-    return frame[0]["config"]
+    config: dict[str, Any] = frame[0]["config"]
+    return config
 
 
 def run(zygote_link: socket.socket | None = None) -> None:

@@ -19,7 +19,8 @@ import ctypes
 import errno
 import os
 import struct
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Self
 
 IN_MODIFY = 0x2
 IN_ATTRIB = 0x4
@@ -79,7 +80,7 @@ class DirectoryWatch:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> DirectoryWatch:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

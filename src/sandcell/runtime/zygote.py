@@ -31,6 +31,7 @@ class ForkedProcess:
         self.returncode: int | None = None
         self.reported: int | None = None
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._settling: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference to a task
         self._watch()
 
     def _watch(self) -> None:
@@ -38,15 +39,18 @@ class ForkedProcess:
         try:
             pidfd = os.pidfd_open(self.pid)
         except ProcessLookupError:
-            loop.call_soon(lambda: asyncio.ensure_future(self._settle()))
+            loop.call_soon(self._start_settling)
             return
 
         def on_exit() -> None:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            asyncio.ensure_future(self._settle())
+            self._start_settling()
 
         loop.add_reader(pidfd, on_exit)
+
+    def _start_settling(self) -> None:
+        self._settling = asyncio.ensure_future(self._settle())
 
     async def _settle(self) -> None:
         """The process is gone: take the zygote's report of how it ended."""
@@ -150,7 +154,7 @@ class PythonZygote:
             socket.send_fds(self._link, [json.dumps({"cwd": cwd, "env": env, "site_dirs": list(site_dirs)}).encode()], fds)
             try:
                 pid = await asyncio.wait_for(answer, FORK_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.stop()  # a stuck zygote: contexts start the slow way from now on
                 raise RuntimeError("the Python zygote did not answer") from None
         child = ForkedProcess(pid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, Self, TypeVar
 
 from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
@@ -78,17 +78,17 @@ class AsyncSandbox:
             return await asyncio.to_thread(call, *args)
         return call(*args)
 
-    async def __aenter__(self) -> AsyncSandbox:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.kill()
 
     # -- requests (see ``exchange.py``) -------------------------------------------
-    async def _call(self, operation: ops.Operation) -> Any:
+    async def _call(self, operation: ops.Operation[T]) -> T:
         return await AsyncExchange(self._backend, operation).run()
 
-    async def _open(self, operation: ops.Operation) -> AsyncExchange:
+    async def _open(self, operation: ops.Operation[T]) -> AsyncExchange[T]:
         """Start a long-lived request and wait for its first event; see ``Sandbox._open``."""
         exchange = AsyncExchange(self._backend, operation)
         await exchange.start()
@@ -172,7 +172,8 @@ class AsyncFilesystem:
         async for piece in ops.gathered(data) if isinstance(data, AsyncIterable) else _each(ops.pieces(data)):
             result = await self._sandbox._call(ops.write_part(path, piece, first, self._wait))
             first = False
-        return result  # type: ignore[return-value]
+        assert result is not None  # gathered() and pieces() give at least one
+        return result
 
     async def list(self, path: str, depth: int = 1) -> list[EntryInfo]:
         return await self._sandbox._call(ops.list_files(path, depth, self._wait))
@@ -213,7 +214,7 @@ class AsyncFilesystem:
 class AsyncWatchHandle:
     """A directory watch delivering events to its callback from a task on the caller's loop."""
 
-    def __init__(self, exchange: AsyncExchange, on_exit: Callable[[Exception | None], Any] | None) -> None:
+    def __init__(self, exchange: AsyncExchange[None], on_exit: Callable[[Exception | None], Any] | None) -> None:
         self._exchange = exchange
         self._on_exit = on_exit
         self._task = asyncio.ensure_future(self._deliver())
@@ -244,10 +245,10 @@ class AsyncWatchHandle:
 
 
 class AsyncCommandHandle:
-    def __init__(self, sandbox: AsyncSandbox, exchange: AsyncExchange) -> None:
+    def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, exchange: AsyncExchange[CommandResult]) -> None:
         self._sandbox = sandbox
+        self._operation = operation
         self._exchange = exchange
-        self._operation: ops.CommandStream = exchange.operation  # type: ignore[assignment]
 
     @property
     def pid(self) -> int:
@@ -304,7 +305,7 @@ class AsyncCommands:
         return await self._start(ops.connect_command(pid, timeout))
 
     async def _start(self, operation: ops.CommandStream) -> AsyncCommandHandle:
-        return AsyncCommandHandle(self._sandbox, await self._sandbox._open(operation))
+        return AsyncCommandHandle(self._sandbox, operation, await self._sandbox._open(operation))
 
     async def send_stdin(self, pid: int, data: str | bytes) -> None:
         await self._sandbox._call(ops.send_stdin(pid, data))

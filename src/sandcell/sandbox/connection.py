@@ -26,7 +26,8 @@ import select
 import signal
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
 
 from sandcell import protocol
 
@@ -105,7 +106,7 @@ class AsyncStream:
             if self._frames:
                 waiter.set_result(None)
             else:
-                waiter.set_exception(asyncio.TimeoutError())
+                waiter.set_exception(TimeoutError())
 
     async def get(self, timeout: float | None) -> Frame:
         frames = self._frames
@@ -193,15 +194,15 @@ def resync(requests: BinaryIO, events: BinaryIO, timeout: float) -> Rejoined:
         chunk = os.read(events.fileno(), 1 << 16)
         if not chunk:
             raise EOFError("the sandbox closed its pipe during the resync")
-        seen = seen[-len(marker):] + chunk
-    return Rejoined(seen[seen.index(marker) + len(marker):], events)
+        seen = seen[-len(marker) :] + chunk
+    return Rejoined(seen[seen.index(marker) + len(marker) :], events)
 
 
 class Connection:
     def __init__(
         self,
         requests: BinaryIO,
-        events: BinaryIO,
+        events: protocol.ByteReader,
         death_reason: Callable[[str | None], str],
         oom_reason: Callable[[], str | None],
         output_limit: int,

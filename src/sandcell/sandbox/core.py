@@ -59,7 +59,7 @@ class SandboxCore:
             process = launch(policy, sandbox_id, detachable=detachable, orphan_grace=orphan_grace)
         except (OSError, ImageMissing) as exc:
             raise SandboxException(f"cannot start a sandbox: {exc}") from exc
-        connection = Connection(process.stdin, process.stdout, self.death_reason, self.oom_reason, policy.limits.output_mb << 20)  # type: ignore[arg-type]
+        connection = Connection(process.stdin, process.stdout, self.death_reason, self.oom_reason, policy.limits.output_mb << 20)
         self._adopt(sandbox_id, policy, process, connection, detachable)
 
     @classmethod
@@ -81,11 +81,13 @@ class SandboxCore:
         try:
             if frozen:
                 process.freeze(False)  # it must answer the resync
-            events = resync(process.stdin, process.stdout, RESYNC_TIMEOUT)  # type: ignore[arg-type]
+            events = resync(process.stdin, process.stdout, RESYNC_TIMEOUT)
         except (OSError, EOFError, TimeoutError) as exc:
             process.kill()
             raise SandboxException(f"cannot attach to sandbox {sandbox_id}: {exc}") from exc
-        connection = Connection(process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40))  # type: ignore[arg-type]
+        connection = Connection(
+            process.stdin, events, core.death_reason, core.oom_reason, limits.output_mb << 20, first_id=secrets.randbelow(1 << 48) + (1 << 40)
+        )
         connection.hello.set()
         core._adopt(sandbox_id, Policy(limits=limits, network=network, template=template), process, connection, detachable=True)
         core.metadata, core.started_at, core.handed_out = dict(metadata), started_at, True
@@ -97,7 +99,7 @@ class SandboxCore:
         self.sandbox_id = sandbox_id
         self.policy = policy
         self.metadata: dict[str, str] = {}
-        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.started_at = datetime.datetime.now(datetime.UTC)
         self.end_at: datetime.datetime | None = None
         self.detachable = detachable
         self.handed_out = False
@@ -127,7 +129,7 @@ class SandboxCore:
         lifetime they asked for from the moment they got it.
         """
         self.metadata = dict(metadata or {})
-        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.started_at = datetime.datetime.now(datetime.UTC)
         self.set_timeout(timeout)
         self.handed_out = True
         if self.detachable:
@@ -162,7 +164,7 @@ class SandboxCore:
         oom = self.oom_reason()
         try:
             self.process.wait(5)
-        except Exception:  # noqa: BLE001 - only for the message
+        except OSError:  # only for the message
             pass
         if oom or any("oom" in line for line in self.process.diagnostics):
             return (oom or "the sandbox hit its memory limit") + " and was killed"
@@ -184,7 +186,7 @@ class SandboxCore:
             self.end_at = None
             self._paused_left = math.inf if self._paused_left is not None else None
             return
-        self.end_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=timeout)
+        self.end_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=timeout)
         if self._paused_left is not None:
             self._paused_left = timeout  # the clock starts on resume
             return
@@ -208,7 +210,7 @@ class SandboxCore:
             if not self.process.freeze(True):
                 self.process.freeze(False)
                 raise SandboxException("this host cannot pause sandboxes: no cgroup freezer (pausing needs a root host)")
-            left = math.inf if self.end_at is None else (self.end_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+            left = math.inf if self.end_at is None else (self.end_at - datetime.datetime.now(datetime.UTC)).total_seconds()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -262,7 +264,7 @@ class SandboxCore:
     def info(self) -> SandboxInfo:
         end_at = self.end_at
         if self._paused_left is not None:
-            end_at = None if self._paused_left == math.inf else datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self._paused_left)
+            end_at = None if self._paused_left == math.inf else datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self._paused_left)
         state = "paused" if self._paused_left is not None else "running"
         return SandboxInfo(self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state, self.policy.template)
 
@@ -290,4 +292,3 @@ class SandboxCore:
 
     def memory_bytes(self) -> int | None:
         return self.process.memory_bytes()
-

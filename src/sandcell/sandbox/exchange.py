@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sandcell import protocol
 
@@ -25,9 +25,11 @@ from .models import TimeoutException
 # After Ctrl-C, how long (beyond the kill grace) a run may take to confirm it stopped.
 INTERRUPT_MARGIN = 10.0
 
+T = TypeVar("T")
 
-class Exchange:
-    def __init__(self, backend: SandboxBackend, operation: ops.Operation, stream: Any) -> None:
+
+class Exchange(Generic[T]):
+    def __init__(self, backend: SandboxBackend, operation: ops.Operation[T], stream: Any) -> None:
         backend.ensure_running()
         self.backend = backend
         self.operation = operation
@@ -73,9 +75,10 @@ class Exchange:
             return []
         return self.operation.feed(header, payload)
 
-    def outcome(self) -> Any:
-        """The operation's result (or its error), from the terminal frame."""
-        return self.operation.finish(self.terminal)  # type: ignore[arg-type]
+    def outcome(self) -> T:
+        """The operation's result (or its error), from the terminal frame (which has come)."""
+        assert self.terminal is not None
+        return self.operation.finish(self.terminal)
 
     def cancel(self) -> None:
         """Ask the sandbox to end the request (once)."""
@@ -91,8 +94,10 @@ class Exchange:
             self.backend.forget(self.request_id)
 
 
-class SyncExchange(Exchange):
-    def __init__(self, backend: SandboxBackend, operation: ops.Operation) -> None:
+class SyncExchange(Exchange[T]):
+    stream: SyncStream
+
+    def __init__(self, backend: SandboxBackend, operation: ops.Operation[T]) -> None:
         super().__init__(backend, operation, SyncStream())
 
     def next_frame(self, idle: float | None) -> Frame:
@@ -107,7 +112,7 @@ class SyncExchange(Exchange):
             self.terminal = frame[0]
         return frame
 
-    def run(self) -> Any:
+    def run(self) -> T:
         """Wait for the terminal frame, calling callbacks on the way; its outcome.
 
         On Ctrl-C the request is cancelled and drained (a run stops, its
@@ -173,8 +178,10 @@ class SyncExchange(Exchange):
             self.close()
 
 
-class AsyncExchange(Exchange):
-    def __init__(self, backend: SandboxBackend, operation: ops.Operation) -> None:
+class AsyncExchange(Exchange[T]):
+    stream: AsyncStream
+
+    def __init__(self, backend: SandboxBackend, operation: ops.Operation[T]) -> None:
         super().__init__(backend, operation, AsyncStream())
 
     async def next_frame(self, idle: float | None) -> Frame:
@@ -189,7 +196,7 @@ class AsyncExchange(Exchange):
             self.terminal = frame[0]
         return frame
 
-    async def run(self) -> Any:
+    async def run(self) -> T:
         """See ``SyncExchange.run``; a cancelled task gives the request up (a run stops, its context keeps its state)."""
         try:
             while self.terminal is None:

@@ -197,7 +197,12 @@ class CommandExitException(SandboxException, CommandResult):
 
     def __init__(self, result: CommandResult) -> None:
         CommandResult.__init__(self, result.stdout, result.stderr, result.exit_code, result.error)
-        SandboxException.__init__(self, f"command exited with code {result.exit_code}" + (f" ({result.error})" if result.error else "") + (f": {result.stderr.strip()[-500:]}" if result.stderr.strip() else ""))
+        SandboxException.__init__(
+            self,
+            f"command exited with code {result.exit_code}"
+            + (f" ({result.error})" if result.error else "")
+            + (f": {result.stderr.strip()[-500:]}" if result.stderr.strip() else ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -218,7 +223,7 @@ class ProcessInfo:
 
 
 # -- files ------------------------------------------------------------------------
-class FileType(str, enum.Enum):
+class FileType(str, enum.Enum):  # noqa: UP042 - str() stays ``FileType.DIR``, as E2B's enum gives
     """What an entry is; a link is described as what it points to (``symlink_target`` is set),
     as ``SYMLINK`` only when that is nothing. E2B knows only files and directories."""
 
@@ -267,7 +272,7 @@ class EntryInfo:
         )
 
 
-class FilesystemEventType(str, enum.Enum):
+class FilesystemEventType(str, enum.Enum):  # noqa: UP042 - str() stays ``FilesystemEventType.CREATE``, as E2B's enum gives
     """What happened to a path in a watched directory (envd's kinds, from inotify)."""
 
     CHMOD = "chmod"

@@ -12,7 +12,8 @@ import codecs
 import datetime
 import signal
 import time
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterator, Literal
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import Any, Generic, Literal, TypeVar
 
 from sandcell import protocol
 from sandcell.isolation import Limits
@@ -40,6 +41,7 @@ from .models import (
     WriteInfo,
 )
 
+T = TypeVar("T")
 Callback = Callable[[Any], Any]
 Calls = list[tuple[Callback, Any]]
 WRITE_CHUNK = 8 * 1024 * 1024
@@ -67,9 +69,16 @@ def raise_for(header: dict[str, Any]) -> None:
     raise exception_for(header.get("error") or {})
 
 
-class Operation:
-    """One request; ``wait`` bounds the silence between two frames (seconds), ``deadline`` (if
-    any) the time from its start to its terminal frame, past which the sandbox is killed."""
+def checked(header: dict[str, Any]) -> dict[str, Any]:
+    """A terminal frame that is not a failure (a ``fail`` frame raises its error)."""
+    if header["type"] == protocol.FAIL:
+        raise_for(header)
+    return header
+
+
+class Operation(Generic[T]):
+    """One request, whose outcome is a ``T``; ``wait`` bounds the silence between two frames (seconds),
+    ``deadline`` (if any) the time from its start to its terminal frame, past which the sandbox is killed."""
 
     deadline: float | None = None
 
@@ -81,21 +90,27 @@ class Operation:
     def feed(self, header: dict[str, Any], payload: bytes) -> Calls:
         return []
 
-    def finish(self, header: dict[str, Any]) -> Any:
-        if header["type"] == protocol.FAIL:
-            raise_for(header)
-        return header
+    def finish(self, header: dict[str, Any]) -> T:
+        """The outcome, from the terminal frame (or its error, raised)."""
+        raise NotImplementedError
 
 
-class Simple(Operation):
-    """A request whose answer is one field of its ``done`` frame."""
+class Tunnelled(Operation[dict[str, Any]]):
+    """A client's request passed through as it came (the server's tunnel); its outcome is the terminal frame."""
 
-    def __init__(self, op: str, extract: Callable[[dict[str, Any]], Any], wait: float | None = 60.0, payload: bytes = b"", **fields: Any) -> None:
+    def finish(self, header: dict[str, Any]) -> dict[str, Any]:
+        return checked(header)
+
+
+class Simple(Operation[T]):
+    """A request whose answer is read off its ``done`` frame."""
+
+    def __init__(self, op: str, extract: Callable[[dict[str, Any]], T], wait: float | None = 60.0, payload: bytes = b"", **fields: Any) -> None:
         super().__init__(op, wait, payload, **fields)
         self.extract = extract
 
-    def finish(self, header: dict[str, Any]) -> Any:
-        return self.extract(super().finish(header))
+    def finish(self, header: dict[str, Any]) -> T:
+        return self.extract(checked(header))
 
 
 class TextStreams:
@@ -114,7 +129,7 @@ class TextStreams:
         return decoder.decode(payload, final)
 
 
-class RunCode(Operation):
+class RunCode(Operation[Execution]):
     def __init__(
         self,
         code: str,
@@ -131,7 +146,7 @@ class RunCode(Operation):
         timeout = check_seconds(timeout, zero_is_none=True)
         wait = None if timeout is None else timeout + kill_grace + 30.0
         self.deadline = None if timeout is None else timeout + kill_grace + ENFORCE_MARGIN
-        fields = {"silent": True} if silent else {}
+        fields: dict[str, Any] = {"silent": True} if silent else {}
         context_id = context.id if context else None
         super().__init__("run_code", wait, code=code, language=language, context=context_id, env=dict(check_envs(envs)), timeout=timeout, **fields)
         self.callbacks = callbacks
@@ -203,7 +218,7 @@ def read_limit(limits: Limits) -> int:
     return max(limits.disk_mb, 1024) * 1024 * 1024
 
 
-class ReadFile(Operation):
+class ReadFile(Operation[str | bytes]):
     """``files.read``: ``text`` or ``bytes`` gather the file, ``stream`` hands out its chunks (``take``).
 
     Only regular files, links followed only if ``follow``, at most ``limit``
@@ -217,7 +232,8 @@ class ReadFile(Operation):
             raise InvalidArgumentException(f"format must be 'text', 'bytes' or 'stream', not {format!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgumentException(f"limit must be a number of bytes, not {limit!r}")
-        super().__init__("files.read", wait, path=check_path(path), follow=bool(follow), limit=limit, **({"fifo": True} if fifo else {}))
+        fields: dict[str, Any] = {"fifo": True} if fifo else {}
+        super().__init__("files.read", wait, path=check_path(path), follow=bool(follow), limit=limit, **fields)
         self.path = path
         self.format = format
         self.limit = limit
@@ -246,14 +262,21 @@ class ReadFile(Operation):
         return []
 
     def finish(self, header: dict[str, Any]) -> str | bytes:
-        super().finish(header)
+        checked(header)
         data = b"".join(self.chunks)
         return data.decode("utf-8", errors="replace") if self.format == "text" else data
 
 
-def write_part(path: str, chunk: bytes, first: bool, wait: float | None) -> Simple:
+def write_part(path: str, chunk: bytes, first: bool, wait: float | None) -> Simple[WriteInfo]:
     """One request of a write: the first creates (or truncates) the file, the others append."""
-    return Simple("files.write", lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]), wait, chunk, path=check_path(path), append=not first)
+    return Simple(
+        "files.write",
+        lambda h: WriteInfo(h["entry"]["name"], FileType(h["entry"]["type"]), h["entry"]["path"]),
+        wait,
+        chunk,
+        path=check_path(path),
+        append=not first,
+    )
 
 
 def pieces(data: str | bytes | Any) -> Iterator[bytes]:
@@ -287,17 +310,17 @@ async def gathered(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         yield bytes(held)
 
 
-def list_files(path: str, depth: int, wait: float | None) -> Simple:
+def list_files(path: str, depth: int, wait: float | None) -> Simple[list[EntryInfo]]:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise InvalidArgumentException(f"depth must be an integer of at least 1, not {depth!r}")
     return Simple("files.list", lambda h: [EntryInfo.from_wire(raw) for raw in h["entries"]], wait, path=check_path(path), depth=depth)
 
 
-def file_info(path: str, wait: float | None) -> Simple:
+def file_info(path: str, wait: float | None) -> Simple[EntryInfo]:
     return Simple("files.stat", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(path))
 
 
-class WatchDir(Operation):
+class WatchDir(Operation[None]):
     """A directory watch: a ``watching`` event, then ``events`` batches until stopped.
 
     Stopping is cancelling the request, so a ``Cancelled`` end is the clean one.
@@ -315,21 +338,21 @@ class WatchDir(Operation):
     def finish(self, header: dict[str, Any]) -> None:
         if header["type"] == protocol.FAIL and (header.get("error") or {}).get("name") == "Cancelled":
             return
-        super().finish(header)
+        checked(header)
 
 
-def disk_usage(wait: float | None) -> Simple:
+def disk_usage(wait: float | None) -> Simple[tuple[int, int]]:
     """The sandbox's ``/home/user`` disk, ``(used, total)`` bytes."""
     return Simple("files.usage", lambda h: (h["used"], h["total"]), wait)
 
 
 def metrics(usage: HostUsage, disk: tuple[int, int]) -> SandboxMetrics:
     """E2B's metrics: the host's cgroup figures with the sandbox's disk (``disk_usage``), sampled just after it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return SandboxMetrics(usage.cpu_count, usage.cpu_used_pct, usage.mem_used, usage.mem_total, usage.mem_cache, disk[0], disk[1], now)
 
 
-def set_env(envs: dict[str, str]) -> Simple:
+def set_env(envs: dict[str, str]) -> Simple[None]:
     """Give a started sandbox (a pooled one) the envs it would have been created with."""
     return Simple("set_env", lambda h: None, env=envs)
 
@@ -338,52 +361,52 @@ def context_from_wire(raw: dict[str, Any]) -> Context:
     return Context(raw["id"], raw["language"], raw["cwd"])
 
 
-def create_context(cwd: str | None, language: str | None, envs: dict[str, str] | None) -> Simple:
+def create_context(cwd: str | None, language: str | None, envs: dict[str, str] | None) -> Simple[Context]:
     cwd = None if cwd is None else check_path(cwd, "cwd")
     return Simple("create_context", lambda h: context_from_wire(h["context"]), cwd=cwd, language=language, env=check_envs(envs))
 
 
-def list_contexts() -> Simple:
+def list_contexts() -> Simple[list[Context]]:
     return Simple("list_contexts", lambda h: [context_from_wire(c) for c in h["contexts"]])
 
 
-def context_op(op: str, context: Context | str) -> Simple:
+def context_op(op: str, context: Context | str) -> Simple[None]:
     """``restart_context`` or ``remove_context``; a context or its id."""
     return Simple(op, lambda h: None, context=getattr(context, "id", context))
 
 
-def file_exists(path: str, wait: float | None) -> Simple:
+def file_exists(path: str, wait: float | None) -> Simple[bool]:
     return Simple("files.exists", lambda h: h["exists"], wait, path=check_path(path))
 
 
-def remove_file(path: str, wait: float | None) -> Simple:
+def remove_file(path: str, wait: float | None) -> Simple[None]:
     return Simple("files.remove", lambda h: None, wait, path=check_path(path))
 
 
-def make_dir(path: str, wait: float | None) -> Simple:
+def make_dir(path: str, wait: float | None) -> Simple[bool]:
     return Simple("files.make_dir", lambda h: h["created"], wait, path=check_path(path))
 
 
-def rename(old_path: str, new_path: str, wait: float | None) -> Simple:
+def rename(old_path: str, new_path: str, wait: float | None) -> Simple[EntryInfo]:
     return Simple("files.rename", lambda h: EntryInfo.from_wire(h["entry"]), wait, path=check_path(old_path), destination=check_path(new_path, "new_path"))
 
 
-def send_stdin(pid: int, data: str | bytes) -> Simple:
+def send_stdin(pid: int, data: str | bytes) -> Simple[None]:
     return Simple("command.stdin", lambda h: None, payload=data.encode() if isinstance(data, str) else data, pid=pid)
 
 
-def close_stdin(pid: int) -> Simple:
+def close_stdin(pid: int) -> Simple[None]:
     return Simple("command.stdin", lambda h: None, pid=pid, close=True)
 
 
-def signal_command(pid: int, signum: int) -> Simple:
+def signal_command(pid: int, signum: int) -> Simple[bool]:
     """Signal a command's process group; the answer says whether it was running."""
     if isinstance(signum, bool) or not isinstance(signum, int) or signum not in signal.valid_signals():
         raise InvalidArgumentException(f"not a signal: {signum!r}")
     return Simple("command.kill", lambda h: h["killed"], pid=pid, signal=int(signum))
 
 
-class CommandStream(Operation):
+class CommandStream(Operation[CommandResult]):
     """A command's output and exit, as seen by one subscriber (see ``RunCommand``, ``connect_command``).
 
     Its ``started`` event carries the pid.
@@ -414,7 +437,7 @@ class CommandStream(Operation):
 
     def finish(self, header: dict[str, Any]) -> CommandResult:
         self.terminal = header
-        super().finish(header)
+        checked(header)
         if header.get("timed_out"):
             raise TimeoutException(f"command timed out after {self.timeout:g} seconds and was killed")
         result = CommandResult("".join(self.stdout), "".join(self.stderr), header["exit_code"], header.get("error"))
@@ -451,5 +474,5 @@ def connect_command(pid: int, timeout: float | None) -> CommandStream:
     return CommandStream("command.connect", wait, pid=pid, timeout=timeout)
 
 
-def process_list(wait: float | None) -> Simple:
+def process_list(wait: float | None) -> Simple[list[ProcessInfo]]:
     return Simple("command.list", lambda h: [ProcessInfo(c["pid"], c.get("tag"), c["cmd"], c["args"], c["envs"], c["cwd"]) for c in h["commands"]], wait)

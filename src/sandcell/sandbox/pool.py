@@ -37,7 +37,8 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Self
 
 from sandcell.isolation import DEFAULT_TEMPLATE, Limits, Policy
 from sandcell.isolation.templates import check_template
@@ -113,7 +114,7 @@ class SandboxPool:
         self._thread.start()
         _pools.add(self)
 
-    def __enter__(self) -> SandboxPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -273,7 +274,7 @@ class SandboxPool:
             ready = None if self._closed or core is None else self._ready.get(key)
             if ready is not None and self.memory_budget is not None and self.memory_mb() + limits.memory_mb > self.memory_budget():
                 ready = None  # the owner took the memory meanwhile
-            if ready is not None:
+            if ready is not None and core is not None:
                 ready.append(core)
                 ready.failures = 0
                 self._cond.notify_all()

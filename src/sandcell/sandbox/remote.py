@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime
 import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -131,7 +132,7 @@ class RemoteCore:
         self.sandbox_id: str = description["sandbox_id"]
         self._path = f"/v1/sandboxes/{self.sandbox_id}"
         self._describe(description)
-        self.policy = Policy(limits=Limits(**description["limits"]), network=description["network"], template=description["template"])  # type: ignore[arg-type]
+        self.policy = Policy(limits=Limits(**description["limits"]), network=description["network"], template=description["template"])
         self.connection = RemoteConnection(client, self._path)
         self._killed: str | None = None
 
@@ -163,7 +164,7 @@ class RemoteCore:
         if response.status_code == 404:
             self._killed = self._killed or _message(response)
             return None
-        description = self._checked(response).json()
+        description: dict[str, Any] = self._checked(response).json()
         self._describe(description)
         return description
 
@@ -222,7 +223,8 @@ class RemoteCore:
         return SandboxInfo(self.sandbox_id, self.started_at, self.end_at, {}, dict(self.metadata), dict(self._limits), self.state, self.policy.template)
 
     def _usage(self) -> dict[str, Any]:
-        return self._checked(self._client.get(f"{self._path}/usage")).json()
+        usage: dict[str, Any] = self._checked(self._client.get(f"{self._path}/usage")).json()
+        return usage
 
     def usage(self) -> HostUsage:
         figures = self._usage()

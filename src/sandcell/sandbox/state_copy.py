@@ -40,8 +40,9 @@ from sandcell.protocol import WORK_DIR, part_name
 
 from . import operations as ops
 from .backend import SandboxBackend
+from .core import SandboxCore
 from .exchange import SyncExchange
-from .models import SandboxException
+from .models import SandboxException, WriteInfo
 
 WORK = f"{WORK_DIR}/fork"
 STEP_TIMEOUT = 300.0
@@ -71,10 +72,11 @@ class _Pipes:
 
     def __init__(self, sandbox: SandboxBackend) -> None:
         self._restore: list[tuple[int, int]] = []
-        process = getattr(sandbox, "process", None)  # a local sandbox's
-        for pipe in (getattr(process, "stdin", None), getattr(process, "stdout", None)):
+        if not isinstance(sandbox, SandboxCore):
+            return  # a server's sandbox: its pipes are the server's
+        for pipe in (sandbox.process.stdin, sandbox.process.stdout):
             try:
-                fd = pipe.fileno()  # type: ignore[union-attr]
+                fd = pipe.fileno()
                 size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
                 if size < PIPE_SIZE:
                     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -105,7 +107,7 @@ def _download(sandbox: SandboxBackend, path: str, fifo: bool = False) -> Iterato
 def _upload(download: Iterator[bytes], target: SandboxBackend, path: str) -> None:
     """Write ``download`` into ``target`` as parts named by offset and size (``protocol.part_name``),
     one per chunk as it arrives: sent back to back, written concurrently, never joined on the host."""
-    writing: collections.deque[SyncExchange] = collections.deque()
+    writing: collections.deque[SyncExchange[WriteInfo]] = collections.deque()
     offset = 0
     try:
         for chunk in download:

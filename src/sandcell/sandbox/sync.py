@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Self, TypeVar
 
 from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
@@ -15,6 +15,8 @@ from .factories import fork_backend, new_backend, server_backend
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
 from .operations import DEFAULT_COMMAND_TIMEOUT, DEFAULT_RUN_TIMEOUT
 from .pool import SandboxPool
+
+T = TypeVar("T")
 
 
 class Sandbox:
@@ -77,20 +79,20 @@ class Sandbox:
         """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
         return self._backend.stop_reason
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.kill()
 
     def __repr__(self) -> str:
         return f"Sandbox({self.sandbox_id}{'' if self.is_running() else ', stopped'})"
 
     # -- requests (see ``exchange.py``) -------------------------------------------
-    def _call(self, operation: ops.Operation) -> Any:
+    def _call(self, operation: ops.Operation[T]) -> T:
         return SyncExchange(self._backend, operation).run()
 
-    def _open(self, operation: ops.Operation) -> SyncExchange:
+    def _open(self, operation: ops.Operation[T]) -> SyncExchange[T]:
         """Start a long-lived request (a background command, a watch, a read) and wait for its first event.
 
         A request that fails to start raises here; after that its frames are the handle's.
@@ -205,7 +207,8 @@ class Filesystem:
         result = None
         for index, piece in enumerate(ops.pieces(data)):
             result = self._sandbox._call(ops.write_part(path, piece, index == 0, self._wait))
-        return result  # type: ignore[return-value]
+        assert result is not None  # pieces() gives at least one
+        return result
 
     def list(self, path: str, depth: int = 1) -> list[EntryInfo]:
         return self._sandbox._call(ops.list_files(path, depth, self._wait))
@@ -241,7 +244,7 @@ class Filesystem:
 class WatchHandle:
     """A directory watch, polled like E2B's sync ``WatchHandle``; ``stop()`` ends it."""
 
-    def __init__(self, exchange: SyncExchange, events: list[FilesystemEvent]) -> None:
+    def __init__(self, exchange: SyncExchange[None], events: list[FilesystemEvent]) -> None:
         self._exchange = exchange
         self._events = events  # filled by the operation's callback
         self._stopped = False
@@ -275,10 +278,10 @@ class WatchHandle:
 class CommandHandle:
     """A command running in the background: started here, or followed with ``commands.connect``."""
 
-    def __init__(self, sandbox: Sandbox, exchange: SyncExchange) -> None:
+    def __init__(self, sandbox: Sandbox, operation: ops.CommandStream, exchange: SyncExchange[CommandResult]) -> None:
         self._sandbox = sandbox
+        self._operation = operation
         self._exchange = exchange
-        self._operation: ops.CommandStream = exchange.operation  # type: ignore[assignment]
 
     @property
     def pid(self) -> int:
@@ -351,7 +354,7 @@ class Commands:
         return self._start(ops.connect_command(pid, timeout))
 
     def _start(self, operation: ops.CommandStream) -> CommandHandle:
-        return CommandHandle(self._sandbox, self._sandbox._open(operation))
+        return CommandHandle(self._sandbox, operation, self._sandbox._open(operation))
 
     def send_stdin(self, pid: int, data: str | bytes) -> None:
         self._sandbox._call(ops.send_stdin(pid, data))

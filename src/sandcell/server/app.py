@@ -9,10 +9,10 @@ to ``E2B_SANDBOX_URL``; pointed at one server, the two are told apart by the
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -28,8 +28,6 @@ from .errors import ERROR_HANDLERS, ApiError, CatchAll, http_error_handler, vali
 from .manager import LiveSandbox, SandboxManager, ServerConfig
 from .observability import Metrics, Observed
 from .store import Store
-
-log = logging.getLogger("sandcell.server")
 
 ENVD_PORT = b"49983"
 INTERPRETER_PORT = b"49999"
@@ -109,13 +107,21 @@ class DataPlane:
             if repeated is not None:
                 raise ApiError(400, f"the header {repeated.decode()} appears more than once; send it once")
             if port not in (ENVD_PORT, INTERPRETER_PORT):
-                raise ApiError(502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)")
+                raise ApiError(
+                    502, f"port {port.decode(errors='replace')} is not open in the sandbox: sandcell serves envd (49983) and the code interpreter (49999)"
+                )
             live = self._authorize(headers, port, path)
         except ApiError as exc:
             connect_rpc = path.startswith(("/process.", "/filesystem."))
             code: Any = CONNECT_CODES.get(exc.status, "unknown") if connect_rpc else exc.status
             body = json.dumps({"code": code, "message": exc.message}).encode()
-            await send({"type": "http.response.start", "status": exc.status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": exc.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         scope[SCOPE_SANDBOX] = live

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -26,15 +27,17 @@ def serve(
     max_sandboxes: int = typer.Option(100, help="live sandboxes allowed per team"),
     max_uploads: int = typer.Option(4, help="file uploads streaming in at once per team; more wait for one to end"),
     upload_wait: float = typer.Option(30, help="seconds an upload waits for one of its team's slots before it is refused (429)"),
-    max_memory_mb: int = typer.Option(None, help="most memory one sandbox may ask for, MiB (default: half the machine's)"),
-    max_cpus: float = typer.Option(None, help="most CPUs one sandbox may ask for (default: the machine's)"),
-    max_pids: int = typer.Option(None, help="most processes one sandbox may ask for (default: 4096)"),
-    max_disk_mb: int = typer.Option(None, help="largest /home/user (and /tmp) one sandbox may ask for, MiB (default: half the machine's memory)"),
-    max_open_files: int = typer.Option(None, help="most open files one sandbox may ask for (default: 65536)"),
-    max_output_mb: int = typer.Option(None, help="most output per run one sandbox may ask for, MiB (default: 256)"),
+    max_memory_mb: int | None = typer.Option(None, help="most memory one sandbox may ask for, MiB (default: half the machine's)"),
+    max_cpus: float | None = typer.Option(None, help="most CPUs one sandbox may ask for (default: the machine's)"),
+    max_pids: int | None = typer.Option(None, help="most processes one sandbox may ask for (default: 4096)"),
+    max_disk_mb: int | None = typer.Option(None, help="largest /home/user (and /tmp) one sandbox may ask for, MiB (default: half the machine's memory)"),
+    max_open_files: int | None = typer.Option(None, help="most open files one sandbox may ask for (default: 65536)"),
+    max_output_mb: int | None = typer.Option(None, help="most output per run one sandbox may ask for, MiB (default: 256)"),
     max_timeout: float = typer.Option(24 * 3600, help="longest sandbox lifetime a client may ask for, seconds"),
-    max_team_memory_mb: int = typer.Option(None, help="memory limits one team's live sandboxes may hold together, MiB (default: the machine's memory)"),
-    max_server_memory_mb: int = typer.Option(None, help="memory limits all sandboxes may hold, pooled ones too, MiB (default: twice the machine's memory)"),
+    max_team_memory_mb: int | None = typer.Option(None, help="memory limits one team's live sandboxes may hold together, MiB (default: the machine's memory)"),
+    max_server_memory_mb: int | None = typer.Option(
+        None, help="memory limits all sandboxes may hold, pooled ones too, MiB (default: twice the machine's memory)"
+    ),
     orphan_grace: float = typer.Option(600, help="seconds sandboxes wait for the server to come back after it stops (or dies)"),
     kill_on_exit: bool = typer.Option(False, "--kill-on-exit", help="kill every sandbox when the server stops, instead of leaving them for the next start"),
     pool: int = typer.Option(2, help="sandboxes kept started, with numpy, pandas and matplotlib imported (about 100 MiB each): create takes one in ~15 ms"),
@@ -52,8 +55,15 @@ def serve(
 
     console.print(f"[dim]sandcell server on http://{host}:{port}, registry {db}[/dim]")
     console.print(f"[dim]E2B SDKs: E2B_API_URL=http://{host}:{port} E2B_SANDBOX_URL=http://{host}:{port} E2B_API_KEY=<a key from `sandcell keys create`>[/dim]")
-    asked = {"memory_mb": max_memory_mb, "cpus": max_cpus, "pids": max_pids, "disk_mb": max_disk_mb, "open_files": max_open_files, "output_mb": max_output_mb}
-    shares = {"max_team_memory_mb": max_team_memory_mb, "max_server_memory_mb": max_server_memory_mb}
+    asked: dict[str, Any] = {
+        "memory_mb": max_memory_mb,
+        "cpus": max_cpus,
+        "pids": max_pids,
+        "disk_mb": max_disk_mb,
+        "open_files": max_open_files,
+        "output_mb": max_output_mb,
+    }
+    shares: dict[str, Any] = {"max_team_memory_mb": max_team_memory_mb, "max_server_memory_mb": max_server_memory_mb}
     try:
         maxima = dataclasses.replace(machine_maxima(), **{name: value for name, value in asked.items() if value is not None})
         config = ServerConfig(
@@ -76,7 +86,11 @@ def serve(
 
 
 @keys.command("create")
-def create_key(team: str = typer.Option("default", help="the team that owns the key and its sandboxes"), name: str = typer.Option("default", help="a label for the key"), db: Path = DB_OPTION) -> None:
+def create_key(
+    team: str = typer.Option("default", help="the team that owns the key and its sandboxes"),
+    name: str = typer.Option("default", help="a label for the key"),
+    db: Path = DB_OPTION,
+) -> None:
     """Create a key; it is shown once, only its hash is stored."""
     from .store import Store
 
@@ -92,8 +106,15 @@ def list_keys(team: str = typer.Option(None, help="only this team's keys"), db: 
 
     table = Table("id", "team", "name", "key", "created", "last used", "revoked")
     for key in Store(db).keys(team):
-        table.add_row(key.id, key.team.name, key.name, key.mask, f"{key.created_at:%Y-%m-%d %H:%M}",
-                      f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-")
+        table.add_row(
+            key.id,
+            key.team.name,
+            key.name,
+            key.mask,
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
+        )
     console.print(table)
 
 

@@ -33,7 +33,8 @@ current_sandbox: contextvars.ContextVar[LiveSandbox] = contextvars.ContextVar("s
 
 def resolved_live(request: Request) -> LiveSandbox:
     """The sandbox the dispatcher resolved and authorised for this data-plane request."""
-    return request.scope[SCOPE_SANDBOX]
+    live: LiveSandbox = request.scope[SCOPE_SANDBOX]
+    return live
 
 
 def resolved_sandbox(request: Request) -> AsyncSandbox:
@@ -41,7 +42,8 @@ def resolved_sandbox(request: Request) -> AsyncSandbox:
 
 
 def manager_of(request: Request) -> SandboxManager:
-    return request.app.state.manager
+    manager: SandboxManager = request.app.state.manager
+    return manager
 
 
 def current_team(request: Request) -> Team:
@@ -113,12 +115,13 @@ async def gunzipped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[b
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     size = 0
     async for chunk in chunks:
-        while chunk and not inflater.eof:
+        pending = chunk
+        while pending and not inflater.eof:
             try:
-                data = inflater.decompress(chunk, INFLATE_STEP)
+                data = inflater.decompress(pending, INFLATE_STEP)
             except zlib.error as exc:
                 raise ApiError(400, f"the body is not valid gzip: {exc}") from None
-            chunk = inflater.unconsumed_tail
+            pending = inflater.unconsumed_tail
             size += len(data)
             if size > limit:
                 raise ApiError(413, f"the gzip body inflates to more than the server's limit of {limit} bytes")

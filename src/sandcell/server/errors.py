@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandcell.sandbox.errors import status_for
@@ -48,21 +51,22 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422 for a body that does not fit the schema, in the one error shape."""
-    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())  # type: ignore[attr-defined]
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
     return ApiError(400, f"invalid request: {problems}").response()
 
 
-def internal_error(scope: Scope) -> ApiError:
+def internal_error(scope: Scope, exc: BaseException) -> ApiError:
     """A bug of the server, logged with its traceback under an id the answer names (its details stay in the log)."""
     incident = uuid.uuid4().hex[:12]
     scope["sandcell.error_logged"] = True
-    log.exception("unexpected error answering %s %s (incident %s)", scope.get("method"), scope.get("path"), incident)
+    log.error("unexpected error answering %s %s (incident %s)", scope.get("method"), scope.get("path"), incident, exc_info=exc)
     return ApiError(500, f"internal server error (incident {incident} in the server's log)")
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """What Starlette's last-resort handler answers with in place of its text/plain 500 (it re-raises after)."""
-    return internal_error(request.scope).response()
+    return internal_error(request.scope, exc).response()
 
 
 class CatchAll:
@@ -84,13 +88,18 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, watched_send)
-        except Exception:  # noqa: BLE001 - the point of this middleware
+        except Exception as exc:  # the point of this middleware
             if started:  # an app's handler already answered (and logged), or a stream broke off: nothing more can be sent
                 if not scope.get("sandcell.error_logged"):
                     log.exception("unexpected error after the answer to %s %s began", scope.get("method"), scope.get("path"))
                 return
-            await internal_error(scope).response()(scope, receive, send)
+            await internal_error(scope, exc).response()(scope, receive, send)
 
 
 # What every app of the server answers errors with (the control app adds FastAPI's own).
-ERROR_HANDLERS = {ApiError: api_error_handler, SandboxException: sandbox_error_handler, Exception: unexpected_error_handler}
+ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+ERROR_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
+    ApiError: api_error_handler,
+    SandboxException: sandbox_error_handler,
+    Exception: unexpected_error_handler,
+}

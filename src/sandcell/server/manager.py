@@ -23,10 +23,11 @@ from sandcell.isolation import DEFAULT_TEMPLATE, Limits, Policy
 from sandcell.sandbox import AsyncSandbox, SandboxException
 from sandcell.sandbox.checks import check_create, check_seconds
 from sandcell.sandbox.core import SandboxCore
+from sandcell.sandbox.errors import status_for
 from sandcell.sandbox.pool import SandboxPool
 from sandcell.sandbox.state_copy import copy_state
 
-from .errors import ApiError, status_for
+from .errors import ApiError
 from .quotas import check_limits, check_maxima, default_server_memory_mb, default_team_memory_mb, machine_maxima
 from .store import LIVE_STATES, SandboxRecord, Store, Team, now
 
@@ -98,7 +99,9 @@ class LiveSandbox:
 
     def token_matches(self, token: str | None) -> bool:
         # An empty token is never one: a sandbox without one (an old registry's) matches nothing.
-        return bool(token) and bool(self.access_token) and hmac.compare_digest(token.encode(), self.access_token.encode())  # type: ignore[union-attr]
+        if not token or not self.access_token:
+            return False
+        return hmac.compare_digest(token.encode(), self.access_token.encode())
 
 
 class SandboxManager:
@@ -122,7 +125,9 @@ class SandboxManager:
         try:
             await asyncio.wait_for(slots.acquire(), self.config.upload_wait)
         except TimeoutError:
-            raise ApiError(429, f"the team already has {self.config.max_uploads_per_team} uploads under way (the server's limit); retry when one has ended") from None
+            raise ApiError(
+                429, f"the team already has {self.config.max_uploads_per_team} uploads under way (the server's limit); retry when one has ended"
+            ) from None
         try:
             yield
         finally:
@@ -136,7 +141,11 @@ class SandboxManager:
         if self.config.pool_size:
             # Only the server's own default kind is kept warm, within what the live sandboxes leave of the memory budget.
             self.pool = SandboxPool(
-                self.config.pool_size, detachable=True, orphan_grace=self.config.orphan_grace, kinds=[(self.config.limits, False, DEFAULT_TEMPLATE)], learn=0,
+                self.config.pool_size,
+                detachable=True,
+                orphan_grace=self.config.orphan_grace,
+                kinds=[(self.config.limits, False, DEFAULT_TEMPLATE)],
+                learn=0,
                 memory_budget=lambda: self.config.max_server_memory_mb - self.memory_mb(),
             )
 
@@ -244,8 +253,16 @@ class SandboxManager:
             core.hand_out(timeout, metadata)
             info = core.info()
             record = SandboxRecord(
-                id=core.sandbox_id, team_id=team.id, template=template, metadata=dict(metadata or {}), limits=limits.to_dict(),
-                allow_internet=allow_internet, state="running", started_at=info.started_at, end_at=info.end_at, server_instance=self.instance,
+                id=core.sandbox_id,
+                team_id=team.id,
+                template=template,
+                metadata=dict(metadata or {}),
+                limits=limits.to_dict(),
+                allow_internet=allow_internet,
+                state="running",
+                started_at=info.started_at,
+                end_at=info.end_at,
+                server_instance=self.instance,
                 access_token=secrets.token_urlsafe(24),
             )
             self.store.add_sandbox(record)
@@ -283,12 +300,18 @@ class SandboxManager:
         if len(mine) >= config.max_sandboxes_per_team:
             raise ApiError(429, f"the team already has {len(mine)} live sandboxes, the most this server allows (sandcell serve --max-sandboxes)")
         if sum(mine) + asked > config.max_team_memory_mb:
-            raise ApiError(429, f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
-                                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)")
+            raise ApiError(
+                429,
+                f"the team's live sandboxes hold {sum(mine)} MiB of memory limits; {asked} more would pass "
+                f"the team's maximum of {config.max_team_memory_mb} MiB (sandcell serve --max-team-memory-mb)",
+            )
         held = self.memory_mb()
         if held + asked > config.max_server_memory_mb:
-            raise ApiError(503, f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
-                                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)")
+            raise ApiError(
+                503,
+                f"the server's sandboxes hold {held} MiB of memory limits; {asked} more would pass "
+                f"its budget of {config.max_server_memory_mb} MiB (sandcell serve --max-server-memory-mb)",
+            )
 
     def live(self) -> list[LiveSandbox]:
         return list(self._live.values())
@@ -297,9 +320,11 @@ class SandboxManager:
         if timeout is None:
             return self.config.default_timeout
         try:
-            return check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)  # type: ignore[return-value]
+            seconds = check_seconds(timeout, minimum=1, maximum=self.config.max_timeout)
         except ValueError as exc:
             raise ApiError(400, f"{exc} (the most is set by sandcell serve --max-timeout)") from None
+        assert seconds is not None  # only None (handled above) gives None
+        return seconds
 
     def get(self, team: Team, sandbox_id: str) -> LiveSandbox:
         """The team's live sandbox, or 404 (also for another team's, which must not be told apart)."""
@@ -326,9 +351,7 @@ class SandboxManager:
             if metadata and any(record.metadata.get(key) != value for key, value in metadata.items()):
                 continue
             live = self._live.get(record.id)
-            if live is not None:
-                record = live.record
-            found.append(record)
+            found.append(live.record if live is not None else record)
         return found
 
     async def kill(self, live: LiveSandbox) -> None:

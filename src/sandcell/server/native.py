@@ -12,7 +12,8 @@ import contextlib
 import dataclasses
 import datetime
 import io
-from typing import Any, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -23,7 +24,7 @@ from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 from sandcell.sandbox.connection import Frame
 from sandcell.sandbox.exchange import AsyncExchange
 from sandcell.sandbox.models import CommandExitException
-from sandcell.sandbox.operations import Operation
+from sandcell.sandbox.operations import Tunnelled
 
 from .deps import bounded_body, bounded_stream, current_team, manager_of, write_upload
 from .errors import ApiError
@@ -41,17 +42,17 @@ router = APIRouter(prefix="/v1", tags=["sandcell"])
 
 
 class LimitsIn(BaseModel):
-    memory_mb: int | None = Field(None, description="memory for processes and files, MiB")
+    memory_mb: int | None = Field(default=None, description="memory for processes and files, MiB")
     cpus: float | None = None
     pids: int | None = None
-    disk_mb: int | None = Field(None, description="size of /home/user and of /tmp, MiB each")
+    disk_mb: int | None = Field(default=None, description="size of /home/user and of /tmp, MiB each")
     open_files: int | None = None
-    output_mb: int | None = Field(None, description="output one run may print before it is cut")
+    output_mb: int | None = Field(default=None, description="output one run may print before it is cut")
 
 
 class CreateSandbox(BaseModel):
-    template: str = Field(DEFAULT_TEMPLATE, description="code-interpreter-v1 (E2B's packages) or base (IPython, numpy, pandas, matplotlib)")
-    timeout: float | None = Field(None, description="seconds until the sandbox is killed (server default if unset)")
+    template: str = Field(default=DEFAULT_TEMPLATE, description="code-interpreter-v1 (E2B's packages) or base (IPython, numpy, pandas, matplotlib)")
+    timeout: float | None = Field(default=None, description="seconds until the sandbox is killed (server default if unset)")
     metadata: dict[str, str] = {}
     envs: dict[str, str] = {}
     limits: LimitsIn = LimitsIn()
@@ -67,7 +68,7 @@ class SandboxOut(BaseModel):
     metadata: dict[str, str]
     limits: dict[str, Any]
     network: bool
-    reason: str | None = Field(None, description="why it ended, once it has")
+    reason: str | None = Field(default=None, description="why it ended, once it has")
 
 
 class Timeout(BaseModel):
@@ -75,15 +76,15 @@ class Timeout(BaseModel):
 
 
 class Fork(BaseModel):
-    timeout: float | None = Field(None, description="the new sandbox's timeout (server default if unset)")
+    timeout: float | None = Field(default=None, description="the new sandbox's timeout (server default if unset)")
 
 
 class RunCode(BaseModel):
     code: str
-    language: str | None = Field(None, description="python (default), javascript or bash")
+    language: str | None = Field(default=None, description="python (default), javascript, bash, r or java")
     context_id: str | None = None
     envs: dict[str, str] = {}
-    timeout: float | None = Field(None, description="seconds before the code is interrupted (its state is kept)")
+    timeout: float | None = Field(default=None, description="seconds before the code is interrupted (its state is kept)")
 
 
 class CreateContext(BaseModel):
@@ -108,8 +109,15 @@ class CommandOut(BaseModel):
 
 def sandbox_out(record: SandboxRecord) -> SandboxOut:
     return SandboxOut(
-        sandbox_id=record.id, template=record.template, state=record.state, started_at=record.started_at, end_at=record.end_at,
-        metadata=record.metadata, limits=record.limits, network=record.allow_internet, reason=record.reason,
+        sandbox_id=record.id,
+        template=record.template,
+        state=record.state,
+        started_at=record.started_at,
+        end_at=record.end_at,
+        metadata=record.metadata,
+        limits=record.limits,
+        network=record.allow_internet,
+        reason=record.reason,
     )
 
 
@@ -125,7 +133,7 @@ async def create_sandbox(body: CreateSandbox, request: Request, team: Team = Dep
     manager = manager_of(request)
     asked = {name: value for name, value in body.limits.model_dump().items() if value is not None}
     try:
-        limits = Limits(**(manager.config.limits.to_dict() | asked))  # type: ignore[arg-type]
+        limits = Limits(**(manager.config.limits.to_dict() | asked))
     except (TypeError, ValueError) as exc:
         raise ApiError(400, str(exc)) from None
     live = await manager.create(team, body.template, body.timeout, body.metadata, body.envs, body.network, limits)
@@ -202,7 +210,9 @@ async def host_usage(sandbox_id: str, request: Request, team: Team = Depends(cur
 async def run_code(sandbox_id: str, body: RunCode, request: Request, team: Team = Depends(current_team)) -> Response:
     """Run code; the answer streams NDJSON lines as the code runs: stdout, stderr, result, error, number_of_executions, end_of_execution."""
     sandbox = _live(request, sandbox_id, team).sandbox
-    return await execution_lines(request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout, manager_of(request).config.client_patience)
+    return await execution_lines(
+        request, sandbox, body.code, body.language, body.context_id, body.envs, body.timeout, manager_of(request).config.client_patience
+    )
 
 
 @router.post("/sandboxes/{sandbox_id}/contexts")
@@ -303,7 +313,7 @@ async def supervisor_request(sandbox_id: str, request: Request, team: Team = Dep
     if not isinstance(header.get("op"), str) or header["op"] in HOST_ONLY_OPS:
         raise ApiError(400, "the frame needs an op (cancel through /requests/{id}/cancel)")
     fields = {key: value for key, value in header.items() if key not in ("id", "op")}
-    exchange = AsyncExchange(live.core, Operation(header["op"], None, payload, **fields))
+    exchange = AsyncExchange(live.core, Tunnelled(header["op"], None, payload, **fields))
 
     async def next_frame() -> Frame | None:
         return None if exchange.terminal is not None else await exchange.next_frame(None)

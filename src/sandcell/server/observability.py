@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -48,7 +49,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("sandcell_http_requests", "HTTP requests answered", ["api", "method", "status"], registry=self.registry)
         self.latency = Histogram(
-            "sandcell_http_request_duration_seconds", "Time to the end of the answer (streams included)", ["api"], registry=self.registry,
+            "sandcell_http_request_duration_seconds",
+            "Time to the end of the answer (streams included)",
+            ["api"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
         self.registry.register(SandboxCollector(manager))
@@ -100,7 +104,19 @@ class Observed:
             # The sandbox the data plane resolved and authorised, never a header's claim.
             resolved = scope.get(SCOPE_SANDBOX)
             sandbox = resolved.id if resolved is not None else None
-            log.info("request", extra={"fields": {"api": api, "method": scope["method"], "path": scope.get("path"), "status": status, "ms": round(elapsed * 1000, 2), "sandbox": sandbox}})
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "api": api,
+                        "method": scope["method"],
+                        "path": scope.get("path"),
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        "sandbox": sandbox,
+                    }
+                },
+            )
 
 
 class JsonLines(logging.Formatter):

@@ -17,9 +17,10 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 KEY_PREFIX = "e2b_"  # the official SDKs expect keys shaped like E2B's
 
@@ -61,7 +62,7 @@ LIVE_STATES = ("running", "paused")
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _iso(moment: datetime.datetime | None) -> str | None:
@@ -184,14 +185,24 @@ class Store:
         key = ApiKey("key_" + secrets.token_hex(6), team, name, secret[:8] + "…" + secret[-4:], now(), None, None)
         self._run(
             "INSERT INTO api_keys (id, team_id, name, mask, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            key.id, team.id, name, key.mask, hash_key(secret), _iso(key.created_at),
+            key.id,
+            team.id,
+            name,
+            key.mask,
+            hash_key(secret),
+            _iso(key.created_at),
         )
         return key, secret
 
     def _key_from_row(self, row: sqlite3.Row) -> ApiKey:
         return ApiKey(
-            row["id"], Team(row["team_id"], row["team_name"]), row["name"], row["mask"],
-            _parse(row["created_at"]), _parse(row["last_used_at"]), _parse(row["revoked_at"]),  # type: ignore[arg-type]
+            row["id"],
+            Team(row["team_id"], row["team_name"]),
+            row["name"],
+            row["mask"],
+            datetime.datetime.fromisoformat(row["created_at"]),
+            _parse(row["last_used_at"]),
+            _parse(row["revoked_at"]),
         )
 
     _KEY_SELECT = "SELECT k.*, t.name AS team_name FROM api_keys k JOIN teams t ON t.id = k.team_id"
@@ -220,10 +231,21 @@ class Store:
 
     def add_sandbox(self, record: SandboxRecord) -> None:
         self._run(
-            "INSERT INTO sandboxes (id, team_id, template, metadata, limits, allow_internet, state, reason, started_at, end_at, ended_at, server_instance, access_token)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            record.id, record.team_id, record.template, json.dumps(record.metadata), json.dumps(record.limits), int(record.allow_internet),
-            record.state, record.reason, _iso(record.started_at), _iso(record.end_at), _iso(record.ended_at), record.server_instance, record.access_token,
+            "INSERT INTO sandboxes (id, team_id, template, metadata, limits, allow_internet, state, reason,"
+            " started_at, end_at, ended_at, server_instance, access_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            record.id,
+            record.team_id,
+            record.template,
+            json.dumps(record.metadata),
+            json.dumps(record.limits),
+            int(record.allow_internet),
+            record.state,
+            record.reason,
+            _iso(record.started_at),
+            _iso(record.end_at),
+            _iso(record.ended_at),
+            record.server_instance,
+            record.access_token,
         )
 
     def update_sandbox(self, sandbox_id: str, **changes: Any) -> None:
@@ -232,14 +254,23 @@ class Store:
             raise ValueError(f"cannot update {sorted(set(changes) - columns)}")
         values = [_iso(value) if isinstance(value, datetime.datetime) else value for value in changes.values()]
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        self._run(f"UPDATE sandboxes SET {assignments} WHERE id = ?", *values, sandbox_id)
+        self._run(f"UPDATE sandboxes SET {assignments} WHERE id = ?", *values, sandbox_id)  # noqa: S608 - the column names are checked against ``columns``
 
     def _record(self, row: sqlite3.Row) -> SandboxRecord:
         return SandboxRecord(
-            id=row["id"], team_id=row["team_id"], template=row["template"], metadata=json.loads(row["metadata"]),
-            limits=json.loads(row["limits"]), allow_internet=bool(row["allow_internet"]), state=row["state"],
-            started_at=_parse(row["started_at"]), end_at=_parse(row["end_at"]), server_instance=row["server_instance"],  # type: ignore[arg-type]
-            reason=row["reason"], ended_at=_parse(row["ended_at"]), access_token=row["access_token"],
+            id=row["id"],
+            team_id=row["team_id"],
+            template=row["template"],
+            metadata=json.loads(row["metadata"]),
+            limits=json.loads(row["limits"]),
+            allow_internet=bool(row["allow_internet"]),
+            state=row["state"],
+            started_at=datetime.datetime.fromisoformat(row["started_at"]),
+            end_at=_parse(row["end_at"]),
+            server_instance=row["server_instance"],
+            reason=row["reason"],
+            ended_at=_parse(row["ended_at"]),
+            access_token=row["access_token"],
         )
 
     def sandbox(self, sandbox_id: str) -> SandboxRecord | None:

@@ -15,16 +15,18 @@ import asyncio
 import collections
 import json
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sandcell.sandbox import AsyncSandbox
+from sandcell.sandbox.errors import status_for
 from sandcell.sandbox.models import MIME_FIELDS, Context, Result, SandboxException
 
-from .errors import ApiError, status_for
+from .errors import ApiError
 
 # A run the sandbox refuses (unknown context or language) fails within this
 # time and is answered with a status; anything later is streamed.
@@ -114,11 +116,15 @@ class ClosingStream(StreamingResponse):
     """A streamed body whose iterator is closed however the response ends: when the client
     goes, the sandbox request behind it (a file being read) ends then, not when collected."""
 
+    def __init__(self, chunks: AsyncGenerator[bytes, None], **options: Any) -> None:
+        super().__init__(chunks, **options)
+        self._chunks = chunks
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self._chunks.aclose()
 
 
 def result_line(result: Result) -> dict[str, Any]:
@@ -141,7 +147,7 @@ async def execution_lines(
     """Run ``code`` and stream its lines; a client reading nothing for ``patience`` seconds loses the rest (see ``Backlog``)."""
     if not isinstance(code, str):
         raise ApiError(400, "code must be a string")
-    if context_id is not None and not isinstance(context_id, str) or language is not None and not isinstance(language, str):
+    if (context_id is not None and not isinstance(context_id, str)) or (language is not None and not isinstance(language, str)):
         raise ApiError(400, "context_id and language must be strings")
     lines: Backlog[bytes | None] = Backlog(patience, lambda: encoded({"type": "stderr", "text": dropped_notice(patience), "timestamp": time.time_ns()}))
 
@@ -173,9 +179,8 @@ async def execution_lines(
 
     task = asyncio.create_task(run())
     await asyncio.wait((task,), timeout=REFUSAL_WINDOW)
-    if task.done() and isinstance(task.exception(), SandboxException):
-        exc = task.exception()
-        return JSONResponse({"code": status_for(exc), "message": str(exc)}, status_code=status_for(exc))  # type: ignore[arg-type]
+    if task.done() and isinstance(refused := task.exception(), SandboxException):
+        return JSONResponse({"code": status_for(refused), "message": str(refused)}, status_code=status_for(refused))
 
     async def stream() -> AsyncIterator[bytes]:
         try:

@@ -7,8 +7,9 @@ goes to ``on_text`` as it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 class ProviderError(RuntimeError):

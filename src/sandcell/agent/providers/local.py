@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import ModelTurn, ProviderError, ToolCall
 
@@ -65,13 +66,22 @@ def schema_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return converted
 
 
+def source_line(line: str) -> str:
+    """One element of ``lines`` as the line of source it stands for.
+
+    An element is one line, so a line break in it can only be the model's
+    ``\\n`` (or ``\\r``) inside a string of the code, which JSON decoding
+    turned into the character itself: it is put back as the two characters.
+    """
+    return line.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_turn(raw: str, number: int) -> ModelTurn:
     try:
         turn = json.loads(raw)
     except ValueError:
         return ModelTurn(text=raw)  # the grammar should prevent this; treat it as an answer
-    lines = turn.get("lines") if isinstance(turn.get("lines"), list) else [str(turn.get("code", ""))]
-    code = "\n".join(str(line) for line in lines)
+    code = "\n".join(source_line(str(line)) for line in turn["lines"]) if isinstance(turn.get("lines"), list) else str(turn.get("code", ""))
     if turn.get("action") == "run_code" and code.strip():
         arguments = json.dumps({"code": code, "language": turn.get("language") or "python"})
         return ModelTurn(tool_calls=[ToolCall(id=f"call_{number}", name="exec_code", arguments=arguments)])
@@ -82,7 +92,7 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, model_path: Path | None = None, threads: int | None = None, context_tokens: int = 8192, say: Callable[[str], None] = print) -> None:
-        from ..local_model import QWEN_CODER_1_5B
+        from sandcell.agent.local_model import QWEN_CODER_1_5B
 
         self.model = QWEN_CODER_1_5B.name
         self._path = model_path
@@ -95,7 +105,7 @@ class LocalProvider:
     def load(self, progress: Callable[[int, int], None] = lambda done, total: None) -> None:
         if self._llama is not None:
             return
-        from ..local_model import ensure_model
+        from sandcell.agent.local_model import ensure_model
 
         try:
             from llama_cpp import Llama

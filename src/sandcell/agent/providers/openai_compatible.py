@@ -7,7 +7,8 @@ name first, arguments in pieces) and are put back together here.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import openai
 
@@ -29,7 +30,7 @@ class OpenAICompatibleProvider:
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]) -> ModelTurn:
         started = time.perf_counter()
         try:
-            stream = self.client.chat.completions.create(model=self.model, messages=messages, tools=tools, stream=True)  # type: ignore[arg-type]
+            stream = self.client.chat.completions.create(model=self.model, messages=messages, tools=tools, stream=True)  # type: ignore[arg-type]  # messages and tools are plain dicts here; openai types each kind as its own TypedDict
             return self._collect(stream, on_text, started)
         except openai.APIStatusError as exc:
             raise ProviderError(f"the model server answered HTTP {exc.status_code}: {exc.message}") from None

@@ -1,8 +1,8 @@
-"""Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript or Bash."""
+"""Code contexts: one interpreter process per context, kept alive across runs (``base``), in Python, JavaScript, TypeScript or Bash."""
 
-from .base import Context, Run, Runtime, describe_status
+from .base import Context, Run, Runtime, describe_status, working_directory
 from .bash import BashContext
-from .javascript import JavaScriptContext
+from .javascript import JavaScriptContext, TypeScriptContext
 from .python import PythonContext, python_env, python_zygote
 from .start import CONTEXT_CLASSES, start_context
 
@@ -14,8 +14,10 @@ __all__ = [
     "PythonContext",
     "Run",
     "Runtime",
+    "TypeScriptContext",
     "describe_status",
     "python_env",
     "python_zygote",
     "start_context",
+    "working_directory",
 ]

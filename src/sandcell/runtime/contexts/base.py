@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandcell.protocol import ENV_NAME
-
-from ..aio import PIPE_READ, Outcome, ReadWatch
-from ..output import Emit, RunOutput
-from ..zygote import PythonZygote
+from sandcell.runtime.aio import PIPE_READ, Outcome, ReadWatch
+from sandcell.runtime.output import Emit, RunOutput
+from sandcell.runtime.zygote import PythonZygote
 
 EVENTS_CLOSED_GRACE = 1.0
 ADOPT_TIMEOUT = 10.0
@@ -41,6 +40,7 @@ class Runtime:
     python: str
     stage: str
     acorn: str
+    amaro: str
     work_dir: str
     base_env: dict[str, str]
     output_limit: int
@@ -48,6 +48,7 @@ class Runtime:
     preload: tuple[str, ...] = ()
     site_dirs: tuple[str, ...] = ()  # the template's packages, after the image's own
     zygote: PythonZygote | None = None
+    memory_mb: int = 0  # the sandbox's memory limit, for interpreters that size themselves (the JVM); 0: unknown
 
 
 class Run:
@@ -104,11 +105,12 @@ class Context:
         raise NotImplementedError(f"{self.language} contexts cannot be kept as spares")
 
     def decode_event(self, line: bytes) -> dict[str, Any]:
-        return json.loads(line)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
-        os.makedirs(self.cwd, exist_ok=True)
+        working_directory(self.cwd)
         loop = asyncio.get_running_loop()
         request_r, request_w = os.pipe()
         event_r, event_w = os.pipe()
@@ -166,8 +168,7 @@ class Context:
         ``env`` apply as if it had been started with them (see ``Spares``)."""
         if not self.alive:
             raise RuntimeError(f"the spare {self.language} context is gone")
-        os.makedirs(cwd, exist_ok=True)
-        self.cwd, self.env = cwd, env
+        self.cwd, self.env = working_directory(cwd), env
         self._ready = asyncio.get_running_loop().create_future()
         os.write(self._request_fd, self.setup_request())
         await asyncio.wait_for(asyncio.shield(self._ready), ADOPT_TIMEOUT)
@@ -197,6 +198,11 @@ class Context:
         await self.start()
 
     @property
+    def started(self) -> bool:
+        """Whether it was ever started: a default context is listed before its first run starts it."""
+        return self.process is not None
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None and self._request_fd >= 0
 
@@ -221,7 +227,7 @@ class Context:
                     await self._forward(stream, data)
 
     async def _drain(self, fds: tuple[int, int]) -> None:
-        for fd, stream in zip(fds, ("stdout", "stderr")):
+        for fd, stream in zip(fds, ("stdout", "stderr"), strict=True):
             while True:
                 try:
                     data = os.read(fd, PIPE_READ)
@@ -388,6 +394,19 @@ class Context:
             "traceback": "",
             "signal": -status if status < 0 else None,
         }
+
+
+def working_directory(path: str) -> str:
+    """``path`` as a directory a context can work in, made when it is missing; ``ValueError`` says why it cannot be one."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"cannot work in {path}: it is not a directory") from None
+    except OSError as exc:
+        raise ValueError(f"cannot work in {path}: it does not exist and cannot be created ({exc.strerror})") from None
+    if not os.access(path, os.X_OK):
+        raise ValueError(f"cannot work in {path}: permission denied")
+    return path
 
 
 def describe_status(status: int) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..zygote import PythonZygote
+from sandcell.runtime.zygote import PythonZygote
+
 from .base import Context, Runtime
 
 
@@ -36,9 +37,6 @@ def python_env(env: dict[str, str], work_dir: str) -> dict[str, str]:
 
 
 def python_zygote(runtime: Runtime, home: str) -> PythonZygote:
-    boot = (
-        f"import sys; sys.path.insert(0, {runtime.stage!r}); "
-        f"from sandcell.runtime.python_kernel import zygote_main; zygote_main({list(runtime.preload)!r})"
-    )
+    boot = f"import sys; sys.path.insert(0, {runtime.stage!r}); from sandcell.runtime.python_kernel import zygote_main; zygote_main({list(runtime.preload)!r})"
     env = PythonContext(runtime, home, {}).process_env()
     return PythonZygote([runtime.python, "-E", "-s", "-c", boot], env, home)

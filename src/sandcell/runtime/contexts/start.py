@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from .base import Context, Runtime
 from .bash import BashContext
-from .javascript import JavaScriptContext
+from .java import JavaContext
+from .javascript import JavaScriptContext, TypeScriptContext
 from .python import PythonContext
+from .r import RContext
 
-CONTEXT_CLASSES: dict[str, type[Context]] = {"python": PythonContext, "javascript": JavaScriptContext, "bash": BashContext}
+CONTEXT_CLASSES: dict[str, type[Context]] = {
+    "python": PythonContext,
+    "javascript": JavaScriptContext,
+    "typescript": TypeScriptContext,
+    "bash": BashContext,
+    "r": RContext,
+    "java": JavaContext,
+}
 
 
 async def start_context(runtime: Runtime, language: str, cwd: str, env: dict[str, str]) -> Context:

@@ -39,7 +39,7 @@ STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 def _time(moment: datetime.datetime | None) -> str:
     # E2B always has an end; a sandbox without a timeout reports a far one.
-    return (moment or datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc)).isoformat()
+    return (moment or datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)).isoformat()
 
 
 def sandbox_json(live: LiveSandbox) -> dict[str, Any]:
@@ -189,7 +189,7 @@ async def connect(sandbox_id: str, request: Request, team: Team = Depends(curren
     timeout = optional_number(await json_object(request, required=False), "timeout")
     if timeout is not None and not live.paused and live.record.end_at is not None:
         # Connecting never shortens the life of a running sandbox.
-        remaining = (live.record.end_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        remaining = (live.record.end_at - datetime.datetime.now(datetime.UTC)).total_seconds()
         timeout = timeout if timeout > remaining else None
     return await _resume(manager, live, timeout)
 
@@ -215,19 +215,21 @@ async def fork(sandbox_id: str, request: Request, team: Team = Depends(current_t
 async def metrics(sandbox_id: str, request: Request, team: Team = Depends(current_team)) -> JSONResponse:
     live = manager_of(request).get(team, sandbox_id)
     sample = await live.sandbox.get_metrics()
-    return JSONResponse([
-        {
-            "timestamp": sample.timestamp.isoformat(),
-            "timestampUnix": int(sample.timestamp.timestamp()),
-            "cpuCount": sample.cpu_count,
-            "cpuUsedPct": sample.cpu_used_pct,
-            "memUsed": sample.mem_used,
-            "memTotal": sample.mem_total,
-            "memCache": sample.mem_cache,
-            "diskUsed": sample.disk_used,
-            "diskTotal": sample.disk_total,
-        }
-    ])
+    return JSONResponse(
+        [
+            {
+                "timestamp": sample.timestamp.isoformat(),
+                "timestampUnix": int(sample.timestamp.timestamp()),
+                "cpuCount": sample.cpu_count,
+                "cpuUsedPct": sample.cpu_used_pct,
+                "memUsed": sample.mem_used,
+                "memTotal": sample.mem_total,
+                "memCache": sample.mem_cache,
+                "diskUsed": sample.disk_used,
+                "diskTotal": sample.disk_total,
+            }
+        ]
+    )
 
 
 UNSUPPORTED = {

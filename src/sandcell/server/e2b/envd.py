@@ -15,9 +15,10 @@ import shlex
 import signal
 import uuid
 import zlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Literal
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -50,6 +51,16 @@ from sandcell.server.manager import SandboxManager
 from sandcell.server.streaming import Backlog, ClosingStream, dropped_notice
 
 log = logging.getLogger("sandcell.server")
+# The generated messages type each oneof alternative by its field name as a
+# literal, which mypy does not infer from a plain ``Oneof("start", ...)``.
+WatchStart = Oneof[Literal["start"], fs.WatchDirResponse.StartEvent]
+WatchKeepAlive = Oneof[Literal["keepalive"], fs.WatchDirResponse.KeepAlive]
+WatchEvent = Oneof[Literal["filesystem"], fs.FilesystemEvent]
+StartEvent = Oneof[Literal["start"], pb.ProcessEvent.StartEvent]
+DataEvent = Oneof[Literal["data"], pb.ProcessEvent.DataEvent]
+EndEvent = Oneof[Literal["end"], pb.ProcessEvent.EndEvent]
+Stdout = Oneof[Literal["stdout"], bytes]
+Stderr = Oneof[Literal["stderr"], bytes]
 LOGIN_SHELL = ("/bin/bash", "-l", "-c")
 WATCH_BACKLOG = 10_000
 KEEPALIVE_SECONDS = 30
@@ -105,7 +116,7 @@ class Services:
         return current_sandbox.get().sandbox
 
 
-class FilesystemService(Services):
+class FilesystemService(Services, fsc.Filesystem):
     def __init__(self, manager: SandboxManager) -> None:
         super().__init__(manager)
         self.watchers: dict[str, Watcher] = {}
@@ -141,14 +152,14 @@ class FilesystemService(Services):
         async with connect_errors():
             handle = await self.sandbox(ctx).files.watch_dir(_absolute(request.path), lambda event: _offer(events, event), recursive=request.recursive)
         try:
-            yield fs.WatchDirResponse(event=Oneof("start", fs.WatchDirResponse.StartEvent()))
+            yield fs.WatchDirResponse(event=WatchStart("start", fs.WatchDirResponse.StartEvent()))
             while True:
                 try:
                     event = await asyncio.wait_for(events.get(), KEEPALIVE_SECONDS)
-                except asyncio.TimeoutError:
-                    yield fs.WatchDirResponse(event=Oneof("keepalive", fs.WatchDirResponse.KeepAlive()))
+                except TimeoutError:
+                    yield fs.WatchDirResponse(event=WatchKeepAlive("keepalive", fs.WatchDirResponse.KeepAlive()))
                 else:
-                    yield fs.WatchDirResponse(event=Oneof("filesystem", event))
+                    yield fs.WatchDirResponse(event=WatchEvent("filesystem", event))
         finally:
             await handle.stop()
 
@@ -205,16 +216,23 @@ def _command_line(config: pb.ProcessConfig) -> str:
 
 
 def _start_event(pid: int) -> pb.ProcessEvent:
-    return pb.ProcessEvent(event=Oneof("start", pb.ProcessEvent.StartEvent(pid=pid)))
+    return pb.ProcessEvent(event=StartEvent("start", pb.ProcessEvent.StartEvent(pid=pid)))
 
 
-def _data_event(stream: str, text: str) -> pb.ProcessEvent:
-    return pb.ProcessEvent(event=Oneof("data", pb.ProcessEvent.DataEvent(output=Oneof(stream, text.encode()))))
+def _data_event(stream: Literal["stdout", "stderr"], text: str) -> pb.ProcessEvent:
+    output = Stdout("stdout", text.encode()) if stream == "stdout" else Stderr("stderr", text.encode())
+    return pb.ProcessEvent(event=DataEvent("data", pb.ProcessEvent.DataEvent(output=output)))
 
 
 def _end_event(exit_code: int, error: str | None) -> pb.ProcessEvent:
-    status = f"exit status {exit_code}" if exit_code >= 0 else f"signal: {signal.Signals(-exit_code).name.lower()[3:]}" if -exit_code in signal.valid_signals() else "killed"
-    return pb.ProcessEvent(event=Oneof("end", pb.ProcessEvent.EndEvent(exit_code=exit_code, exited=exit_code >= 0, status=status, error=error)))
+    status = (
+        f"exit status {exit_code}"
+        if exit_code >= 0
+        else f"signal: {signal.Signals(-exit_code).name.lower()[3:]}"
+        if -exit_code in signal.valid_signals()
+        else "killed"
+    )
+    return pb.ProcessEvent(event=EndEvent("end", pb.ProcessEvent.EndEvent(exit_code=exit_code, exited=exit_code >= 0, status=status, error=error)))
 
 
 async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience: float, deadline_ms: float | None = None) -> AsyncIterator[Any]:
@@ -227,7 +245,8 @@ async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience:
     """
     queue: Backlog[pb.ProcessEvent | None] = Backlog(patience, lambda: _data_event("stderr", dropped_notice(patience)))
     loop = asyncio.get_running_loop()
-    deadline = None if deadline_ms is None else loop.time() + deadline_ms / 1000
+    timeout = None if deadline_ms is None else deadline_ms / 1000
+    deadline = None if timeout is None else loop.time() + timeout
 
     async def pump() -> None:
         try:
@@ -246,8 +265,8 @@ async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience:
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), None if deadline is None else max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
-                raise ConnectError(Code.DEADLINE_EXCEEDED, f"the command ran past its timeout of {deadline_ms / 1000:g} s and was killed") from None
+            except TimeoutError:
+                raise ConnectError(Code.DEADLINE_EXCEEDED, f"the command ran past its timeout of {timeout:g} s and was killed") from None
             if event is None:
                 break
             yield wrap(event)
@@ -263,10 +282,10 @@ async def _events(handle: Any, wrap: Callable[[pb.ProcessEvent], Any], patience:
             killing.add_done_callback(_KILLS.discard)
 
 
-class ProcessService(Services):
+class ProcessService(Services, pc.Process):
     def _pid(self, sandbox: AsyncSandbox, selector: pb.ProcessSelector | None) -> int:
         match selector.selector if selector is not None else None:
-            case Oneof(field="pid", value=pid):
+            case Oneof(field="pid", value=int(pid)):
                 return pid
             case Oneof(field="tag", value=tag):
                 raise ConnectError(Code.NOT_FOUND, f"no process with tag {tag!r}")
@@ -277,7 +296,9 @@ class ProcessService(Services):
             processes = await self.sandbox(ctx).commands.list()
         return pb.ListResponse(
             processes=[
-                pb.ProcessInfo(pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=process.args, envs=process.envs, cwd=process.cwd))
+                pb.ProcessInfo(
+                    pid=process.pid, tag=process.tag, config=pb.ProcessConfig(cmd=process.cmd, args=process.args, envs=process.envs, cwd=process.cwd)
+                )
                 for process in processes
             ]
         )
@@ -334,9 +355,9 @@ class ProcessService(Services):
         pid: int | None = None
         async for message in requests:
             match message.event:
-                case Oneof(field="start", value=start):
+                case Oneof(field="start", value=pb.StreamInputRequest.StartEvent() as start):
                     pid = self._pid(sandbox, start.process)
-                case Oneof(field="data", value=data) if pid is not None:
+                case Oneof(field="data", value=pb.StreamInputRequest.DataEvent() as data) if pid is not None:
                     await self._send(sandbox, pid, data.input)
         return pb.StreamInputResponse()
 

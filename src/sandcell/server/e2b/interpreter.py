@@ -28,7 +28,9 @@ def interpreter_app(manager: SandboxManager) -> Starlette:
         sandbox = sandbox_of(request)
         body = await json_object(request)
         # No timeout of our own: the client's ends the request, and with it the run.
-        return await execution_lines(request, sandbox, body.get("code"), body.get("language"), body.get("context_id"), string_map(body, "env_vars"), None, manager.config.client_patience)
+        return await execution_lines(
+            request, sandbox, body.get("code"), body.get("language"), body.get("context_id"), string_map(body, "env_vars"), None, manager.config.client_patience
+        )
 
     async def create_context(request: Request) -> Response:
         body = await json_object(request, required=False)
