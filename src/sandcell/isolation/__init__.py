@@ -19,4 +19,17 @@ from .process import SandboxProcess
 from .run_dir import attach_dir
 from .templates import DEFAULT_TEMPLATE, TEMPLATES
 
-__all__ = ["DEFAULT_TEMPLATE", "HOST_UID_BASE", "SANDBOX_UID", "TEMPLATES", "Image", "ImageMissing", "Limits", "Policy", "SandboxProcess", "attach", "attach_dir", "launch"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "HOST_UID_BASE",
+    "SANDBOX_UID",
+    "TEMPLATES",
+    "Image",
+    "ImageMissing",
+    "Limits",
+    "Policy",
+    "SandboxProcess",
+    "attach",
+    "attach_dir",
+    "launch",
+]

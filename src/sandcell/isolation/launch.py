@@ -111,7 +111,11 @@ def launch(policy: Policy, name: str, image: Image | None = None, detachable: bo
         # fork server itself never holds anything of one sandbox, for its later
         # children to find in their copy of its memory.
         setup = {
-            "uid": host_uid - server.uid_base, "ptys": PTYS, "disk_bytes": policy.limits.disk_mb << 20, "home": HOME, "rlimits": supervisor["rlimits"],
+            "uid": host_uid - server.uid_base,
+            "ptys": PTYS,
+            "disk_bytes": policy.limits.disk_mb << 20,
+            "home": HOME,
+            "rlimits": supervisor["rlimits"],
             "hidden": hidden_templates(image, policy.template),
         }
         config["fork_server"] = {"socket": str(server.socket), "setup": setup}

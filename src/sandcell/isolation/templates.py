@@ -36,7 +36,7 @@ def check_template(name: object) -> str:
     """``name`` if it is a known template; a ``ValueError`` that lists them otherwise."""
     if name not in TEMPLATES:
         raise ValueError(f"unknown template {name!r}; the templates are: {', '.join(TEMPLATES)}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def has_packages(name: str) -> bool:

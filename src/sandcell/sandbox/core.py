@@ -266,7 +266,9 @@ class SandboxCore:
         if self._paused_left is not None:
             end_at = None if self._paused_left == math.inf else datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self._paused_left)
         state = "paused" if self._paused_left is not None else "running"
-        return SandboxInfo(self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state, self.policy.template)
+        return SandboxInfo(
+            self.sandbox_id, self.started_at, end_at, dict(self.policy.envs), dict(self.metadata), self.policy.limits.to_dict(), state, self.policy.template
+        )
 
     def usage(self) -> HostUsage:
         """What the host's cgroups say: CPU share since the previous call, memory."""

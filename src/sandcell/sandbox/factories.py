@@ -64,7 +64,14 @@ def new_backend(
         return local_core(timeout, envs, limits, metadata, network, pool, template)
     if pool:
         raise ValueError("a SandboxPool holds sandboxes of this machine; it cannot serve api_url")
-    body = {"timeout": timeout, "envs": envs or {}, "metadata": metadata or {}, "limits": limits.to_dict() if limits else {}, "network": network, "template": check_template(template)}
+    body = {
+        "timeout": timeout,
+        "envs": envs or {},
+        "metadata": metadata or {},
+        "limits": limits.to_dict() if limits else {},
+        "network": network,
+        "template": check_template(template),
+    }
     return RemoteCore.create(api_url, api_key or os.environ.get("SANDCELL_API_KEY"), **body)
 
 

@@ -170,7 +170,9 @@ class SandboxManager:
     async def _take_over(self, record: SandboxRecord) -> None:
         try:
             template = TEMPLATES.get(record.template, DEFAULT_TEMPLATE)
-            core = await asyncio.to_thread(SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet, template)
+            core = await asyncio.to_thread(
+                SandboxCore.attach, record.id, Limits(**record.limits), record.metadata, record.started_at, record.allow_internet, template
+            )
         except SandboxException as exc:
             reason = f"lost when the server restarted: {exc}"
             self.store.update_sandbox(record.id, state="lost", reason=reason, ended_at=now())

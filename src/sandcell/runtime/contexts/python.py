@@ -15,7 +15,9 @@ class PythonContext(Context):
     acknowledges_events = True
 
     def command(self) -> list[str]:
-        boot = f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main({list(self.runtime.site_dirs)!r})"
+        boot = (
+            f"import sys; sys.path.insert(0, {self.runtime.stage!r}); from sandcell.runtime.python_kernel import main; main({list(self.runtime.site_dirs)!r})"
+        )
         return [self.runtime.python, "-E", "-s", "-c", boot]
 
     def process_env(self) -> dict[str, str]:
