@@ -12,10 +12,9 @@ from sandcell import Sandbox, protocol
 from sandcell.sandbox.connection import Connection, SyncStream
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create() as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module")
 
 
 @pytest.mark.parametrize("language", ["python", "bash"])
