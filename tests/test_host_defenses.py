@@ -42,7 +42,7 @@ def _connection_fed(data: bytes) -> tuple[Connection, list[str | None], SyncStre
         dead.set()
         return "closed"
 
-    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), death_reason, 1 << 20)
+    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), death_reason, lambda: None, 1 << 20)
     stream = SyncStream()
     connection.open({"op": "ping"}, b"", stream)
     os.write(events_write, data)
