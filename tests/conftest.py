@@ -1,43 +1,29 @@
-"""Shared fixtures: real sandboxes, always killed when the test ends."""
+"""Shared fixtures: real sandboxes, always killed when the test (or, for a shared one, the module) ends."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from pooling import take_pooled
+from sandboxes import Made, SandboxFactory
 
-from sandcell import Limits, Sandbox, SandboxPool
-
-# A sandbox's own lifetime in tests: long enough for any test, short enough
-# that a leaked one does not outlive the test session by much.
-TEST_SANDBOX_TIMEOUT = 180
+from sandcell import Sandbox, SandboxPool
 
 
-def sandbox_factory(create: Callable[..., Sandbox]) -> Iterator[Callable[..., Sandbox]]:
-    """``make(limits=Limits(...), **create_kwargs)``; what it made is killed at the end."""
-    created: list[Sandbox] = []
-
-    def make(limits: Limits | None = None, **kwargs: Any) -> Sandbox:
-        kwargs.setdefault("timeout", TEST_SANDBOX_TIMEOUT)
-        sbx = create(limits=limits, **kwargs)
-        created.append(sbx)
-        return sbx
-
-    yield make
-    for sbx in created:
-        try:
-            sbx.kill()
-        except Exception:  # noqa: S110, BLE001 - teardown must go on
-            pass
+@pytest.fixture(scope="module")
+def module_sandboxes() -> Iterator[Made[Any]]:
+    """What ``make_sandbox(scope="module", ...)`` started in a module: killed after its last test."""
+    with Made() as made:
+        yield made
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
-    """A factory of cold-started sandboxes."""
-    yield from sandbox_factory(functools.partial(Sandbox.create, pool=False))
+def make_sandbox(module_sandboxes: Made[Sandbox]) -> Iterator[SandboxFactory[Sandbox]]:
+    """The factory of cold-started sandboxes (see ``SandboxFactory``): every sandbox fixture is made with it."""
+    with Made() as made:
+        yield SandboxFactory(Sandbox.create, made, module_sandboxes, pool=False)
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +34,10 @@ def sandbox_pool() -> Iterator[SandboxPool]:
 
 
 @pytest.fixture
-def make_pooled_sandbox(sandbox_pool: SandboxPool) -> Iterator[Callable[..., Sandbox]]:
-    """A factory of sandboxes handed out by the pool (each waits for a ready one)."""
-    yield from sandbox_factory(functools.partial(take_pooled, sandbox_pool))
+def make_pooled_sandbox(sandbox_pool: SandboxPool, module_sandboxes: Made[Sandbox]) -> Iterator[SandboxFactory[Sandbox]]:
+    """Like ``make_sandbox``, of sandboxes handed out by the pool (each waits for a ready one)."""
+    with Made() as made:
+        yield SandboxFactory(take_pooled, made, module_sandboxes, pool=sandbox_pool)
 
 
 @pytest.fixture(params=["forked", "pooled", "bwrap"])
@@ -66,5 +53,5 @@ def any_sandbox(
 
 @pytest.fixture
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
-    """One sandbox with default limits."""
+    """One sandbox with default limits, for one test."""
     return make_sandbox()

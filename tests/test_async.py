@@ -30,11 +30,10 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-@pytest.fixture(scope="module")
-def asbx():
-    sandbox = run(AsyncSandbox.create(timeout=600, envs={"ASYNC_SBX_VAR": "async-env"}))
-    yield sandbox
-    run(sandbox.kill())
+@pytest.fixture
+def asbx(make_sandbox):
+    """The module's sandbox through the async API (both APIs wrap the same backend)."""
+    return AsyncSandbox(make_sandbox(scope="module", timeout=600, envs={"ASYNC_SBX_VAR": "async-env"}).backend)
 
 
 def out(execution) -> str:

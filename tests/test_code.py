@@ -21,16 +21,14 @@ LANGUAGES = ["python", "javascript", "bash"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create(timeout=600, envs=SBX_ENV) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module", timeout=600, envs=SBX_ENV)
 
 
 @pytest.fixture
-def fresh():
-    with Sandbox.create(timeout=300, envs=SBX_ENV) as sandbox:
-        yield sandbox
+def fresh(make_sandbox):
+    return make_sandbox(timeout=300, envs=SBX_ENV)
 
 
 def stdout(execution: Execution) -> str:

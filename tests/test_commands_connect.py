@@ -8,16 +8,15 @@ import time
 
 import pytest
 
-from sandcell import AsyncSandbox, CommandExitException, CommandHandle, NotFoundException, Sandbox, TimeoutException
+from sandcell import AsyncSandbox, CommandExitException, CommandHandle, NotFoundException, TimeoutException
 
 # Numbered lines, so which part of the output a follower saw is checkable.
 TICKER = "for i in $(seq 1 40); do echo tick $i; sleep 0.05; done; echo done >&2; exit 3"
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create(timeout=300) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module")
 
 
 def ticks(text: str) -> list[int]:

@@ -29,10 +29,9 @@ from sandcell import (
 HOME = "/home/user"
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create(timeout=600, envs={"SBX_LEVEL": "from-sandbox"}) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module", timeout=600, envs={"SBX_LEVEL": "from-sandbox"})
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from sandcell import Sandbox, protocol
 from sandcell.sandbox.connection import Connection, SyncStream
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create() as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module")
 
 
 @pytest.mark.parametrize("language", ["python", "bash"])
@@ -43,7 +42,7 @@ def _connection_fed(data: bytes) -> tuple[Connection, list[str | None], SyncStre
         dead.set()
         return "closed"
 
-    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), death_reason, 1 << 20)
+    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), death_reason, lambda: None, 1 << 20)
     stream = SyncStream()
     connection.open({"op": "ping"}, b"", stream)
     os.write(events_write, data)

@@ -129,7 +129,7 @@ def _fed_connection(limit: int) -> tuple[Connection, Any]:
     events_read, events_write = os.pipe()
     requests_read, requests_write = os.pipe()
     threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(requests_read, 65536), b"")], daemon=True).start()
-    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), lambda error: "closed", limit)
+    connection = Connection(os.fdopen(requests_write, "wb"), os.fdopen(events_read, "rb"), lambda error: "closed", lambda: None, limit)
     return connection, os.fdopen(events_write, "wb")
 
 

@@ -11,10 +11,11 @@ tests that need limits or a broken PATH make their own sandbox.
 from __future__ import annotations
 
 import base64
+import functools
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,20 +31,25 @@ SBX_ENV = {"SANDCELL_TEST_SBX_VAR": "sandbox-level-value"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def sbx() -> Iterator[Sandbox]:
-    with Sandbox.create(timeout=900, envs=SBX_ENV) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox(scope="module", timeout=900, envs=SBX_ENV)
 
 
-@pytest.fixture(scope="module")
+@functools.cache
+def shared_context(sandbox: Sandbox, language: str) -> Context:
+    """The one context of ``language`` in the module's sandbox, made by the first test that asks."""
+    return sandbox.create_code_context(language=language)
+
+
+@pytest.fixture
 def r(sbx: Sandbox) -> Context:
-    return sbx.create_code_context(language="r")
+    return shared_context(sbx, "r")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def java(sbx: Sandbox) -> Context:
-    return sbx.create_code_context(language="java")
+    return shared_context(sbx, "java")
 
 
 def ok(execution: Execution) -> Execution:

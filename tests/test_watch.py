@@ -30,10 +30,9 @@ CREATE, WRITE, REMOVE, RENAME, CHMOD = (
 )
 
 
-@pytest.fixture(scope="module")
-def sbx():
-    with Sandbox.create(timeout=300) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox):
+    return make_sandbox(scope="module")
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from sandcell import Sandbox
 
 
 @pytest.fixture
-def sbx():
-    with Sandbox.create() as sandbox:
-        yield sandbox
+def sbx(make_sandbox):
+    return make_sandbox()
 
 
 def parent_pid(sandbox: Sandbox, context=None) -> int:

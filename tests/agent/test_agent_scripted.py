@@ -16,10 +16,9 @@ from sandcell.agent.providers.openai_compatible import OpenAICompatibleProvider
 from .scripted_server import Delayed, Failure, ScriptedServer, Stall, exec_code, text, tool_call
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox.create() as sbx:
-        yield sbx
+@pytest.fixture
+def sandbox(make_sandbox):
+    return make_sandbox(scope="module")
 
 
 @pytest.fixture

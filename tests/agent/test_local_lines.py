@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -41,10 +41,9 @@ def as_model_wrote_it(language: str, line: str, escapes_decoded: bool) -> str:
     return json.dumps({"action": "run_code", "language": language, "lines": ["x = 1" if language == "python" else "true" if language == "bash" else "1", line]})
 
 
-@pytest.fixture(scope="module")
-def sbx() -> Iterator[Sandbox]:
-    with Sandbox.create(pool=False) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox(scope="module")
 
 
 @pytest.mark.parametrize("escapes_decoded", [False, True], ids=["escaped", "decoded"])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from e2b_code_interpreter import Sandbox
+from sandboxes import Made, SandboxFactory
 from serving import Keys, Server, start_server
 
 from sandcell.server.store import Store
@@ -43,10 +45,17 @@ def e2b_environment(server: Server, keys: Keys) -> Iterator[None]:
 
 
 @pytest.fixture
-def bystander(server: Server) -> Iterator[Sandbox]:
+def make_e2b_sandbox(module_sandboxes: Made[Any]) -> Iterator[SandboxFactory[Sandbox]]:
+    """The factory of the E2B SDK's sandboxes (see ``SandboxFactory``): on the session's server unless
+    ``api_url``, ``sandbox_url`` and ``api_key`` name another; every E2B sandbox fixture is made with it."""
+    with Made() as made:
+        yield SandboxFactory(Sandbox.create, made, module_sandboxes)
+
+
+@pytest.fixture
+def bystander(server: Server, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Iterator[Sandbox]:
     """A sandbox on the session's server that must not notice anything a test does to the server."""
-    sandbox = Sandbox.create(timeout=120)
+    sandbox = make_e2b_sandbox()
     sandbox.run_code("witness = 'intact'")
     yield sandbox
     assert sandbox.run_code("witness").text == "'intact'"
-    sandbox.kill()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 from e2b_code_interpreter import Sandbox
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sandboxes import SandboxFactory
 from serving import Server
 
 EXAMPLES = int(os.environ.get("SANDCELL_FUZZ_EXAMPLES", "6")) * 25
@@ -83,10 +83,8 @@ content_types = st.sampled_from(
 
 
 @pytest.fixture
-def target(server: Server) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=300)
-    yield sandbox
-    sandbox.kill()
+def target(server: Server, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
+    return make_e2b_sandbox(timeout=300)
 
 
 def test_the_data_plane_survives_fuzzing(server: Server, target: Sandbox) -> None:

@@ -4,12 +4,12 @@ with E2B's official Python SDK (sync and async) and the native REST API."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from e2b import InvalidArgumentException, SandboxException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
+from sandboxes import SandboxFactory
 from serving import Keys, Server
 
 TYPED_CELL = """
@@ -22,10 +22,8 @@ const total = add(origin.x, origin.y) as number
 
 
 @pytest.fixture
-def sbx() -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120)
-    yield sandbox
-    sandbox.kill()
+def sbx(make_e2b_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
+    return make_e2b_sandbox()
 
 
 # -- E2B's sync SDK ---------------------------------------------------------------------------

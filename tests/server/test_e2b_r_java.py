@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import shutil
 import time
-from collections.abc import Iterator
 
 import pytest
 from e2b import TimeoutException
 from e2b_code_interpreter import Sandbox
+from sandboxes import SandboxFactory
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("R") is None, reason="R is not installed (sandcell setup installs r-base-core)"),
@@ -23,11 +23,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sbx() -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=600, envs={"TEST_ENV_VAR": "supertest"})
-    yield sandbox
-    sandbox.kill()
+@pytest.fixture
+def sbx(make_e2b_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
+    return make_e2b_sandbox(scope="module", timeout=600, envs={"TEST_ENV_VAR": "supertest"})
 
 
 def test_r_values_prints_plots_and_errors(sbx: Sandbox) -> None:

@@ -5,22 +5,17 @@ from __future__ import annotations
 import base64
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 from e2b import CommandExitException, NotFoundException, SandboxQuery, TimeoutException
 from e2b.exceptions import FileNotFoundException, SandboxException
 from e2b_code_interpreter import Sandbox
+from sandboxes import SandboxFactory
 
 
 @pytest.fixture
-def sbx() -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120)
-    yield sandbox
-    try:
-        sandbox.kill()
-    except Exception:  # noqa: S110, BLE001 - teardown goes on
-        pass
+def sbx(make_e2b_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
+    return make_e2b_sandbox()
 
 
 # -- lifecycle -------------------------------------------------------------------

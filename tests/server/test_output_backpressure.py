@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2b_code_interpreter import Sandbox as E2BSandbox
+from sandboxes import SandboxFactory
 from serving import Server, start_server
 
 from sandcell import Limits, Sandbox
@@ -50,14 +51,13 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
 
 @pytest.fixture
-def bystander(own_server: tuple[Server, str]) -> Iterator[E2BSandbox]:
+def bystander(own_server: tuple[Server, str], make_e2b_sandbox: SandboxFactory[E2BSandbox]) -> Iterator[E2BSandbox]:
     server, key = own_server
-    sandbox = E2BSandbox.create(timeout=120, api_url=server.url, sandbox_url=server.url, api_key=key)
+    sandbox = make_e2b_sandbox(api_url=server.url, sandbox_url=server.url, api_key=key)
     sandbox.run_code("witness = 'intact'")
     yield sandbox
     assert sandbox.run_code("witness").text == "'intact'"
     assert sandbox.run_code("print('bystander ok')").logs.stdout == ["bystander ok\n"]
-    sandbox.kill()
 
 
 def test_results_past_the_cap_end_with_a_marker_over_the_e2b_api(own_server: tuple[Server, str], bystander: E2BSandbox) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,10 +17,8 @@ from sandcell.sandbox.models import CommandExitException, NotFoundException, San
 
 
 @pytest.fixture
-def remote(server: Server, keys: Keys) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120, metadata={"client": "python"}, limits=Limits(memory_mb=512), api_url=server.url, api_key=keys.alpha)
-    yield sandbox
-    sandbox.kill()
+def remote(server: Server, keys: Keys, make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox(timeout=120, metadata={"client": "python"}, limits=Limits(memory_mb=512), api_url=server.url, api_key=keys.alpha)
 
 
 def test_code_streams_and_keeps_state(remote: Sandbox) -> None:

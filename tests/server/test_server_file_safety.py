@@ -10,7 +10,6 @@ fails the test instead of the machine.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -26,6 +25,7 @@ import pytest
 from e2b import InvalidArgumentException
 from e2b_code_interpreter import Sandbox
 from memory_guard import MiB, bounded_call, held_open, resident
+from sandboxes import SandboxFactory
 from serving import Server, start_server
 
 from sandcell.server.store import Store
@@ -143,21 +143,18 @@ def upload_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
 
 
 @pytest.fixture
-def uploads(upload_server: tuple[Server, str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Callable[..., Sandbox]]]:
-    """The E2B SDK pointed at the upload server; ``make(key=alpha)`` a sandbox there, killed after the test."""
+def uploads(
+    upload_server: tuple[Server, str, str], monkeypatch: pytest.MonkeyPatch, make_e2b_sandbox: SandboxFactory[Sandbox]
+) -> tuple[Server, Callable[..., Sandbox]]:
+    """The E2B SDK pointed at the upload server; ``make(team="alpha")`` a sandbox there, killed after the test."""
     server, alpha, beta = upload_server
     monkeypatch.setenv("E2B_API_URL", server.url)
     monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
-    made: list[Sandbox] = []
 
     def make(team: str = "alpha") -> Sandbox:
-        made.append(Sandbox.create(timeout=300, api_key=alpha if team == "alpha" else beta))
-        return made[-1]
+        return make_e2b_sandbox(timeout=300, api_key=alpha if team == "alpha" else beta)
 
-    yield server, make
-    for sandbox in made:
-        with contextlib.suppress(Exception):  # teardown goes on
-            sandbox.kill()
+    return server, make
 
 
 def pattern(size: int) -> bytes:

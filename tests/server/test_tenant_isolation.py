@@ -13,27 +13,25 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from e2b_code_interpreter import Sandbox
+from sandboxes import SandboxFactory
 from serving import Keys, Server
 
 SECRET = "victim-secret-8d1f"
 
 
 @pytest.fixture
-def victim(keys: Keys) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120, api_key=keys.alpha)
+def victim(keys: Keys, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Iterator[Sandbox]:
+    sandbox = make_e2b_sandbox(api_key=keys.alpha)
     sandbox.files.write("/home/user/secret.txt", SECRET)
     sandbox.run_code(f"witness = {SECRET!r}")
     yield sandbox
     assert sandbox.files.read("/home/user/secret.txt") == SECRET
     assert sandbox.run_code("witness").text == repr(SECRET)
-    sandbox.kill()
 
 
 @pytest.fixture
-def attacker(keys: Keys) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=120, api_key=keys.beta)
-    yield sandbox
-    sandbox.kill()
+def attacker(keys: Keys, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
+    return make_e2b_sandbox(api_key=keys.beta)
 
 
 def mixed(victim: Sandbox, attacker: Sandbox, port: int) -> list[tuple[str, str]]:

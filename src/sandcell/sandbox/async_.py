@@ -15,6 +15,7 @@ from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
 from . import operations as ops
 from .backend import SandboxBackend
+from .bases import CommandHandleBase, SandboxBase
 from .exchange import AsyncExchange, fire_async
 from .factories import fork_backend, new_backend, server_backend
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxInfo, SandboxMetrics, WriteInfo
@@ -29,9 +30,11 @@ async def _each(items: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield item
 
 
-class AsyncSandbox:
+class AsyncSandbox(SandboxBase):
+    """The sandbox of ``Sandbox``, with ``async``/``await``."""
+
     def __init__(self, backend: SandboxBackend) -> None:
-        self._backend = backend
+        super().__init__(backend)
         self.files = AsyncFilesystem(self)
         self.commands = AsyncCommands(self)
 
@@ -57,20 +60,6 @@ class AsyncSandbox:
     async def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> AsyncSandbox:
         """Attach to a sandbox running on a ``sandcell serve`` server."""
         return cls(await asyncio.to_thread(server_backend, sandbox_id, api_url, api_key))
-
-    @property
-    def sandbox_id(self) -> str:
-        return self._backend.sandbox_id
-
-    @property
-    def backend(self) -> SandboxBackend:
-        """What runs the sandbox; see ``Sandbox.backend``."""
-        return self._backend
-
-    @property
-    def stop_reason(self) -> str | None:
-        """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
-        return self._backend.stop_reason
 
     async def _lifecycle(self, call: Callable[..., T], *args: Any) -> T:
         """A backend call that may wait on the network, made off the event loop."""
@@ -244,31 +233,14 @@ class AsyncWatchHandle:
         await asyncio.wait([self._task])
 
 
-class AsyncCommandHandle:
-    def __init__(self, sandbox: AsyncSandbox, operation: ops.CommandStream, exchange: AsyncExchange[CommandResult]) -> None:
-        self._sandbox = sandbox
-        self._operation = operation
-        self._exchange = exchange
-
-    @property
-    def pid(self) -> int:
-        assert self._operation.pid is not None
-        return self._operation.pid
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self._operation.stdout)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._operation.stderr)
+class AsyncCommandHandle(CommandHandleBase[AsyncSandbox, AsyncExchange[CommandResult]]):
+    """A command running in the background; see ``CommandHandle``."""
 
     async def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
         """See ``CommandHandle.wait``."""
-        if self._exchange.terminal is not None:
-            return self._exchange.outcome()
-        self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
-        return await self._exchange.run()
+        if self._follow(on_stdout, on_stderr):
+            return await self._exchange.run()
+        return self._exchange.outcome()
 
     async def kill(self) -> bool:
         return await self._sandbox.commands.kill(self.pid)

@@ -10,6 +10,7 @@ from sandcell.isolation import DEFAULT_TEMPLATE, Limits
 
 from . import operations as ops
 from .backend import SandboxBackend
+from .bases import CommandHandleBase, SandboxBase
 from .exchange import SyncExchange, fire
 from .factories import fork_backend, new_backend, server_backend
 from .models import CommandResult, Context, EntryInfo, Execution, FilesystemEvent, ProcessInfo, SandboxException, SandboxInfo, SandboxMetrics, WriteInfo
@@ -19,11 +20,11 @@ from .pool import SandboxPool
 T = TypeVar("T")
 
 
-class Sandbox:
+class Sandbox(SandboxBase):
     """An isolated machine for running untrusted code; see ``Sandbox.create``."""
 
     def __init__(self, backend: SandboxBackend) -> None:
-        self._backend = backend
+        super().__init__(backend)
         self.files = Filesystem(self)
         self.commands = Commands(self)
 
@@ -63,21 +64,6 @@ class Sandbox:
     def connect(cls, sandbox_id: str, api_url: str | None = None, api_key: str | None = None) -> Sandbox:
         """Attach to a sandbox running on a ``sandcell serve`` server."""
         return cls(server_backend(sandbox_id, api_url, api_key))
-
-    @property
-    def sandbox_id(self) -> str:
-        return self._backend.sandbox_id
-
-    @property
-    def backend(self) -> SandboxBackend:
-        """What runs the sandbox: a ``SandboxCore`` on this machine (its host process and cgroup are
-        ``backend.process``), a ``RemoteCore`` on a server."""
-        return self._backend
-
-    @property
-    def stop_reason(self) -> str | None:
-        """Why the sandbox is not running (timeout, kill, crash); ``None`` while it is."""
-        return self._backend.stop_reason
 
     def __enter__(self) -> Self:
         return self
@@ -275,36 +261,17 @@ class WatchHandle:
         exchange.close()  # a paused sandbox gets the cancel when resumed
 
 
-class CommandHandle:
+class CommandHandle(CommandHandleBase[Sandbox, SyncExchange[CommandResult]]):
     """A command running in the background: started here, or followed with ``commands.connect``."""
-
-    def __init__(self, sandbox: Sandbox, operation: ops.CommandStream, exchange: SyncExchange[CommandResult]) -> None:
-        self._sandbox = sandbox
-        self._operation = operation
-        self._exchange = exchange
-
-    @property
-    def pid(self) -> int:
-        assert self._operation.pid is not None
-        return self._operation.pid
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self._operation.stdout)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._operation.stderr)
 
     def wait(self, on_stdout: Callable[[str], Any] | None = None, on_stderr: Callable[[str], Any] | None = None) -> CommandResult:
         """Wait for the exit; raises ``CommandExitException`` on a non-zero code.
 
         If no output or exit comes in time, the command is given up (cancelled, forgotten) and
         ``TimeoutException`` raised."""
-        if self._exchange.terminal is not None:
-            return self._exchange.outcome()
-        self._operation.callbacks.update({"on_stdout": on_stdout, "on_stderr": on_stderr})
-        return self._exchange.run()
+        if self._follow(on_stdout, on_stderr):
+            return self._exchange.run()
+        return self._exchange.outcome()
 
     def kill(self) -> bool:
         return self._sandbox.commands.kill(self.pid)
