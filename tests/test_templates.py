@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from pooling import take_pooled
+from sandboxes import SandboxFactory
 
 from sandcell import Limits, Sandbox, SandboxPool
 from sandcell.isolation import Image, ImageMissing, Policy
@@ -246,11 +247,10 @@ CELLS = {
 }
 
 
-@pytest.fixture(scope="module")
-def interpreter() -> Iterator[Sandbox]:
+@pytest.fixture
+def interpreter(make_sandbox: SandboxFactory[Sandbox]) -> Sandbox:
     """One code-interpreter-v1 sandbox for the package cells, each of which runs in a context of its own."""
-    with Sandbox.create(template=CODE_INTERPRETER, limits=Limits(memory_mb=2048, pids=512), timeout=600, pool=False) as sbx:
-        yield sbx
+    return make_sandbox(scope="module", template=CODE_INTERPRETER, limits=Limits(memory_mb=2048, pids=512))
 
 
 def run_ok(sbx: Sandbox, code: str, timeout: float = 120, context: object = None) -> str:
