@@ -36,7 +36,7 @@ TRUNCATED = "[sandcell: output truncated"
 def received(execution: Any) -> int:
     """The bytes of everything the run delivered: output, results (as JSON) and its error."""
     size = sum(len(chunk) for chunk in execution.logs.stdout + execution.logs.stderr)
-    size += sum(len(json.dumps(result.data)) for result in execution.results)
+    size += sum(len(json.dumps(result.bundle)) for result in execution.results)
     if execution.error is not None:
         size += len(execution.error.name) + len(execution.error.value) + len(execution.error.traceback)
     return size

@@ -7,6 +7,7 @@ cell magics that run them there (``%%script node``, ``%%bash``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,21 @@ from nbformat import v4
 
 from .loop import Entry, Ran, Said
 
+# The MIME types whose values nbformat lets be any JSON (its schema's pattern).
+JSON_MIME = re.compile(r"^application/(.*\+)?json$")
 MAGICS = {"javascript": "%%script node\n", "typescript": "%%script node --experimental-strip-types\n", "bash": "%%bash\n", "python": ""}
+
+
+def notebook_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A result's MIME bundle as nbformat allows it: a value that is not text (E2B's
+    ``e2b/chart`` and ``e2b/data`` dicts) goes under a JSON MIME type,
+    ``e2b/chart`` as ``application/vnd.e2b.chart+json``."""
+    allowed = {}
+    for mime, value in bundle.items():
+        if not isinstance(value, str) and not JSON_MIME.match(mime):
+            mime = f"application/vnd.{mime.replace('/', '.')}+json"
+        allowed[mime] = value
+    return allowed
 
 
 def _outputs(run: Ran) -> list[Any]:
@@ -27,9 +42,9 @@ def _outputs(run: Ran) -> list[Any]:
             outputs.append(v4.new_output("stream", name=name, text=text))
     for result in execution.results:
         if result.is_main_result:
-            outputs.append(v4.new_output("execute_result", data=result.data, execution_count=execution.execution_count))
+            outputs.append(v4.new_output("execute_result", data=notebook_bundle(result.bundle), execution_count=execution.execution_count))
         else:
-            outputs.append(v4.new_output("display_data", data=result.data))
+            outputs.append(v4.new_output("display_data", data=notebook_bundle(result.bundle)))
     if execution.error:
         error = execution.error
         outputs.append(v4.new_output("error", ename=error.name, evalue=error.value, traceback=error.traceback.splitlines()))

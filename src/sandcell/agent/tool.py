@@ -16,6 +16,8 @@ from sandcell.sandbox.models import Execution
 OUTPUT_HEAD = 4000
 OUTPUT_TAIL = 2000
 TRACEBACK_LINES = 25
+CHART_HEAD = 1500
+CHART_TAIL = 500
 
 EXEC_CODE = {
     "type": "function",
@@ -99,6 +101,11 @@ class ImageStore:
         return image
 
 
+def describe_chart(chart: dict) -> str:
+    """What the model learns of a figure: E2B's description of its chart (type, titles, axes, data) as compact JSON, long data cut."""
+    return "chart data: " + cut(json.dumps(chart, separators=(",", ":"), default=str), CHART_HEAD, CHART_TAIL)
+
+
 def render_parts(execution: Execution, images: ImageStore) -> tuple[list[str], list[str]]:
     """What the model sees of one run, in two parts: the output, and the rest (results, images, error)."""
     output: list[str] = []
@@ -113,6 +120,8 @@ def render_parts(execution: Execution, images: ImageStore) -> tuple[list[str], l
             image = images.save(result.png)
             size = f" {image.width}x{image.height}" if image.width else ""
             rest.append(f"[image/png{size} saved as {image.path.name} and shown to the user]")
+            if result.chart:
+                rest.append(describe_chart(result.chart))
         elif result.text is not None:
             label = "result" if result.is_main_result else "display"
             rest.append(f"{label}:\n" + cut(result.text))

@@ -126,6 +126,8 @@ def build_shell(channel: Channel) -> Any:
     from traitlets import Type
     from traitlets.config import Config
 
+    from . import formatters, pil_images
+
     class ChannelDisplayHook(DisplayHook):
         """Sends the value of the cell's last expression as the main result."""
 
@@ -177,9 +179,13 @@ def build_shell(channel: Channel) -> Any:
             self.user_ns["_exit_code"] = status
 
     # No history database: it would start a saving thread, and a zygote must
-    # hold no thread when it forks.
-    config = Config({"HistoryManager": {"enabled": False, "hist_file": ":memory:"}})
-    return SandboxShell.instance(config=config, colors="nocolor", history_length=0)
+    # hold no thread when it forks. Long lists are shown whole, as E2B's
+    # kernel config has it.
+    config = Config({"HistoryManager": {"enabled": False, "hist_file": ":memory:"}, "PlainTextFormatter": {"max_seq_length": 0}})
+    shell = SandboxShell.instance(config=config, colors="nocolor", history_length=0)
+    formatters.register(shell)
+    pil_images.install()
+    return shell
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -25,6 +25,8 @@ MIME_FIELDS = {
     "text/latex": "latex",
     "application/json": "json",
     "application/javascript": "javascript",
+    "e2b/data": "data",
+    "e2b/chart": "chart",
 }
 
 
@@ -82,20 +84,36 @@ class OutputMessage:
         return self.line
 
 
-class Result:
-    """One rich output: the main result of a cell, or a ``display()``/figure."""
+def unquoted(text: str) -> str:
+    """A string's repr without its quotes, as E2B's server gives the text of every result (``'a'`` -> ``a``)."""
+    if text.startswith("'") and text.endswith("'") or text.startswith('"') and text.endswith('"'):
+        return text[1:-1]
+    return text
 
-    def __init__(self, data: dict[str, Any], is_main_result: bool = False) -> None:
-        self.data = dict(data)
+
+class Result:
+    """One rich output: the main result of a cell, or a ``display()``/figure.
+
+    The fields are E2B's: ``text`` (a string's without its quotes), ``html``,
+    ``png``..., ``json`` (lists and dicts too), ``data`` (a DataFrame's
+    columns), ``chart`` (a figure's chart description, a dict), and ``extra``
+    for any other MIME type. ``bundle`` is the MIME bundle as the kernel
+    gave it (``text/plain`` with its quotes), as a notebook keeps it.
+    """
+
+    def __init__(self, bundle: dict[str, Any], is_main_result: bool = False) -> None:
+        self.bundle = dict(bundle)
         self.is_main_result = is_main_result
         self.extra: dict[str, Any] = {}
         for field_name in MIME_FIELDS.values():
             setattr(self, field_name, None)
-        for mime, value in self.data.items():
+        for mime, value in self.bundle.items():
             if mime in MIME_FIELDS:
                 setattr(self, MIME_FIELDS[mime], value)
             else:
                 self.extra[mime] = value
+        if isinstance(self.text, str):
+            self.text = unquoted(self.text)
 
     text: str | None
     html: str | None
@@ -107,13 +125,17 @@ class Result:
     latex: str | None
     json: Any
     javascript: str | None
+    data: dict[str, list[Any]] | None
+    chart: dict[str, Any] | None
 
     def formats(self) -> list[str]:
-        """The available representations, e.g. ``["text", "png"]``."""
-        return [MIME_FIELDS.get(mime, mime) for mime in self.data]
+        """The available representations, e.g. ``["text", "png", "chart"]``."""
+        return [MIME_FIELDS.get(mime, mime) for mime in self.bundle]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "is_main_result": self.is_main_result}
+        """E2B's form: one key per field that is set, ``extra`` and ``is_main_result`` always."""
+        fields = {name: getattr(self, name) for name in MIME_FIELDS.values() if getattr(self, name) is not None}
+        return {**fields, "extra": self.extra, "is_main_result": self.is_main_result}
 
     def __repr__(self) -> str:
         return f"Result({', '.join(self.formats())}{', main' if self.is_main_result else ''})"
@@ -122,7 +144,7 @@ class Result:
         return self.text or repr(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.data
+        return self.bundle
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .models import (
     OutputMessage,
     ProcessInfo,
     Result,
+    SandboxDiedException,
     SandboxException,
     SandboxMetrics,
     TimeoutException,
@@ -190,12 +191,10 @@ class RunCode(Operation[Execution]):
                 if self.execution.error is None:
                     self.execution.error = ExecutionError("KeyboardInterrupt", error.get("message", "interrupted"), "")
                 return self.execution
-            if error.get("name") != "SandboxDied":
-                raise_for(header)
-            self.execution.error = ExecutionError(error.get("name", "SandboxDied"), error.get("message", ""), "")
-            if "memory" in self.execution.error.value:
-                self.execution.error.name = "OutOfMemoryError"
-            return self.execution
+            if error.get("name") == "SandboxDied":
+                # As E2B's SDKs: what the code did before is lost with the sandbox, the run raises.
+                raise SandboxDiedException(f"the sandbox stopped while the code was running ({error.get('message') or 'no reason given'})")
+            raise_for(header)
         self.execution.execution_count = header.get("execution_count")
         return self.execution
 

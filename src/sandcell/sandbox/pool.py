@@ -48,7 +48,7 @@ from .models import SandboxException
 
 log = logging.getLogger("sandcell.pool")
 
-PRELOAD = ("numpy", "pandas", "matplotlib.pyplot")
+PRELOAD = ("numpy", "pandas", "matplotlib.pyplot", "e2b_charts")  # e2b_charts: what a figure's chart (e2b/chart) is extracted with
 SPARES = ("javascript", "bash")
 PRUNE_INTERVAL = 1.0
 FAILURE_BACKOFF = 5.0

@@ -20,11 +20,11 @@ from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from sandcell.sandbox import AsyncSandbox
 from sandcell.sandbox.errors import status_for
-from sandcell.sandbox.models import MIME_FIELDS, Context, Result, SandboxException
+from sandcell.sandbox.models import Context, Result, SandboxDiedException, SandboxException
 
 from .errors import ApiError
 
@@ -127,14 +127,25 @@ class ClosingStream(StreamingResponse):
             await self._chunks.aclose()
 
 
+class BreakableStream(StreamingResponse):
+    """A streamed body that can end without its last chunk (``broken()`` true once the body
+    iterator is done): the client sees the connection drop, as from a server that died."""
+
+    def __init__(self, content: AsyncIterator[bytes], broken: Callable[[], bool], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self._broken = broken
+
+    async def stream_response(self, send: Send) -> None:
+        async def send_unless_broken(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body") and self._broken():
+                return
+            await send(message)
+
+        await super().stream_response(send_unless_broken)
+
+
 def result_line(result: Result) -> dict[str, Any]:
-    line: dict[str, Any] = {"type": "result", "is_main_result": result.is_main_result, "extra": {}}
-    for mime, value in result.data.items():
-        if mime in MIME_FIELDS:
-            line[MIME_FIELDS[mime]] = value
-        else:
-            line["extra"][mime] = value
-    return line
+    return {"type": "result", **result.to_dict()}
 
 
 def encoded(line: dict[str, Any]) -> bytes:
@@ -150,6 +161,8 @@ async def execution_lines(
     if (context_id is not None and not isinstance(context_id, str)) or (language is not None and not isinstance(language, str)):
         raise ApiError(400, "context_id and language must be strings")
     lines: Backlog[bytes | None] = Backlog(patience, lambda: encoded({"type": "stderr", "text": dropped_notice(patience), "timestamp": time.time_ns()}))
+
+    died = asyncio.Event()
 
     async def send(line: dict[str, Any]) -> None:
         data = encoded(line)
@@ -171,6 +184,11 @@ async def execution_lines(
             if execution.execution_count is not None:
                 lines.end(encoded({"type": "number_of_executions", "execution_count": execution.execution_count}))
             lines.end(encoded({"type": "end_of_execution"}))
+        except SandboxDiedException:
+            # E2B's SDKs raise "the sandbox was killed while the request was in
+            # progress" when the stream breaks off and the sandbox is gone.
+            died.set()
+            raise
         except SandboxException as exc:
             lines.end(encoded({"type": "error", "name": type(exc).__name__, "value": str(exc), "traceback": ""}))
             raise
@@ -189,4 +207,4 @@ async def execution_lines(
         finally:
             task.cancel()  # a client that went away interrupts the code; the context keeps its state
 
-    return StreamingResponse(stream(), media_type="application/x-ndjson")
+    return BreakableStream(stream(), died.is_set, media_type="application/x-ndjson")
