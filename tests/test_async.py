@@ -121,7 +121,7 @@ def test_callbacks_in_order(asbx):
                 merged[-1] = (kind, merged[-1][1] + text)
             else:
                 merged.append((kind, text))
-        assert merged == [("out", "o1\n"), ("res", "'r1'"), ("err", "e1\n"), ("res", "'r2'"), ("res", "'main'")]
+        assert merged == [("out", "o1\n"), ("res", "r1"), ("err", "e1\n"), ("res", "r2"), ("res", "main")]
 
     run(body())
 
@@ -135,7 +135,7 @@ def test_runs_in_different_languages_are_concurrent(asbx):
             asbx.run_code("sleep 1; echo sh", language="bash"),
         )
         assert time.monotonic() - started < 2.5
-        assert [results[0].text, results[1].text, out(results[2])] == ["'py'", "'js'", "sh\n"]
+        assert [results[0].text, results[1].text, out(results[2])] == ["py", "js", "sh\n"]
 
     run(body())
 
@@ -147,7 +147,7 @@ def test_timeout_keeps_state(asbx):
         execution = await asbx.run_code("import time\ntime.sleep(100)", timeout=2)
         assert execution.error is not None and execution.error.name == "TimeoutError"
         assert time.monotonic() - started < 5
-        assert (await asbx.run_code("kept_async")).text == "'yes'"
+        assert (await asbx.run_code("kept_async")).text == "yes"
 
     run(body())
 
@@ -179,7 +179,7 @@ def test_a_second_cancel_during_the_first_ones_clean_up_spoils_nothing(asbx):
             core.cancel(request_id)
             while (await stream.get(10))[0]["type"] not in ("done", "fail"):
                 pass
-            assert (await asbx.run_code(f"'answer {attempt}'", timeout=10)).text == f"'answer {attempt}'"
+            assert (await asbx.run_code(f"'answer {attempt}'", timeout=10)).text == f"answer {attempt}"
 
     run(body())
 
@@ -189,7 +189,7 @@ def test_contexts(asbx):
         context = await asbx.create_code_context(cwd="/home/user/async_ctx", language="python")
         try:
             assert context.cwd == "/home/user/async_ctx" and context.language == "python"
-            assert (await asbx.run_code("import os\nos.getcwd()", context=context)).text == "'/home/user/async_ctx'"
+            assert (await asbx.run_code("import os\nos.getcwd()", context=context)).text == "/home/user/async_ctx"
             await asbx.run_code("ctx_only = 1", context=context)
             default = await asbx.run_code("ctx_only")
             assert default.error is not None and default.error.name == "NameError"
@@ -208,8 +208,8 @@ def test_contexts(asbx):
 
 def test_envs(asbx):
     async def body():
-        assert (await asbx.run_code("import os\nos.environ['ASYNC_SBX_VAR']")).text == "'async-env'"
-        assert (await asbx.run_code("process.env.ONE_RUN", language="javascript", envs={"ONE_RUN": "x"})).text == "'x'"
+        assert (await asbx.run_code("import os\nos.environ['ASYNC_SBX_VAR']")).text == "async-env"
+        assert (await asbx.run_code("process.env.ONE_RUN", language="javascript", envs={"ONE_RUN": "x"})).text == "x"
         assert (await asbx.run_code("process.env.ONE_RUN === undefined", language="javascript")).text == "true"
         assert (await asbx.commands.run("echo $ASYNC_SBX_VAR")).stdout == "async-env\n"
 
@@ -253,7 +253,7 @@ def test_files(asbx):
         assert moved.path == f"{base}/sub/note.txt"
         stat = await asbx.files.get_info(f"{base}/sub/note.txt")
         assert stat.size == len("relative ✓".encode()) and stat.type == FileType.FILE
-        assert (await asbx.run_code(f"open('{base}/sub/note.txt').read()")).text == "'relative ✓'"
+        assert (await asbx.run_code(f"open('{base}/sub/note.txt').read()")).text == "relative ✓"
         await asbx.files.remove(base)
         assert not await asbx.files.exists(base)
         with pytest.raises(NotFoundException):

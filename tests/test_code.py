@@ -76,7 +76,7 @@ class TestPythonBasics:
         assert ok(sbx.run_code("None")).results == []
 
     def test_string_result_is_repr(self, sbx):
-        assert ok(sbx.run_code("'hello'")).text == "'hello'"
+        assert ok(sbx.run_code("'hello'")).text == "hello"
 
     def test_execution_count_increases(self, sbx):
         first = ok(sbx.run_code("1")).execution_count
@@ -104,7 +104,7 @@ class TestPythonBasics:
     def test_output_before_error_is_kept(self, sbx):
         execution = sbx.run_code("print('before')\ndisplay('shown')\nraise KeyError('k')")
         assert stdout(execution) == "before\n"
-        assert [r.text for r in execution.results] == ["'shown'"]
+        assert [r.text for r in execution.results] == ["shown"]
         assert execution.error is not None and execution.error.name == "KeyError"
 
     def test_syntax_error(self, sbx):
@@ -181,7 +181,7 @@ class TestPythonRichOutput:
 
     def test_display_several_objects_in_order(self, sbx):
         execution = ok(sbx.run_code("display(1, 'two', [3])\ndisplay({'four': 4})\n'five'"))
-        assert [r.text for r in execution.results] == ["1", "'two'", "[3]", "{'four': 4}", "'five'"]
+        assert [r.text for r in execution.results] == ["1", "two", "[3]", "{'four': 4}", "five"]
         assert [r.is_main_result for r in execution.results] == [False, False, False, False, True]
 
     def test_ipython_display_json_html_markdown(self, sbx):
@@ -222,7 +222,7 @@ class TestJavaScript:
     def test_redeclaring_let_in_a_later_cell(self, sbx):
         ok(sbx.run_code("let redeclared = 'first';", language="javascript"))
         execution = ok(sbx.run_code("let redeclared = 'second';\nredeclared", language="javascript"))
-        assert execution.text == "'second'"
+        assert execution.text == "second"
         assert ok(sbx.run_code("const redeclared = 3; redeclared", language="javascript")).text == "3"
 
     def test_destructuring_declarations_persist(self, sbx):
@@ -240,16 +240,16 @@ class TestJavaScript:
     def test_top_level_await(self, sbx):
         execution = ok(sbx.run_code("const v = await new Promise(r => setTimeout(() => r(42), 100));\nv + 1", language="javascript"))
         assert execution.text == "43"
-        assert ok(sbx.run_code("await Promise.resolve('done')", language="javascript")).text == "'done'"
+        assert ok(sbx.run_code("await Promise.resolve('done')", language="javascript")).text == "done"
 
     def test_require_fs(self, sbx):
         code = "const fs = require('fs');\nfs.writeFileSync('/tmp/js_req.txt', 'from js');\nfs.readFileSync('/tmp/js_req.txt', 'utf8')"
-        assert ok(sbx.run_code(code, language="javascript")).text == "'from js'"
+        assert ok(sbx.run_code(code, language="javascript")).text == "from js"
 
     def test_import_statement(self, sbx):
         execution = ok(sbx.run_code("import os from 'os';\nimport { join } from 'path';\n[os.platform(), join('a', 'b')].join(':')", language="javascript"))
-        assert execution.text == "'linux:a/b'"
-        assert ok(sbx.run_code("typeof join", language="javascript")).text == "'function'"
+        assert execution.text == "linux:a/b"
+        assert ok(sbx.run_code("typeof join", language="javascript")).text == "function"
 
     def test_console_log_is_stdout_and_console_error_is_stderr(self, sbx):
         execution = ok(sbx.run_code("console.log('hello', 1, {a: 2});\nconsole.error('oops');", language="javascript"))
@@ -284,8 +284,8 @@ class TestJavaScript:
         assert ok(sbx.run_code("1 + 1", language="javascript")).text == "2"
 
     def test_aliases(self, sbx):
-        assert ok(sbx.run_code("typeof process", language="js")).text == "'object'"
-        assert ok(sbx.run_code("'py'", language="py")).text == "'py'"
+        assert ok(sbx.run_code("typeof process", language="js")).text == "object"
+        assert ok(sbx.run_code("'py'", language="py")).text == "py"
 
 
 class TestBash:
@@ -430,7 +430,7 @@ class TestTimeouts:
         elapsed = time.monotonic() - started
         assert execution.error is not None and execution.error.name == "TimeoutError", execution.error
         assert 1.5 < elapsed < 5, f"run_code returned after {elapsed:.1f} s"
-        assert ok(sbx.run_code("kept_before_timeout")).text == "'still here'"
+        assert ok(sbx.run_code("kept_before_timeout")).text == "still here"
 
     def test_javascript_busy_loop_times_out_and_keeps_state(self, sbx):
         ok(sbx.run_code("const jsKeptBeforeTimeout = 'js state';", language="javascript"))
@@ -439,7 +439,7 @@ class TestTimeouts:
         elapsed = time.monotonic() - started
         assert execution.error is not None and execution.error.name == "TimeoutError", execution.error
         assert elapsed < 5, f"run_code returned after {elapsed:.1f} s"
-        assert ok(sbx.run_code("jsKeptBeforeTimeout", language="javascript")).text == "'js state'"
+        assert ok(sbx.run_code("jsKeptBeforeTimeout", language="javascript")).text == "js state"
 
     def test_javascript_pending_promise_times_out_and_keeps_state(self, sbx):
         ok(sbx.run_code("const jsKeptBeforePromise = 5;", language="javascript"))
@@ -497,10 +497,10 @@ class TestTimeouts:
         assert time.monotonic() - started < 5
         # The next run is not confused with the end of the interrupted one.
         execution = ok(sbx.run_code("kept_after_ctrl_c"))
-        assert execution.text == "'kept'"
+        assert execution.text == "kept"
 
     def test_no_timeout(self, sbx):
-        assert ok(sbx.run_code("import time; time.sleep(0.2); 'slept'", timeout=None)).text == "'slept'"
+        assert ok(sbx.run_code("import time; time.sleep(0.2); 'slept'", timeout=None)).text == "slept"
 
 
 # -- contexts ------------------------------------------------------------------------
@@ -545,7 +545,7 @@ class TestContexts:
         second = sbx.create_code_context(language=language)
         try:
             ok(sbx.run_code(setter, context=first))
-            assert ok(sbx.run_code(getter, context=first)).text == "'A'"
+            assert ok(sbx.run_code(getter, context=first)).text == "A"
             other = sbx.run_code(getter, context=second)
             assert other.error is not None and other.error.name == missing
             default = sbx.run_code(getter, language=language)
@@ -618,7 +618,7 @@ class TestContexts:
     def test_context_envs(self, sbx):
         context = sbx.create_code_context(language="python", envs={"CTX_LEVEL_VAR": "ctx-value"})
         try:
-            assert ok(sbx.run_code("import os\nos.environ.get('CTX_LEVEL_VAR')", context=context)).text == "'ctx-value'"
+            assert ok(sbx.run_code("import os\nos.environ.get('CTX_LEVEL_VAR')", context=context)).text == "ctx-value"
             assert ok(sbx.run_code("import os\nos.environ.get('CTX_LEVEL_VAR')")).text is None
         finally:
             sbx.remove_code_context(context)
@@ -636,7 +636,7 @@ class TestContexts:
             assert not worker.is_alive(), "the running cell did not end when its context restarted"
             assert time.monotonic() - started < 8
             assert holder["x"].error is not None
-            assert ok(sbx.run_code("'alive'", context=context)).text == "'alive'"
+            assert ok(sbx.run_code("'alive'", context=context)).text == "alive"
         finally:
             worker.join(40)
             sbx.remove_code_context(context)
@@ -645,8 +645,8 @@ class TestContexts:
 # -- environment variables -------------------------------------------------------------
 class TestEnvs:
     def test_sandbox_envs_visible_everywhere(self, sbx):
-        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']")).text == "'sandbox-level-value'"
-        assert ok(sbx.run_code("process.env.SANDCELL_TEST_SBX_VAR", language="javascript")).text == "'sandbox-level-value'"
+        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']")).text == "sandbox-level-value"
+        assert ok(sbx.run_code("process.env.SANDCELL_TEST_SBX_VAR", language="javascript")).text == "sandbox-level-value"
         assert stdout(ok(sbx.run_code("echo $SANDCELL_TEST_SBX_VAR", language="bash"))) == "sandbox-level-value\n"
         assert sbx.commands.run("echo $SANDCELL_TEST_SBX_VAR").stdout == "sandbox-level-value\n"
 
@@ -655,16 +655,16 @@ class TestEnvs:
             "import os, subprocess\nprint(subprocess.run(['printenv', 'RUN_ONLY'], capture_output=True, text=True).stdout, end='')\nos.environ.get('RUN_ONLY')"
         )
         execution = ok(sbx.run_code(code, envs={"RUN_ONLY": "py-run"}))
-        assert execution.text == "'py-run'"
+        assert execution.text == "py-run"
         assert stdout(execution) == "py-run\n"
         assert ok(sbx.run_code("import os\nos.environ.get('RUN_ONLY')")).text is None
 
     def test_run_envs_override_sandbox_envs_for_one_run(self, sbx):
-        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']", envs={"SANDCELL_TEST_SBX_VAR": "override"})).text == "'override'"
-        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']")).text == "'sandbox-level-value'"
+        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']", envs={"SANDCELL_TEST_SBX_VAR": "override"})).text == "override"
+        assert ok(sbx.run_code("import os\nos.environ['SANDCELL_TEST_SBX_VAR']")).text == "sandbox-level-value"
 
     def test_run_envs_only_during_that_run_javascript(self, sbx):
-        assert ok(sbx.run_code("process.env.RUN_ONLY", language="javascript", envs={"RUN_ONLY": "js-run"})).text == "'js-run'"
+        assert ok(sbx.run_code("process.env.RUN_ONLY", language="javascript", envs={"RUN_ONLY": "js-run"})).text == "js-run"
         assert ok(sbx.run_code("process.env.RUN_ONLY === undefined", language="javascript")).text == "true"
 
     def test_run_envs_only_during_that_run_bash(self, sbx):
@@ -735,7 +735,7 @@ def test_interpreter_death(fresh, language, code, detail):
     else:
         assert execution.error is not None
     # Other languages and the rest of the sandbox are unaffected.
-    assert ok(fresh.run_code("'other'", language="python" if language != "python" else "javascript")).text == "'other'"
+    assert ok(fresh.run_code("'other'", language="python" if language != "python" else "javascript")).text == "other"
     assert fresh.commands.run("echo alive").stdout == "alive\n"
 
 
@@ -770,7 +770,7 @@ def test_unicode_output(sbx, language, code):
 
 def test_unicode_result(sbx):
     assert ok(sbx.run_code(f"{UNICODE!r}")).text == repr(UNICODE)
-    assert ok(sbx.run_code(f"{json.dumps(UNICODE)}", language="javascript")).text == f"'{UNICODE}'"
+    assert ok(sbx.run_code(f"{json.dumps(UNICODE)}", language="javascript")).text == f"{UNICODE}"
 
 
 @pytest.mark.parametrize(
@@ -836,7 +836,7 @@ def test_output_limit_truncates_with_marker():
         assert execution.error is None
         assert stdout(execution) == "z" * (1024 * 1024)
         assert "truncated" in stderr(execution)
-        assert execution.text == "'still returns'"
+        assert execution.text == "still returns"
         # The cap is per run.
         assert stdout(ok(sandbox.run_code("print('next run')"))) == "next run\n"
 

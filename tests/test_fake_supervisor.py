@@ -44,8 +44,8 @@ def test_run_code_results_callbacks_and_errors() -> None:
     sbx = Sandbox(FakeBackend())
     assert sbx.run_code("1+1").text == "2"
     seen: list[Any] = []
-    assert sbx.run_code("'a' * 3", on_result=seen.append).text == "'aaa'"
-    assert [result.text for result in seen] == ["'aaa'"]
+    assert sbx.run_code("'a' * 3", on_result=seen.append).text == "aaa"
+    assert [result.text for result in seen] == ["aaa"]
     missing = Sandbox(FakeBackend({"files.stat": lambda h, p: iter([fail("NotFound", "no such file")])}))
     with pytest.raises(NotFoundException, match="no such file"):
         missing.files.get_info("nope")

@@ -266,9 +266,9 @@ class TestFilesAndCode:
     def test_api_writes_code_reads(self, sbx, tmpdir_in):
         sbx.files.write(f"{tmpdir_in}/from_api.txt", "written by the API")
         execution = sbx.run_code(f"open({f'{tmpdir_in}/from_api.txt'!r}).read()")
-        assert execution.text == "'written by the API'"
+        assert execution.text == "written by the API"
         js = sbx.run_code(f"require('fs').readFileSync({f'{tmpdir_in}/from_api.txt'!r}, 'utf8')", language="javascript")
-        assert js.text == "'written by the API'"
+        assert js.text == "written by the API"
         assert sbx.commands.run(f"cat {tmpdir_in}/from_api.txt").stdout == "written by the API"
 
     def test_code_writes_api_reads(self, sbx, tmpdir_in):
@@ -522,7 +522,7 @@ class TestBackgroundCommands:
 
     def test_background_survives_while_code_runs(self, sbx):
         handle = sbx.commands.run("sleep 1; echo bg-done", background=True)
-        assert sbx.run_code("import time; time.sleep(0.2); 'code'").text == "'code'"
+        assert sbx.run_code("import time; time.sleep(0.2); 'code'").text == "code"
         assert handle.wait().stdout == "bg-done\n"
 
     def test_many_concurrent_commands(self, sbx):

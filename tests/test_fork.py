@@ -41,7 +41,7 @@ def test_the_fork_has_the_state_and_files(forked: tuple[Sandbox, Sandbox]) -> No
     assert child.run_code("np.arange(3).tolist(), pd.__name__").text == "([0, 1, 2], 'pandas')"
     assert child.files.read("/home/user/notes/a.txt") == "written before the fork"
     assert child.commands.run("ls -A /tmp/.sandcell | grep fork || true").stdout == "", "nothing of the copy is left behind"
-    assert child.run_code("import os; os.environ['ORIGIN']").text == "'env'"
+    assert child.run_code("import os; os.environ['ORIGIN']").text == "env"
     assert child.get_info().metadata == {"who": "source"}
 
 
@@ -84,7 +84,7 @@ def test_async_fork() -> None:
             await source.run_code("value = 'async'")
             child = await source.fork()
             try:
-                assert (await child.run_code("value")).text == "'async'"
+                assert (await child.run_code("value")).text == "async"
             finally:
                 await child.kill()
 
@@ -134,7 +134,7 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "from sandcell.runtime.state_copy import _pickle as __pickle\n"
     )
     names = ["points", "triple", "square", "counts", "bound", "plus"]
-    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "'pickle'", (
+    assert source.run_code(f"__pickle({{name: globals()[name] for name in {names}}})[0]").text == "pickle", (
         "at C speed, dill only for the session's functions and classes"
     )
     check = "[p.double().x for p in points], isinstance(points[0], Point), triple(2), square(4), counts['new'], bound().x, plus()"
@@ -157,7 +157,7 @@ def test_session_objects_the_stdlib_pickler_cannot_name_survive(make_sandbox: Ca
         "size = lambda d=data: len(d)\n"
         "code = compile('40 + 2', 'cell', 'eval')\n"  # only dill can pickle a code object
     )
-    assert source.run_code("__pickle({'pets': pets, 'size': size, 'data': data})[0]").text == "'dill'"
+    assert source.run_code("__pickle({'pets': pets, 'size': size, 'data': data})[0]").text == "dill"
     child = source.fork()
     try:
         assert child.run_code(check).text == expected

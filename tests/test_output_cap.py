@@ -73,7 +73,7 @@ def test_results_of_every_type_count_against_the_output_cap(make_sandbox: Callab
     assert 0 < len(execution.results) < 40
     assert TRUNCATED in stderr(execution)
     assert "printed after the cap" not in "".join(execution.logs.stdout)
-    assert execution.text == "'the main answer'", "a small main result still says how the run ended"
+    assert execution.text == "the main answer", "a small main result still says how the run ended"
     # The cap is per run, and the context carries on.
     assert sbx.run_code("print('next run'); 'fine'").logs.stdout == ["next run\n"]
     still_works(sbx)

@@ -130,7 +130,7 @@ def test_async_pause_resume_metrics():
             with pytest.raises(SandboxPausedException):
                 await asbx.run_code("x")
             await asbx.resume()
-            assert (await asbx.run_code("x")).text == "'kept'"
+            assert (await asbx.run_code("x")).text == "kept"
             metrics = await asbx.get_metrics()
             assert metrics.mem_used > 0 and metrics.disk_total > 0
 

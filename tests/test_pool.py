@@ -96,7 +96,7 @@ def test_envs_clock_and_metadata_start_at_hand_out(pool: SandboxPool) -> None:
     environ = f"import os; {{k: os.environ.get(k) for k in {list(ENVS)!r}}}"
     assert sbx.run_code(environ).text == repr(ENVS), "the default context"
     assert sbx.run_code(environ, context=sbx.create_code_context()).text == repr(ENVS), "a new context"
-    assert sbx.run_code("process.env.PROJECT + '|' + process.env.QUOTED", language="javascript").text == "'" + "|".join(ENVS.values()) + "'"
+    assert sbx.run_code("process.env.PROJECT + '|' + process.env.QUOTED", language="javascript").text == "|".join(ENVS.values())
     assert sbx.run_code('printf "%s|%s" "$PROJECT" "$QUOTED"', language="bash").logs.stdout == ["|".join(ENVS.values())]
     assert sbx.commands.run('printf "%s|%s" "$PROJECT" "$QUOTED"').stdout == "|".join(ENVS.values())
     time.sleep(1)

@@ -323,4 +323,4 @@ def test_a_stopped_run_still_times_out(any_sandbox: Callable[..., Sandbox]) -> N
     execution = sbx.run_code(code, timeout=2)
     assert execution.error is not None and execution.error.name == "TimeoutError"
     assert time.monotonic() - started < 10
-    assert sbx.run_code("'alive'").text == "'alive'"
+    assert sbx.run_code("'alive'").text == "alive"

@@ -58,4 +58,4 @@ def bystander(server: Server, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Iter
     sandbox = make_e2b_sandbox()
     sandbox.run_code("witness = 'intact'")
     yield sandbox
-    assert sandbox.run_code("witness").text == "'intact'"
+    assert sandbox.run_code("witness").text == "intact"

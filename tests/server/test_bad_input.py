@@ -123,7 +123,7 @@ def test_client_disconnecting_mid_stream_interrupts_the_run(server: Server, byst
         assert b"200 OK" in sock.recv(4096)
     time.sleep(0.5)
     started = time.monotonic()
-    assert bystander.run_code("'free again'", timeout=20).text == "'free again'"
+    assert bystander.run_code("'free again'", timeout=20).text == "free again"
     assert time.monotonic() - started < 5, "the abandoned run kept the context busy"
     assert server.alive()
 

@@ -30,7 +30,7 @@ def test_create_with_metadata_envs_and_template_then_info_list_and_kill() -> Non
         assert info.template_id == "base"
         assert 50 < (info.end_at - info.started_at).total_seconds() <= 61
         assert sandbox.commands.run("echo $GREETING").stdout == "hej\n"
-        assert sandbox.run_code("import os; os.environ['GREETING']").text == "'hej'"
+        assert sandbox.run_code("import os; os.environ['GREETING']").text == "hej"
 
         listed = Sandbox.list(query=SandboxQuery(metadata={"run": "lifecycle"})).next_items()
         assert [item.sandbox_id for item in listed] == [sandbox.sandbox_id]
@@ -57,7 +57,7 @@ def test_set_timeout_moves_the_end_and_the_sandbox_ends_at_it(sbx: Sandbox) -> N
 def test_connect_from_a_second_client_sees_the_same_state(sbx: Sandbox) -> None:
     sbx.run_code("shared = 'from the first client'")
     other = Sandbox.connect(sbx.sandbox_id)
-    assert other.run_code("shared").text == "'from the first client'"
+    assert other.run_code("shared").text == "from the first client"
     sbx.files.write("note.txt", "hello")
     assert other.files.read("note.txt") == "hello"
 
@@ -131,7 +131,7 @@ def test_code_contexts_create_list_restart_remove(sbx: Sandbox) -> None:
     context = sbx.create_code_context(cwd="/tmp", language="python")
     assert context.cwd == "/tmp" and context.language == "python"
     sbx.run_code("value = 7", context=context)
-    assert sbx.run_code("import os; os.getcwd()", context=context).text == "'/tmp'"
+    assert sbx.run_code("import os; os.getcwd()", context=context).text == "/tmp"
     assert sbx.run_code("'value' in globals()").text == "False", "the default context is separate"
     assert context.id in [item.id for item in sbx.list_code_contexts()]
     sbx.restart_code_context(context)
@@ -139,12 +139,12 @@ def test_code_contexts_create_list_restart_remove(sbx: Sandbox) -> None:
     sbx.remove_code_context(context)
     assert context.id not in [item.id for item in sbx.list_code_contexts()]
     js = sbx.create_code_context(language="javascript")
-    assert sbx.run_code("typeof process", context=js).text == "'object'"
+    assert sbx.run_code("typeof process", context=js).text == "object"
 
 
 def test_env_vars_per_run(sbx: Sandbox) -> None:
-    assert sbx.run_code("import os; os.environ.get('ONLY_NOW')", envs={"ONLY_NOW": "yes"}).text == "'yes'"
-    assert sbx.run_code("import os; repr(os.environ.get('ONLY_NOW'))").text == "'None'"
+    assert sbx.run_code("import os; os.environ.get('ONLY_NOW')", envs={"ONLY_NOW": "yes"}).text == "yes"
+    assert sbx.run_code("import os; repr(os.environ.get('ONLY_NOW'))").text == "None"
 
 
 def test_run_timeout_interrupts_and_keeps_state(sbx: Sandbox) -> None:

@@ -163,7 +163,7 @@ def test_a_registry_from_before_tokens_gets_fresh_ones(tmp_path: Path) -> None:
         # Refused as any wrong token is: like an id that does not exist (see test_tenant_isolation).
         assert_error(httpx.get(server.url + "/files", params={"path": "/etc/hostname"}, headers=headers), 502, "access token does not match")
         again = E2BSandbox.connect(sandbox.sandbox_id, **options)  # the owner gets the new token
-        assert again.run_code("kept").text == "'yes'"
+        assert again.run_code("kept").text == "yes"
         again.kill()
     finally:
         server.stop()

@@ -56,7 +56,7 @@ def bystander(own_server: tuple[Server, str], make_e2b_sandbox: SandboxFactory[E
     sandbox = make_e2b_sandbox(api_url=server.url, sandbox_url=server.url, api_key=key)
     sandbox.run_code("witness = 'intact'")
     yield sandbox
-    assert sandbox.run_code("witness").text == "'intact'"
+    assert sandbox.run_code("witness").text == "intact"
     assert sandbox.run_code("print('bystander ok')").logs.stdout == ["bystander ok\n"]
 
 
@@ -69,7 +69,7 @@ def test_results_past_the_cap_end_with_a_marker_over_the_e2b_api(own_server: tup
         assert len(execution.results) < 20, f"{len(execution.results)} results of 1 MB each reached the client past a 16 MiB cap"
         assert TRUNCATED in "".join(execution.logs.stderr)
         assert "after the flood" not in "".join(execution.logs.stdout)
-        assert execution.text == "'the main answer'"
+        assert execution.text == "the main answer"
         assert sandbox.run_code("6 * 7").text == "42"
     finally:
         sandbox.kill()

@@ -40,7 +40,7 @@ def test_pooled_create_has_its_envs_timeout_metadata_and_survives_a_restart(tmp_
         wait_for_pool(server)
         sandbox = Sandbox.create(timeout=90, envs={"FROM_CREATE": "yes"}, metadata={"pooled": "1"}, **options)
         assert sandbox.run_code("import sys; 'pandas' in sys.modules").text == "True", "not a preloaded sandbox from the pool"
-        assert sandbox.run_code("import os; os.environ['FROM_CREATE']").text == "'yes'"
+        assert sandbox.run_code("import os; os.environ['FROM_CREATE']").text == "yes"
         assert sandbox.commands.run("echo $FROM_CREATE").stdout == "yes\n"
         info = sandbox.get_info()
         assert info.metadata == {"pooled": "1"} and 80 < (info.end_at - info.started_at).total_seconds() <= 91
@@ -53,7 +53,7 @@ def test_pooled_create_has_its_envs_timeout_metadata_and_survives_a_restart(tmp_
         server.process.wait()
     server = start_server(db, log, port=int(server.url.rsplit(":", 1)[1]), extra=["--pool", "1"])
     try:
-        assert sandbox.run_code("kept").text == "'over the restart'"
+        assert sandbox.run_code("kept").text == "over the restart"
         assert [base.get_info().template_id, sandbox.get_info().template_id] == ["base", "code-interpreter-v1"]
         assert base.run_code("import sklearn").error.name == "ModuleNotFoundError"
         sandbox.kill()

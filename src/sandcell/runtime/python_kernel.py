@@ -30,6 +30,8 @@ from typing import Any
 
 from sandcell.protocol import SKIPPED_MODULES
 
+from . import wire_json
+
 REQUESTS_FD = 3
 EVENTS_FD = 4
 TAKEN_WAIT = 5.0
@@ -67,7 +69,7 @@ class Channel:
     def send(self, event: dict[str, Any]) -> None:
         if self.forked:
             return  # only the kernel itself speaks for the context
-        line = json.dumps(event, default=repr) + "\n"
+        line = wire_json.dumps(event) + "\n"
         with self._lock:
             for stream in (sys.stdout, sys.stderr):
                 try:

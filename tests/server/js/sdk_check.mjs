@@ -11,7 +11,7 @@ try {
   assert.equal((await sbx.runCode('[1, 2, 3].map(n => n * 2)', { language: 'js' })).text, '[ 2, 4, 6 ]')
   assert.equal((await sbx.runCode('1 / 0')).error.name, 'ZeroDivisionError')
   const ctx = await sbx.createCodeContext({ language: 'python', cwd: '/tmp' })
-  assert.equal((await sbx.runCode('import os; os.getcwd()', { context: ctx })).text, "'/tmp'")
+  assert.equal((await sbx.runCode('import os; os.getcwd()', { context: ctx })).text, '/tmp')
 
   const done = await sbx.commands.run('echo from bash; echo err >&2', { envs: { A: '1' } })
   assert.equal(done.stdout, 'from bash\n')
