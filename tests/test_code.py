@@ -392,13 +392,13 @@ def test_stdout_stderr_display_interleaving(sbx):
     )
     assert merged(events) == [
         ("out", "out-1\n"),
-        ("res", "'res-1'"),
+        ("res", "res-1"),
         ("err", "err-1\n"),
-        ("res", "'res-2'"),
+        ("res", "res-2"),
         ("out", "out-2\n"),
         ("err", "err-2\n"),
         ("out", "out-3\n"),
-        ("res", "'main'"),
+        ("res", "main"),
     ]
 
 
@@ -418,7 +418,7 @@ def test_javascript_console_output_order_with_result(sbx):
             on_result=lambda r: events.append(("res", r.text)),
         )
     )
-    assert merged(events) == [("out", "a\n"), ("err", "b\n"), ("out", "c\n"), ("res", "'end'")]
+    assert merged(events) == [("out", "a\n"), ("err", "b\n"), ("out", "c\n"), ("res", "end")]
 
 
 # -- timeouts ------------------------------------------------------------------------
@@ -769,7 +769,7 @@ def test_unicode_output(sbx, language, code):
 
 
 def test_unicode_result(sbx):
-    assert ok(sbx.run_code(f"{UNICODE!r}")).text == repr(UNICODE)
+    assert ok(sbx.run_code(f"{UNICODE!r}")).text == UNICODE
     assert ok(sbx.run_code(f"{json.dumps(UNICODE)}", language="javascript")).text == f"{UNICODE}"
 
 
@@ -825,7 +825,7 @@ def test_large_output_is_intact(sbx, language, code):
 def test_large_stderr_and_result(sbx):
     execution = ok(sbx.run_code("import sys\nsys.stderr.write('e' * 1_000_000)\n'r' * 1_000_000"))
     assert stderr(execution) == "e" * 1_000_000
-    assert execution.text == repr("r" * 1_000_000)
+    assert execution.text == "r" * 1_000_000
 
 
 def test_output_limit_truncates_with_marker():

@@ -26,7 +26,7 @@ def victim(keys: Keys, make_e2b_sandbox: SandboxFactory[Sandbox]) -> Iterator[Sa
     sandbox.run_code(f"witness = {SECRET!r}")
     yield sandbox
     assert sandbox.files.read("/home/user/secret.txt") == SECRET
-    assert sandbox.run_code("witness").text == repr(SECRET)
+    assert sandbox.run_code("witness").text == SECRET
 
 
 @pytest.fixture
