@@ -178,4 +178,3 @@ def test_hostile_values_cannot_break_a_run(any_sandbox: Callable[..., Sandbox]) 
     raising = "import matplotlib.pyplot as plt\nclass Broken(plt.Figure):\n    def get_axes(self): raise RuntimeError('no')\nBroken()"
     assert main_result(sandbox.run_code(raising)).chart == {}
     assert main_result(sandbox.run_code("'still fine'")).text == "still fine"
-

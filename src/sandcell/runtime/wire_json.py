@@ -28,7 +28,7 @@ def jupyter_default(obj: Any) -> Any:
     """``jupyter_client.jsonutil.json_default``."""
     if isinstance(obj, datetime.datetime):
         if obj.tzinfo is None:
-            obj = obj.replace(tzinfo=datetime.timezone.utc)
+            obj = obj.replace(tzinfo=datetime.UTC)
         return obj.isoformat().replace("+00:00", "Z")
     if isinstance(obj, datetime.date):
         return obj.isoformat()
