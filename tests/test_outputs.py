@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from output_cases import CHART_CASES, ChartCase, chart_of, check_chart, reference_charts
 
-from sandcell import AsyncSandbox, Sandbox, SandboxDiedException
+from sandcell import AsyncSandbox, Limits, Sandbox, SandboxDiedException
 from sandcell.agent.loop import Ran
 from sandcell.agent.notebook import to_notebook
 from sandcell.agent.tool import ImageStore, render_parts
@@ -178,3 +178,11 @@ def test_hostile_values_cannot_break_a_run(any_sandbox: Callable[..., Sandbox]) 
     raising = "import matplotlib.pyplot as plt\nclass Broken(plt.Figure):\n    def get_axes(self): raise RuntimeError('no')\nBroken()"
     assert main_result(sandbox.run_code(raising)).chart == {}
     assert main_result(sandbox.run_code("'still fine'")).text == "still fine"
+
+
+def test_a_charts_data_counts_against_the_output_cap(any_sandbox: Callable[..., Sandbox]) -> None:
+    """A figure of a million points: its image and chart (megabytes) are dropped past the cap, the run ends as usual."""
+    sandbox = any_sandbox(limits=Limits(output_mb=1))
+    execution = ok(sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot(range(1_000_000))\nplt.show()\n'after'"))
+    assert [result.text for result in execution.results] == ["after"]
+    assert "output truncated" in "".join(execution.logs.stderr)
