@@ -46,7 +46,8 @@ CHART_CASES = [
     ChartCase("pie", "fig, ax = plt.subplots()\nax.pie([30, 50, 20], labels=['a', 'b', 'c'])\nax.set_title('Shares')", "pie"),
     ChartCase(
         "box_and_whisker",
-        "fig, ax = plt.subplots()\nax.boxplot([[85, 90, 78, 92, 88], [95, 89, 76, 91, 84, 87]], tick_labels=['A', 'B'], patch_artist=True)\nax.set_title('Spread')",
+        "fig, ax = plt.subplots()\nax.boxplot([[85, 90, 78, 92, 88], [95, 89, 76, 91, 84, 87]], tick_labels=['A', 'B'], patch_artist=True)\n"
+        "ax.set_title('Spread')",
         "box_and_whisker",
     ),
     ChartCase(
@@ -101,7 +102,7 @@ def reference_charts() -> dict[str, dict[str, Any]]:
     """Each case's chart as ``e2b_charts`` gives it in a plain interpreter, by case name."""
     codes = [f"{PRELUDE}\n{case.code}" for case in CHART_CASES]
     done = subprocess.run([str(Image().python), "-c", REFERENCE], input=json.dumps(codes), capture_output=True, text=True, timeout=120, check=True)
-    return {case.name: chart for case, chart in zip(CHART_CASES, json.loads(done.stdout))}
+    return {case.name: chart for case, chart in zip(CHART_CASES, json.loads(done.stdout), strict=True)}
 
 
 def check_chart(case: ChartCase, chart: dict[str, Any], reference: dict[str, Any]) -> None:

@@ -143,7 +143,7 @@ def test_the_notebook_keeps_charts_and_data_as_json_outputs(sbx: Sandbox) -> Non
 def test_a_sandbox_killed_while_code_runs_raises(make_sandbox: Callable[..., Sandbox]) -> None:
     sandbox = make_sandbox()
     threading.Timer(0.5, sandbox.kill).start()
-    with pytest.raises(SandboxDiedException, match="stopped while the code was running.*it was killed"):
+    with pytest.raises(SandboxDiedException, match=r"stopped while the code was running.*it was killed"):
         sandbox.run_code("import time\nprint('started', flush=True)\ntime.sleep(30)")
 
 
@@ -151,7 +151,7 @@ def test_a_sandbox_reaching_its_timeout_while_code_runs_raises() -> None:
     async def scenario() -> None:
         sandbox = await AsyncSandbox.create(timeout=1)
         try:
-            with pytest.raises(SandboxDiedException, match="stopped while the code was running.*timeout of 1 s"):
+            with pytest.raises(SandboxDiedException, match=r"stopped while the code was running.*timeout of 1 s"):
                 await sandbox.run_code("import time\ntime.sleep(30)")
         finally:
             await sandbox.kill()

@@ -35,19 +35,19 @@ def test_typed_code_runs_and_its_declarations_persist(sandbox: Sandbox) -> None:
     ctx = sandbox.create_code_context(language="typescript")
     assert ctx.language == "typescript"
     assert ok(sandbox.run_code(TYPED_CELL, context=ctx)).text == "42"
-    assert ok(sandbox.run_code("new Box<string>(pair.join('')).get()", context=ctx)).text == "'ab'"
-    assert ok(sandbox.run_code("`${Color.Green} ${Color[4]} ${Color.Red}`", context=ctx)).text == "'green Blue 0'"
+    assert ok(sandbox.run_code("new Box<string>(pair.join('')).get()", context=ctx)).text == "ab"
+    assert ok(sandbox.run_code("`${Color.Green} ${Color[4]} ${Color.Red}`", context=ctx)).text == "green Blue 0"
     assert ok(sandbox.run_code("let total: number = add(1, 2) as number\nconst again: Point = { ...origin }", context=ctx)).text is None
     assert ok(sandbox.run_code("total + again.y", context=ctx)).text == "5"
     # a cell that declares `let total` again works, as in a notebook
-    assert ok(sandbox.run_code("let total: string = 'reset'; total", context=ctx)).text == "'reset'"
+    assert ok(sandbox.run_code("let total: string = 'reset'; total", context=ctx)).text == "reset"
 
 
 def test_top_level_await_and_esm_import_of_a_node_builtin(sandbox: Sandbox) -> None:
     ctx = sandbox.create_code_context(language="ts")
     cell = "import { readFileSync } from 'fs'\nimport type { Stats } from 'fs'\nconst n: number = await Promise.resolve(41)\nn + 1"
     assert ok(sandbox.run_code(cell, context=ctx)).text == "42"
-    assert ok(sandbox.run_code("readFileSync('/etc/hostname', 'utf8').trim()", context=ctx)).text == "'sandbox'"
+    assert ok(sandbox.run_code("readFileSync('/etc/hostname', 'utf8').trim()", context=ctx)).text == "sandbox"
 
 
 def test_a_type_error_is_not_an_error(sandbox: Sandbox) -> None:
@@ -62,7 +62,7 @@ def test_a_syntax_error_is_an_execution_error_at_the_users_line(sandbox: Sandbox
     assert execution.error.value == "Expression expected (2:16)"
     assert "let b: number = ;\n                ^" in execution.error.traceback
     # the context lives on, and the failed cell left nothing behind
-    assert ok(sandbox.run_code("typeof b", language="ts")).text == "'undefined'"
+    assert ok(sandbox.run_code("typeof b", language="ts")).text == "undefined"
 
 
 def test_a_runtime_error_points_at_the_users_line(sandbox: Sandbox) -> None:
@@ -85,18 +85,18 @@ def test_namespaces_and_const_enums_are_transformed(sandbox: Sandbox) -> None:
 
 def test_run_code_language_ts_uses_one_default_typescript_context(sandbox: Sandbox) -> None:
     ok(sandbox.run_code("const shared: string = 'kept'", language="ts"))
-    assert ok(sandbox.run_code("shared", language="typescript")).text == "'kept'"
-    assert ok(sandbox.run_code("typeof shared", language="javascript")).text == "'undefined'"  # JavaScript is another context
+    assert ok(sandbox.run_code("shared", language="typescript")).text == "kept"
+    assert ok(sandbox.run_code("typeof shared", language="javascript")).text == "undefined"  # JavaScript is another context
     typescript = [ctx for ctx in sandbox.list_code_contexts() if ctx.language == "typescript"]
     assert len(typescript) == 1 and typescript[0].cwd == "/home/user"
-    assert ok(sandbox.run_code("shared + '!'", context=typescript[0])).text == "'kept!'"
+    assert ok(sandbox.run_code("shared + '!'", context=typescript[0])).text == "kept!"
 
 
 def test_typescript_context_with_cwd_env_restart_and_remove(sandbox: Sandbox) -> None:
     ctx = sandbox.create_code_context(language="ts", cwd="/tmp/ts-work", envs={"MODE": "typed"})
-    assert ok(sandbox.run_code("const cwd: string = process.cwd(); `${cwd} ${process.env.MODE}`", context=ctx)).text == "'/tmp/ts-work typed'"
+    assert ok(sandbox.run_code("const cwd: string = process.cwd(); `${cwd} ${process.env.MODE}`", context=ctx)).text == "/tmp/ts-work typed"
     sandbox.restart_code_context(ctx)
-    assert ok(sandbox.run_code("typeof cwd", context=ctx)).text == "'undefined'"
+    assert ok(sandbox.run_code("typeof cwd", context=ctx)).text == "undefined"
     sandbox.remove_code_context(ctx)
     assert ctx.id not in [listed.id for listed in sandbox.list_code_contexts()]
 
@@ -151,11 +151,11 @@ def test_a_cell_cannot_change_how_other_contexts_strip_types(any_sandbox: Callab
     # the cell reaches the stripper's module through require and replaces it in its own process only
     ok(sbx.run_code("const amaro = require(process.env.SANDCELL_AMARO); amaro.transformSync = () => ({ code: 'globalThis.hijacked = 1' })", context=tampered))
     other = sbx.create_code_context(language="ts")
-    assert ok(sbx.run_code("const x: number = 2; typeof globalThis.hijacked + x", context=other)).text == "'undefined2'"
+    assert ok(sbx.run_code("const x: number = 2; typeof globalThis.hijacked + x", context=other)).text == "undefined2"
 
 
 def test_a_timeout_interrupts_a_typescript_cell_and_keeps_the_state(sandbox: Sandbox) -> None:
     ok(sandbox.run_code("const kept: string = 'yes'", language="ts"))
     execution = sandbox.run_code("while (true) {}", language="ts", timeout=1)
     assert execution.error is not None and execution.error.name == "TimeoutError"
-    assert ok(sandbox.run_code("kept", language="ts")).text == "'yes'"
+    assert ok(sandbox.run_code("kept", language="ts")).text == "yes"

@@ -34,9 +34,9 @@ def test_a_new_sandbox_lists_the_python_and_javascript_defaults(sbx: Sandbox) ->
     assert [(ctx.language, ctx.cwd) for ctx in listed] == [("python", "/home/user"), ("javascript", "/home/user")]
     python, javascript = listed
     assert sbx.run_code("by_id = 'python default'", context=python).error is None
-    assert sbx.run_code("by_id").text == "'python default'"
+    assert sbx.run_code("by_id").text == "python default"
     assert sbx.run_code("const byId = 'javascript default'", context=javascript).error is None
-    assert sbx.run_code("byId", language="js").text == "'javascript default'"
+    assert sbx.run_code("byId", language="js").text == "javascript default"
     assert [ctx.id for ctx in sbx.list_code_contexts()] == [python.id, javascript.id]
 
 
@@ -45,9 +45,9 @@ def test_typescript_with_the_sync_sdk(sbx: Sandbox) -> None:
     ctx = sbx.create_code_context(language="typescript")
     assert ctx.language == "typescript" and ctx.cwd == "/home/user"
     assert sbx.run_code(TYPED_CELL, context=ctx).error is None
-    assert sbx.run_code("`${total} ${Color.Green}`", context=ctx).text == "'3 green'"
-    assert sbx.run_code("import { join } from 'path'\nawait Promise.resolve(join('a', 'b'))", context=ctx).text == "'a/b'"
-    assert sbx.run_code("const wrong: number = 'text' as any; typeof wrong", context=ctx).text == "'string'"
+    assert sbx.run_code("`${total} ${Color.Green}`", context=ctx).text == "3 green"
+    assert sbx.run_code("import { join } from 'path'\nawait Promise.resolve(join('a', 'b'))", context=ctx).text == "a/b"
+    assert sbx.run_code("const wrong: number = 'text' as any; typeof wrong", context=ctx).text == "string"
     error = sbx.run_code("let broken: number = ;", context=ctx).error
     assert (error.name, error.value) == ("SyntaxError", "Expression expected (1:21)")
     assert ctx.id in [listed.id for listed in sbx.list_code_contexts()]
@@ -60,7 +60,7 @@ def test_typescript_with_the_sync_sdk(sbx: Sandbox) -> None:
 def test_working_directories_with_the_sync_sdk(sbx: Sandbox) -> None:
     ctx = sbx.create_code_context(language="python", cwd="/tmp/e2b/work")
     assert ctx.cwd == "/tmp/e2b/work"
-    assert sbx.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp/e2b/work'"
+    assert sbx.run_code("import os; os.getcwd()", context=ctx).text == "/tmp/e2b/work"
     last = sbx.list_code_contexts()[-1]
     assert (last.id, last.language, last.cwd) == (ctx.id, ctx.language, ctx.cwd)
     # E2B's SDK turns any 4xx but 404 into a SandboxException; the message is ours
@@ -76,11 +76,11 @@ def test_defaults_typescript_and_cwd_with_the_async_sdk() -> None:
         async with await AsyncSandbox.create(timeout=60) as sandbox:
             listed = await sandbox.list_code_contexts()
             assert [(ctx.language, ctx.cwd) for ctx in listed] == [("python", "/home/user"), ("javascript", "/home/user")]
-            assert (await sandbox.run_code("process.cwd()", context=listed[1])).text == "'/home/user'"
+            assert (await sandbox.run_code("process.cwd()", context=listed[1])).text == "/home/user"
             ctx = await sandbox.create_code_context(language="ts", cwd="/tmp/async-ts")
             assert (ctx.language, ctx.cwd) == ("typescript", "/tmp/async-ts")
             assert (await sandbox.run_code(TYPED_CELL + "total", context=ctx)).text == "3"
-            assert (await sandbox.run_code("process.cwd()", language="typescript")).text == "'/home/user'"
+            assert (await sandbox.run_code("process.cwd()", language="typescript")).text == "/home/user"
             with pytest.raises(SandboxException, match="cannot work in /etc/hostname: it is not a directory"):
                 await sandbox.create_code_context(cwd="/etc/hostname")
 

@@ -27,9 +27,8 @@ def notebook_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     ``e2b/chart`` as ``application/vnd.e2b.chart+json``."""
     allowed = {}
     for mime, value in bundle.items():
-        if not isinstance(value, str) and not JSON_MIME.match(mime):
-            mime = f"application/vnd.{mime.replace('/', '.')}+json"
-        allowed[mime] = value
+        as_json = not isinstance(value, str) and not JSON_MIME.match(mime)
+        allowed[f"application/vnd.{mime.replace('/', '.')}+json" if as_json else mime] = value
     return allowed
 
 

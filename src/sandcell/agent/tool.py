@@ -9,6 +9,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandcell.protocol import LANGUAGES, normalize_language
 from sandcell.sandbox.models import Execution
@@ -101,7 +102,7 @@ class ImageStore:
         return image
 
 
-def describe_chart(chart: dict) -> str:
+def describe_chart(chart: dict[str, Any]) -> str:
     """What the model learns of a figure: E2B's description of its chart (type, titles, axes, data) as compact JSON, long data cut."""
     return "chart data: " + cut(json.dumps(chart, separators=(",", ":"), default=str), CHART_HEAD, CHART_TAIL)
 

@@ -35,7 +35,7 @@ def patch_image_save(image_module: ModuleType) -> None:
         if isinstance(fp, str):
             from IPython.display import display
 
-            display(image)
+            display(image)  # type: ignore[no-untyped-call]
         original_save(image, fp, format, **options)
 
     image_module.Image.save = save

@@ -21,7 +21,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # an image without it still works, with NaN as the standard library writes it
-    orjson = None  # type: ignore[assignment]
+    orjson = None
 
 
 def jupyter_default(obj: Any) -> Any:
@@ -53,7 +53,8 @@ def _default_or_repr(obj: Any) -> Any:
 def dumps(event: dict[str, Any]) -> str:
     if orjson is not None:
         try:
-            return orjson.dumps(event, default=_default_or_repr, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z).decode()
+            encoded: str = orjson.dumps(event, default=_default_or_repr, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z).decode()
+            return encoded
         except TypeError:  # an integer past 64 bits, nesting too deep
             pass
     return json.dumps(event, default=_default_or_repr)

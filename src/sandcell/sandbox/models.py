@@ -86,7 +86,7 @@ class OutputMessage:
 
 def unquoted(text: str) -> str:
     """A string's repr without its quotes, as E2B's server gives the text of every result (``'a'`` -> ``a``)."""
-    if text.startswith("'") and text.endswith("'") or text.startswith('"') and text.endswith('"'):
+    if (text.startswith("'") and text.endswith("'")) or (text.startswith('"') and text.endswith('"')):
         return text[1:-1]
     return text
 

@@ -15,7 +15,7 @@ try {
   assert.deepEqual([ctx.language, ctx.cwd], ['typescript', '/tmp/js-sdk'])
   const typed = 'interface P { x: number }\nenum E { A = 2 }\nconst p: P = { x: 40 }\nfunction id<T>(v: T): T { return v }\nid<number>(p.x) + (E.A as number)'
   assert.equal((await sbx.runCode(typed, { context: ctx })).text, '42')
-  assert.equal((await sbx.runCode('process.cwd()', { context: ctx })).text, "'/tmp/js-sdk'")
+  assert.equal((await sbx.runCode('process.cwd()', { context: ctx })).text, '/tmp/js-sdk')
   const broken = await sbx.runCode('let n: number = ;', { context: ctx })
   assert.deepEqual([broken.error.name, broken.error.value], ['SyntaxError', 'Expression expected (1:16)'])
   const last = (await sbx.listCodeContexts()).at(-1)
