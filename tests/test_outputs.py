@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,9 @@ from sandcell.agent.tool import ImageStore, render_parts
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def sbx() -> Iterator[Sandbox]:
-    with Sandbox.create(timeout=300) as sandbox:
-        yield sandbox
+@pytest.fixture
+def sbx(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox(scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +148,9 @@ def test_a_sandbox_killed_while_code_runs_raises(make_sandbox: Callable[..., San
 
 def test_a_sandbox_reaching_its_timeout_while_code_runs_raises() -> None:
     async def scenario() -> None:
-        sandbox = await AsyncSandbox.create(timeout=1)
-        try:
-            with pytest.raises(SandboxDiedException, match=r"stopped while the code was running.*timeout of 1 s"):
-                await sandbox.run_code("import time\ntime.sleep(30)")
-        finally:
-            await sandbox.kill()
+        sandbox = await AsyncSandbox.create(timeout=1)  # ends itself
+        with pytest.raises(SandboxDiedException, match=r"stopped while the code was running.*timeout of 1 s"):
+            await sandbox.run_code("import time\ntime.sleep(30)")
 
     asyncio.run(scenario())
 

@@ -354,7 +354,7 @@ def test_the_pool_hands_out_only_the_asked_template() -> None:
         try:
             assert (base.backend.policy.template, interpreter.backend.policy.template) == ("base", CODE_INTERPRETER)
             assert base.run_code("import sklearn").error is not None
-            assert interpreter.run_code("import sklearn; sklearn.__name__").text == "'sklearn'"
+            assert interpreter.run_code("import sklearn; sklearn.__name__").text == "sklearn"
         finally:
             base.kill()
             interpreter.kill()

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -41,11 +41,9 @@ def references() -> dict[str, dict[str, Any]]:
     return reference_charts()
 
 
-@pytest.fixture(scope="module")
-def sbx() -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(timeout=300)
-    yield sandbox
-    sandbox.kill()
+@pytest.fixture
+def sbx(make_e2b_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_e2b_sandbox(scope="module")
 
 
 def main_result(execution: Any) -> Any:
@@ -91,8 +89,8 @@ def test_sync_sdk_pil_images(sbx: Sandbox, cell: str) -> None:
     assert execution.error is None and len(execution.results) == 1 and is_png(execution.results[0].png)
 
 
-def test_sync_sdk_raises_when_the_sandbox_is_killed_mid_run() -> None:
-    sandbox = Sandbox.create(timeout=60)
+def test_sync_sdk_raises_when_the_sandbox_is_killed_mid_run(make_e2b_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = make_e2b_sandbox()
     threading.Timer(1.0, sandbox.kill).start()
     with pytest.raises(TimeoutException, match=KILLED):
         sandbox.run_code(SLEEP)
@@ -165,9 +163,9 @@ def test_native_api_lines_carry_chart_data_json_and_unquoted_text(server: Server
             api.delete(f"/v1/sandboxes/{sandbox_id}")
 
 
-def test_execute_stream_breaks_off_without_end_of_execution(server: Server) -> None:
+def test_execute_stream_breaks_off_without_end_of_execution(server: Server, make_e2b_sandbox: Callable[..., Sandbox]) -> None:
     """The wire itself: what the SDKs read as a killed sandbox."""
-    doomed = Sandbox.create(timeout=60)
+    doomed = make_e2b_sandbox()
     received: list[str] = []
     headers = {"E2b-Sandbox-Id": doomed.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": doomed._envd_access_token or ""}
     threading.Timer(1.0, doomed.kill).start()

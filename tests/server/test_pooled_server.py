@@ -45,7 +45,7 @@ def test_pooled_create_has_its_envs_timeout_metadata_and_survives_a_restart(tmp_
         info = sandbox.get_info()
         assert info.metadata == {"pooled": "1"} and 80 < (info.end_at - info.started_at).total_seconds() <= 91
         sandbox.run_code("kept = 'over the restart'")
-        assert sandbox.run_code("import sklearn; sklearn.__name__").text == "'sklearn'"  # the pool's kind is the default template
+        assert sandbox.run_code("import sklearn; sklearn.__name__").text == "sklearn"  # the pool's kind is the default template
         base = Sandbox.create(template="base", timeout=90, **options)  # never a pooled code-interpreter-v1 one
         assert base.run_code("import sys; 'pandas' in sys.modules").text == "False" and base.get_info().template_id == "base"
     finally:

@@ -215,7 +215,7 @@ def test_native_rest_command_with_a_non_zero_exit_is_an_answer(server: Server, k
 
 def test_the_template_travels_to_the_server(remote: Sandbox, server: Server, keys: Keys) -> None:
     assert remote.get_info().template == "code-interpreter-v1" and remote.backend.policy.template == "code-interpreter-v1"
-    assert remote.run_code("import sklearn; sklearn.__name__").text == "'sklearn'"
+    assert remote.run_code("import sklearn; sklearn.__name__").text == "sklearn"
     base = Sandbox.create(timeout=60, template="base", api_url=server.url, api_key=keys.alpha)
     try:
         assert base.get_info().template == "base"
