@@ -108,6 +108,21 @@ def sandcell_round_trips(repeat: int, code: str = "1+1", language: str = "python
         return timed(lambda: sandbox.run_code(code, language=language), repeat)
 
 
+CHART_CELL = "plt.figure(); plt.bar(['north', 'south', 'east'], [3, 5, 2]); plt.title('sales'); plt.show()"
+
+
+def sandcell_chart_cell(repeat: int, extract: bool) -> list[float]:
+    """A bar chart shown as PNG, with E2B's chart data extracted from it or (the baseline) without."""
+    with Sandbox.create(pool=False) as sandbox:
+        setup = "import matplotlib.pyplot as plt"
+        if not extract:
+            setup += "\nget_ipython().display_formatter.formatters.pop('e2b/chart')"
+        sandbox.run_code(setup)
+        first = sandbox.run_code(CHART_CELL)
+        assert first.error is None and first.results and (first.results[0].chart is not None) == extract, first
+        return timed(lambda: sandbox.run_code(CHART_CELL), repeat)
+
+
 def sandcell_throughput(sandboxes: int, runs_each: int) -> float:
     """Trivial runs per second across many sandboxes at once (asyncio, one process)."""
 
@@ -341,6 +356,8 @@ def main() -> None:
     add("run_code('1+1') round trip", sandcell_round_trips(trips), jupyter_trips)
     javascript_trips = sandcell_round_trips(trips // 5, UNTYPED_CELL, "javascript")
     add("typescript run_code round trip (typed cell vs js)", sandcell_round_trips(trips // 5, TYPED_CELL, "typescript"), javascript_trips)
+    charts = 5 if args.quick else 30
+    add("chart cell: PNG and e2b/chart data (vs PNG only)", sandcell_chart_cell(charts, extract=True), sandcell_chart_cell(charts, extract=False))
     spread = (10, 20) if args.quick else (50, 40)
     add(f"run_code('1+1') throughput across {spread[0]} sandboxes", [sandcell_throughput(*spread)], None, "/s")
     add("python context create -> first result (zygote fork)", sandcell_language_start("python", "1+1", max(3, starts // 2)), None)
