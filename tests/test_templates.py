@@ -296,6 +296,11 @@ def test_commands_and_scripts_see_the_template(any_sandbox: Callable[..., Sandbo
 def test_what_the_supervisor_skips_is_importable_in_every_context(any_sandbox: Callable[..., Sandbox]) -> None:
     sbx = any_sandbox(template="base")  # nltk, textblob, requests... import ssl, bz2 or lzma
     assert run_ok(sbx, "import bz2, lzma, ssl; print(lzma.decompress(lzma.compress(bz2.decompress(bz2.compress(b'round')))).decode())").strip() == "round"
+    # ...and so do the modules that looked for them at their own import, before any cell ran
+    # (in a fork server: asyncio, imported for the supervisor; pandas; http.client through it).
+    checks = "import asyncio.sslproto, http.client, pandas.compat\nprint(asyncio.sslproto.ssl is not None, hasattr(http.client, 'HTTPSConnection'))"
+    assert run_ok(sbx, checks).split() == ["True", "True"]
+    assert run_ok(sbx, "import pandas as pd\npd.DataFrame({'a': [1]}).to_csv('t.csv.bz2')\nprint(pd.read_csv('t.csv.bz2').a[0])").strip() == "1"
 
 
 def test_the_template_is_read_only(any_sandbox: Callable[..., Sandbox]) -> None:

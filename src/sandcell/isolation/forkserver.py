@@ -139,7 +139,9 @@ def fork_server_argv(image: Image) -> list[str]:
     """
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox", "--new-session", "--clearenv", "--cap-add", "ALL"]
     argv += filesystem_argv(image, FORK_SERVER_TMP_BYTES, tuple(image.installed_templates()))
-    return [*argv, "--chdir", "/", "--", *runtime_command(image, "forkserver")]
+    # Nothing skipped: every module it imports is the user's code's too (asyncio, http.client,
+    # pandas decide at their import whether ssl, bz2 and lzma exist), and it imports them once.
+    return [*argv, "--chdir", "/", "--", *runtime_command(image, "forkserver", skipped=())]
 
 
 def hidden_templates(image: Image, template: str) -> list[str]:

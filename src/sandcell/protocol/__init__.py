@@ -23,7 +23,7 @@ from .frames import (
     read_sized_frame,
 )
 from .languages import LANGUAGE_ALIASES, LANGUAGES, normalize_language
-from .names import ENV_NAME, HOME, SANDBOX_UID, SANDBOX_USER, SKIPPED_MODULES, WORK_DIR, part_name, part_prefix
+from .names import ENV_NAME, HOME, SANDBOX_UID, SANDBOX_USER, WORK_DIR, part_name, part_prefix
 
 __all__ = [
     "DONE",
@@ -39,7 +39,6 @@ __all__ = [
     "RESYNC_MARK",
     "SANDBOX_UID",
     "SANDBOX_USER",
-    "SKIPPED_MODULES",
     "TERMINAL",
     "WINDOWED",
     "WORK_DIR",

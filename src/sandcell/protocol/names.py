@@ -11,11 +11,6 @@ HOME = "/home/user"
 # The sandbox's scratch space of sandcell's own (cells, caches, state copies).
 WORK_DIR = "/tmp/.sandcell"
 
-# What the supervisor and the fork server are kept from importing (asyncio and
-# shutil import them only if they can: 1.7 MiB and 14 ms per sandbox); a context
-# forked from the fork server takes them back.
-SKIPPED_MODULES = ("ssl", "bz2", "lzma")
-
 # The environment variable names a sandbox accepts (a shell's), checked by the
 # host where a request enters and by the supervisor again.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandcell.protocol import SKIPPED_MODULES
-
 from . import wire_json
 
 REQUESTS_FD = 3
@@ -292,9 +290,6 @@ def _become_context(fds: list[int], request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    for name in SKIPPED_MODULES:
-        if name in sys.modules and sys.modules[name] is None:  # a fork server's placeholder: the user's code may import it
-            del sys.modules[name]
     add_site_dirs(request.get("site_dirs") or [])
 
 
