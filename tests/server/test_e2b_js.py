@@ -22,16 +22,20 @@ def installed() -> Path:
     return CLIENT
 
 
-def run_check(script: str, server: Server, keys: Keys) -> None:
-    """Run ``script`` (in ``js/``) with the SDK pointed at ``server``; it prints ``ok`` when its asserts held."""
-    env = {
+def sdk_env(server: Server, keys: Keys) -> dict[str, str]:
+    """The environment that points the JS SDK at ``server``."""
+    return {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "E2B_API_URL": server.url,
         "E2B_SANDBOX_URL": server.url,
         "E2B_API_KEY": keys.alpha,
     }
-    done = subprocess.run(["node", script], cwd=CLIENT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def run_check(script: str, server: Server, keys: Keys) -> None:
+    """Run ``script`` (in ``js/``) with the SDK pointed at ``server``; it prints ``ok`` when its asserts held."""
+    done = subprocess.run(["node", script], cwd=CLIENT, env=sdk_env(server, keys), capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("ok")
 

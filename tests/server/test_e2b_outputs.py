@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import threading
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from e2b_code_interpreter import AsyncSandbox, Sandbox
 from e2b_code_interpreter.charts import BarChart, ChartType, SuperChart
 from output_cases import CHART_CASES, ChartCase, chart_of, check_chart, reference_charts
 from serving import Keys, Server
-from test_e2b_js import installed  # noqa: F401 - the fixture that installs the JavaScript SDK
+from test_e2b_js import installed, sdk_env  # noqa: F401 - installed: the fixture that installs the JavaScript SDK
 
 import sandcell
 
@@ -194,13 +193,7 @@ def test_sandcell_client_on_the_server(server: Server, keys: Keys, references: d
 
 
 def test_js_sdk_outputs(installed: Any, server: Server, keys: Keys, references: dict[str, dict[str, Any]]) -> None:  # noqa: F811
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "E2B_API_URL": server.url,
-        "E2B_SANDBOX_URL": server.url,
-        "E2B_API_KEY": keys.alpha,
-    }
+    env = sdk_env(server, keys)
     cases = json.dumps([{"name": case.name, "cell": case.cell} for case in CHART_CASES])
     done = subprocess.run(["node", "outputs_check.mjs"], cwd=installed, env=env, input=cases, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
